@@ -1,0 +1,25 @@
+# ketamap workflow: versioned site data -> harmonized Parquet tables -> pooled analyses.
+# Table of contents only; the logic lives in the ketamap package (src/ketamap).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/fetch.smk"
+include: "workflow/rules/clinical.smk"
+include: "workflow/rules/pooled.smk"
+include: "workflow/rules/manifest.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

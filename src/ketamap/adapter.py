@@ -1,0 +1,47 @@
+"""The one way a workflow script runs a ketamap step.
+
+Each script in ``workflow/scripts`` unpacks the ``snakemake`` object and hands a package function
+to :func:`run_step`, which sends log lines to the rule's log file and turns a
+:class:`~ketamap.errors.KetamapError` into one clear message and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ketamap.errors import KetamapError
+
+log = logging.getLogger("ketamap")
+
+
+def configure_logging(log_file: str | Path | None) -> None:
+    """Log INFO and above to ``log_file`` (and warnings to stderr)."""
+    root = logging.getLogger("ketamap")
+    root.handlers.clear()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(log_file, mode="w")
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    err.setFormatter(fmt)
+    root.addHandler(err)
+
+
+def run_step(snakemake: Any, func: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run ``func(**kwargs)`` for a Snakemake job; exit 1 with one message on a KetamapError."""
+    log_file = snakemake.log[0] if len(snakemake.log) else None
+    configure_logging(log_file)
+    try:
+        return func(**kwargs)
+    except KetamapError as exc:
+        log.error("%s", exc)
+        sys.stderr.flush()
+        raise SystemExit(1) from None

@@ -1,0 +1,107 @@
+"""The ``ketamap`` command: synthetic consortia, registries and docs around the workflow.
+
+The workflow itself runs with Snakemake (``make run``); these commands prepare what it reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from ketamap.errors import KetamapError
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from ketamap import synth
+
+    truth = synth.generate(Path(args.scenario), Path(args.out), overwrite=args.overwrite)
+    print(f"wrote the synthetic consortium to {args.out} (ground truth: {truth})")
+
+
+def _registry(args: argparse.Namespace) -> None:
+    from ketamap.registry import build_registry
+
+    sites = build_registry(Path(args.sites), Path(args.out), args.remote, args.release)
+    print(f"released {', '.join(sites)} as {args.release} in {args.out} (DVC remote {args.remote})")
+
+
+def _site_config(args: argparse.Namespace) -> None:
+    from ketamap import synth
+
+    scenario = synth.load_scenario(Path(args.scenario))
+    print(yaml.safe_dump({"sites": synth.site_configs(scenario, args.registry, args.revision)}, sort_keys=False), end="")
+
+
+def _datadict(args: argparse.Namespace) -> None:
+    from ketamap.datadict import render
+
+    text = render()
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+
+
+def _recovery(args: argparse.Namespace) -> None:
+    from ketamap.recovery import compare
+
+    df = compare(args.truth, args.results)
+    cols = ["analysis", "term", *[c for c in ("arm",) if c in df.columns], "value", "estimate", "ci_low", "ci_high", "q_value", "covered", "sign_ok", "null_ok"]
+    print(df[cols].to_string(index=False))
+    bad = df[~(df["found"] & df["covered"] & df["sign_ok"] & df["null_ok"])]
+    if len(bad):
+        print(f"{len(bad)} of {len(df)} truths not recovered", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"all {len(df)} truths recovered")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ketamap", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic consortium (site datasets + ground_truth.json)")
+    p.add_argument("--scenario", required=True, help="scenario YAML (schemas/scenario.schema.yaml)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("registry", help="release a folder of site datasets into a git + DVC data registry")
+    p.add_argument("--sites", required=True, help="folder with one dataset folder per site")
+    p.add_argument("--out", required=True, help="registry git repository (created if absent)")
+    p.add_argument("--remote", required=True, help="DVC remote URL or local folder")
+    p.add_argument("--release", required=True, help="git tag of this release, e.g. v1")
+    p.set_defaults(func=_registry)
+
+    p = sub.add_parser("site-config", help="print the config sites block matching a scenario")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--registry", default="resources/demo/registry")
+    p.add_argument("--revision", default="v1")
+    p.set_defaults(func=_site_config)
+
+    p = sub.add_parser("datadict", help="render the data dictionary from schemas/")
+    p.add_argument("--out", default="docs/data_dictionary.md")
+    p.set_defaults(func=_datadict)
+
+    p = sub.add_parser("recovery", help="compare pooled results with a scenario's ground truth")
+    p.add_argument("--truth", required=True)
+    p.add_argument("--results", default="results/pooled")
+    p.set_defaults(func=_recovery)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KetamapError as exc:
+        print(f"ketamap {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

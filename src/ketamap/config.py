@@ -1,0 +1,47 @@
+"""Checks on the workflow configuration beyond its JSON Schema.
+
+The Snakefile validates ``config/config.yaml`` against ``schemas/config.schema.yaml`` with
+``snakemake.utils.validate`` at parse time; :func:`check_config` adds the checks a schema cannot
+express (unique site ids, a demo registry the sites actually point at).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from ketamap.errors import ConfigError
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Raise a :class:`ConfigError` naming the key when the config is inconsistent."""
+    ids = Counter(site["id"] for site in config["sites"])
+    dupes = sorted(i for i, n in ids.items() if n > 1)
+    if dupes:
+        raise ConfigError(f"site ids {dupes} are listed more than once", file="config/config.yaml", field="sites[].id", expected="unique site ids")
+    demo = config.get("demo")
+    if demo:
+        for i, site in enumerate(config["sites"]):
+            if site["registry"] == demo["registry"] and str(site["revision"]) != demo["release"]:
+                raise ConfigError(
+                    f"site {site['id']!r} pins revision {site['revision']!r} of the demo registry, which is built as release {demo['release']!r}",
+                    file="config/config.yaml",
+                    field=f"sites[{i}].revision",
+                    expected=repr(demo["release"]),
+                )
+
+
+def site_by_id(config: dict[str, Any], site_id: str) -> dict[str, Any]:
+    """The config entry of one site."""
+    for site in config["sites"]:
+        if site["id"] == site_id:
+            return site
+    raise ConfigError(f"no site {site_id!r}", file="config/config.yaml", field="sites[].id")
+
+
+def demo_sites(config: dict[str, Any]) -> list[str]:
+    """Ids of the sites whose registry is the demo registry built by the workflow."""
+    demo = config.get("demo")
+    if not demo:
+        return []
+    return [s["id"] for s in config["sites"] if s["registry"] == demo["registry"]]

@@ -1,0 +1,33 @@
+"""Pooled analyses. Each returns rows of the one shared result shape (table ``pooled_result``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.multitest import multipletests
+
+from ketamap.schemas import get_table
+
+RESULT_TABLE = "pooled_result"
+
+
+def result_frame(rows: list[dict]) -> pd.DataFrame:
+    """Assemble result rows into the shared shape, filling absent strata with missing values and
+    computing Benjamini-Hochberg q-values across the rows that carry a p-value."""
+    fields = get_table(RESULT_TABLE).field_names
+    df = pd.DataFrame(rows)
+    for col in fields:
+        if col not in df.columns:
+            df[col] = None
+    df = df[fields].copy()
+    df["q_value"] = bh_qvalues(df["p_value"].astype(float).to_numpy())
+    return df
+
+
+def bh_qvalues(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values; NaN where there is no p-value."""
+    q = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
+    return q

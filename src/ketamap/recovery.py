@@ -1,0 +1,46 @@
+"""Compare pooled results with a synthetic scenario's ground truth.
+
+The ground-truth entries carry the same keys as the pooled result rows (analysis, term and the
+stratum columns), so recovery is a join: for each truth, is the estimate's sign right and does its
+95 % interval cover the truth; for each planted null, is it not significant after FDR.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ketamap import schemas
+from ketamap.errors import KetamapError
+from ketamap.pooled import RESULT_TABLE
+
+STRATA = ("arm", "region", "species", "region_group", "condition")
+
+
+def compare(truth_path: str | Path, pooled_dir: str | Path, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per ground-truth entry with the matching estimate, interval and verdicts."""
+    truth = pd.DataFrame(json.loads(Path(truth_path).read_text())["entries"])
+    rows = []
+    for analysis, entries in truth.groupby("analysis", sort=True):
+        path = Path(pooled_dir) / f"{analysis}.parquet"
+        if not path.is_file():
+            raise KetamapError("pooled result missing", file=path, expected=f"results of {analysis}")
+        result = schemas.read_table(path, RESULT_TABLE)
+        keys = ["term"] + [c for c in STRATA if c in entries.columns and c in result.columns]
+        left = entries.copy()
+        right = result.copy()
+        for k in keys:  # a missing stratum is a key like any other
+            left[k] = left[k].astype(object).where(left[k].notna(), "")
+            right[k] = right[k].astype(object).where(right[k].notna(), "")
+        merged = left.merge(right, on=["analysis", *keys], how="left", suffixes=("_truth", ""))
+        rows.append(merged)
+    df = pd.concat(rows, ignore_index=True)
+    df["found"] = df["estimate"].notna()
+    df["covered"] = (df["ci_low"] <= df["value"]) & (df["value"] <= df["ci_high"])
+    nonzero = df["value"] != 0
+    df["sign_ok"] = ~nonzero | ((df["estimate"] > 0) == (df["value"] > 0))
+    has_p = df["q_value"].notna()
+    df["null_ok"] = nonzero | ~has_p | (df["q_value"] >= alpha)
+    return df

@@ -1,0 +1,33 @@
+# Participants and symptom scores: per-site tables, then the consortium tables.
+rule harmonize_clinical:
+    input:
+        raw="resources/raw/{site}",
+    output:
+        subjects="results/sites/{site}/subjects.parquet",
+        scores="results/sites/{site}/clinical_scores.parquet",
+    params:
+        site=site_config,
+        config={k: config[k] for k in ("pseudonymization",)},
+    log:
+        "logs/harmonize/{site}.clinical.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/harmonize_clinical.py"
+
+
+rule combine_table:
+    input:
+        lambda wc: expand("results/sites/{site}/{table}.parquet", site=SITES, table=wc.table),
+    output:
+        "results/tables/{table}.parquet",
+    log:
+        "logs/tables/{table}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/combine_table.py"

@@ -1,0 +1,17 @@
+# Each site's dataset, pulled through DVC at the revision pinned in the config.
+rule fetch:
+    input:
+        registry=registry_input,
+    output:
+        data=directory("resources/raw/{site}"),
+        manifest="resources/raw/{site}.fetch.json",
+    params:
+        site=site_config,
+    log:
+        "logs/fetch/{site}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/fetch.py"

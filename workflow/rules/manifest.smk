@@ -1,0 +1,17 @@
+# What produced the results: each site's revision and hashes, code version, config and outputs.
+rule manifest:
+    input:
+        fetched=expand("resources/raw/{site}.fetch.json", site=SITES),
+        outputs=[*table_outputs(), *pooled_outputs()],
+    output:
+        "results/manifest.json",
+    params:
+        config=config,
+    log:
+        "logs/manifest.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/manifest.py"

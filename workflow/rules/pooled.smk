@@ -1,0 +1,18 @@
+# Pooled analyses across trials and species, each in the shared result shape.
+rule pooled_clinical:
+    input:
+        subjects="results/tables/subjects.parquet",
+        scores="results/tables/clinical_scores.parquet",
+    output:
+        result="results/pooled/clinical.madrs_change.parquet",
+        metrics="results/metrics/clinical.json",
+    params:
+        options=config["clinical"],
+    log:
+        "logs/pooled/clinical.madrs_change.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/pooled_clinical.py"

@@ -1,0 +1,11 @@
+from ketamap.adapter import run_step
+from ketamap.steps import write_run_manifest
+
+run_step(
+    snakemake,  # noqa: F821
+    write_run_manifest,
+    config=snakemake.params.config,  # noqa: F821
+    fetch_manifests=list(snakemake.input.fetched),  # noqa: F821
+    outputs=list(snakemake.input.outputs),  # noqa: F821
+    path=snakemake.output[0],  # noqa: F821
+)
