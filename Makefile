@@ -8,7 +8,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
 SCENARIO ?=
-SNAKE_CONFIG := $(if $(SCENARIO),--config 'demo={scenario: $(SCENARIO), registry: resources/demo/registry, remote: resources/demo/dvc-remote, release: v1}',)
+comma := ,
+SNAKE_CONFIG := $(if $(SCENARIO),--config 'demo={scenario: $(SCENARIO)$(comma) registry: resources/demo/registry$(comma) remote: resources/demo/dvc-remote$(comma) release: v1}')
 
 .PHONY: run test setup lint format docs dry-run clean lock
 

@@ -20,10 +20,18 @@ def write_tsv(path: Path, rows: list[list[object]], newline: bool = True) -> Non
     path.write_text(text + ("\n" if newline else ""))
 
 
-def make_site(root: Path, *, scale: str = "MADRS", participants: list[list[object]] | None = None, scores: list[list[object]] | None = None) -> Path:
+def make_site(
+    root: Path,
+    *,
+    scale: str = "MADRS",
+    participants: list[list[object]] | None = None,
+    scores: list[list[object]] | None = None,
+) -> Path:
     """A tiny BIDS clinical dataset: 4 randomised TRD patients and 2 controls."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "dataset_description.json").write_text(json.dumps({"Name": "test", "BIDSVersion": "1.9.0"}))
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "test", "BIDSVersion": "1.9.0"})
+    )
     participants = participants or [
         ["participant_id", "age", "sex", "group", "arm"],
         ["sub-01", "34", "F", "TRD", "ketamine"],
@@ -48,11 +56,16 @@ def make_site(root: Path, *, scale: str = "MADRS", participants: list[list[objec
         ["sub-06", "ses-pre", "0"],
     ]
     write_tsv(root / "phenotype" / "scores.tsv", scores)
-    (root / "phenotype" / "scores.json").write_text(json.dumps({"MeasurementToolMetadata": {"Description": scale}}))
+    (root / "phenotype" / "scores.json").write_text(
+        json.dumps({"MeasurementToolMetadata": {"Description": scale}})
+    )
     for row in participants[1:]:
         pid = row[0]
         sessions = ["ses-pre", "ses-post"] if row[4] not in ("n/a",) else ["ses-pre"]
-        write_tsv(root / pid / f"{pid}_sessions.tsv", [["session_id", "acq_time"], *[[s, "2021-01-01"] for s in sessions]])
+        write_tsv(
+            root / pid / f"{pid}_sessions.tsv",
+            [["session_id", "acq_time"], *[[s, "2021-01-01"] for s in sessions]],
+        )
     return root
 
 
@@ -87,7 +100,9 @@ def workflow_copy(tmp_path: Path) -> Path:
     for name in ("Snakefile", "workflow", "schemas", "config", "dvc.yaml", ".dvc", ".dvcignore"):
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
+            shutil.copytree(
+                src, dest / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__")
+            )
         else:
             shutil.copy2(src, dest / name)
     return dest

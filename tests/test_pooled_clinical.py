@@ -12,7 +12,9 @@ from ketamap.pooled import bh_qvalues
 from ketamap.pooled.clinical import analyze_madrs_change
 
 
-def _frames(baseline: np.ndarray, post: np.ndarray, arms: list[str], trials: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frames(
+    baseline: np.ndarray, post: np.ndarray, arms: list[str], trials: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     n = len(arms)
     ids = [f"KM{i:012X}" for i in range(n)]
     subjects = pd.DataFrame({"subject_id": ids, "trial": trials or ["T1"] * n, "arm": arms})
@@ -25,7 +27,9 @@ def _frames(baseline: np.ndarray, post: np.ndarray, arms: list[str], trials: lis
     return subjects, scores
 
 
-def _simulate(rng: np.random.Generator, n: int, ket: tuple[float, float], pbo: tuple[float, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _simulate(
+    rng: np.random.Generator, n: int, ket: tuple[float, float], pbo: tuple[float, float]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     baseline = np.clip(np.round(rng.normal(33, 5, 2 * n)), 20, 60)
     change = np.concatenate([rng.normal(*ket, n), rng.normal(*pbo, n)])
     post = np.clip(np.round(baseline + change), 0, 60)
@@ -33,7 +37,9 @@ def _simulate(rng: np.random.Generator, n: int, ket: tuple[float, float], pbo: t
 
 
 def _row(result: pd.DataFrame, term: str, arm: str | None = None) -> pd.Series:
-    rows = result[(result["term"] == term) & (result["arm"].isna() if arm is None else result["arm"] == arm)]
+    rows = result[
+        (result["term"] == term) & (result["arm"].isna() if arm is None else result["arm"] == arm)
+    ]
     assert len(rows) == 1
     return rows.iloc[0]
 
@@ -46,7 +52,9 @@ def test_matches_the_classical_two_sample_t_test() -> None:
     change = (wide["post"] - wide["baseline"]).reindex(subjects["subject_id"]).to_numpy()
     ref = stats.ttest_ind(change[:17], change[17:])
     diff = _row(result, "arm_difference")
-    assert diff["statistic"] == pytest.approx(ref.statistic) and diff["p_value"] == pytest.approx(ref.pvalue)
+    assert diff["statistic"] == pytest.approx(ref.statistic) and diff["p_value"] == pytest.approx(
+        ref.pvalue
+    )
     assert diff["df"] == 32 and diff["n"] == 34 and diff["unit"] == "MADRS points"
     assert diff["estimate"] == pytest.approx(change[:17].mean() - change[17:].mean())
     assert _row(result, "change", "ketamine")["estimate"] == pytest.approx(change[:17].mean())
@@ -57,13 +65,22 @@ def test_response_and_remission_by_hand() -> None:
     post = np.array([10, 15, 16, 29, 9, 20, 28, 30.0])
     arms = ["ketamine"] * 4 + ["placebo"] * 4
     result = analyze_madrs_change(*_frames(baseline, post, arms), remission_threshold=10)
-    assert _row(result, "response_rate", "ketamine")["estimate"] == 0.5  # 10 and 15 are >= 50 % reductions
+    assert (
+        _row(result, "response_rate", "ketamine")["estimate"] == 0.5
+    )  # 10 and 15 are >= 50 % reductions
     assert _row(result, "response_rate", "placebo")["estimate"] == 0.25
     assert _row(result, "remission_rate", "ketamine")["estimate"] == 0.25
     assert _row(result, "remission_rate", "placebo")["estimate"] == 0.25
     assert _row(result, "response_difference")["estimate"] == 0.25
-    assert _row(result, "remission_rate", "ketamine")["p_value"] != _row(result, "remission_rate", "ketamine")["p_value"]  # descriptive: no p
-    assert analyze_madrs_change(*_frames(baseline, post, arms), remission_threshold=12)["estimate"].notna().all()
+    assert (
+        _row(result, "remission_rate", "ketamine")["p_value"]
+        != _row(result, "remission_rate", "ketamine")["p_value"]
+    )  # descriptive: no p
+    assert (
+        analyze_madrs_change(*_frames(baseline, post, arms), remission_threshold=12)["estimate"]
+        .notna()
+        .all()
+    )
 
 
 def test_incomplete_subjects_are_left_out_and_counted() -> None:
@@ -83,7 +100,13 @@ def test_several_trials_get_a_trial_fixed_effect() -> None:
 
 def test_too_few_randomised_subjects() -> None:
     with pytest.raises(KetamapError, match=r"too few randomised subjects"):
-        analyze_madrs_change(*_frames(np.array([30.0, 30.0, 30.0]), np.array([10.0, 12.0, 20.0]), ["ketamine", "ketamine", "placebo"]))
+        analyze_madrs_change(
+            *_frames(
+                np.array([30.0, 30.0, 30.0]),
+                np.array([10.0, 12.0, 20.0]),
+                ["ketamine", "ketamine", "placebo"],
+            )
+        )
 
 
 def test_bh_qvalues_skip_missing() -> None:
@@ -96,7 +119,9 @@ def test_planted_effect_is_covered_at_the_nominal_rate() -> None:
     rng = np.random.default_rng(20261126)
     covered = right_sign = 0
     for _ in range(200):
-        diff = _row(analyze_madrs_change(*_simulate(rng, 40, (-8.1, 10.0), (-2.5, 5.2))), "arm_difference")
+        diff = _row(
+            analyze_madrs_change(*_simulate(rng, 40, (-8.1, 10.0), (-2.5, 5.2))), "arm_difference"
+        )
         covered += diff["ci_low"] <= -5.6 <= diff["ci_high"]
         right_sign += diff["estimate"] < 0
     assert 0.90 <= covered / 200 <= 0.99

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import make_site, write_tsv
 
+from conftest import make_site, write_tsv
 from ketamap.errors import RegistryError
 from ketamap.registry import build_registry, fetch_site
 
@@ -22,7 +22,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (sites / "ground_truth.json").write_text("{}")  # files beside the site folders are not datasets
     build_registry(sites, base / "registry", str(base / "remote"), "v1")
     # Release 2 changes one file of site_a only.
-    write_tsv(sites / "site_a" / "phenotype" / "scores.tsv", [["participant_id", "session_id", "total"], ["sub-01", "ses-pre", "29"]])
+    write_tsv(
+        sites / "site_a" / "phenotype" / "scores.tsv",
+        [["participant_id", "session_id", "total"], ["sub-01", "ses-pre", "29"]],
+    )
     build_registry(sites, base / "registry", str(base / "remote"), "v2")
     return {"base": base, "registry": base / "registry", "remote": base / "remote"}
 
@@ -33,9 +36,13 @@ def _site(registry: Path, site_id: str = "site_a", revision: str = "v1") -> dict
 
 def test_registry_is_git_plus_dvc_with_tagged_releases(registry) -> None:
     reg = registry["registry"]
-    tags = subprocess.run(["git", "tag", "--list"], cwd=reg, capture_output=True, text=True, check=True).stdout.split()
+    tags = subprocess.run(
+        ["git", "tag", "--list"], cwd=reg, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert tags == ["v1", "v2"]
-    assert (reg / "datasets" / "site_a.dvc").is_file() and (reg / "datasets" / "site_b.dvc").is_file()
+    assert (reg / "datasets" / "site_a.dvc").is_file() and (
+        reg / "datasets" / "site_b.dvc"
+    ).is_file()
     assert not (reg / "datasets" / "ground_truth.json.dvc").exists()
     # The registry holds metadata only: the data lives on the remote.
     assert not (reg / "datasets" / "site_a").exists() and not (reg / ".dvc" / "cache").exists()
@@ -54,19 +61,30 @@ def test_fetch_pins_revision_and_verifies_hashes(registry, tmp_path) -> None:
 
 
 def test_fetch_by_commit(registry, tmp_path) -> None:
-    commit = subprocess.run(["git", "rev-parse", "v1^{commit}"], cwd=registry["registry"], capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "v1^{commit}"],
+        cwd=registry["registry"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     got = fetch_site(_site(registry["registry"], revision=commit), tmp_path / "a")
     assert got["commit"] == commit
 
 
 def test_absent_revision_is_named(registry, tmp_path) -> None:
-    with pytest.raises(RegistryError, match=r"site 'site_a', file '.*registry', field 'revision': revision 'v9' is not in the registry; expected one of the registry's tags \['v1', 'v2'\]"):
+    with pytest.raises(
+        RegistryError,
+        match=r"site 'site_a', file '.*registry', field 'revision': revision 'v9' is not in the registry; expected one of the registry's tags \['v1', 'v2'\]",
+    ):
         fetch_site(_site(registry["registry"], revision="v9"), tmp_path / "a")
     assert not (tmp_path / "a").exists()
 
 
 def test_absent_dataset_is_named(registry, tmp_path) -> None:
-    with pytest.raises(RegistryError, match=r"field 'path': no DVC-tracked dataset at 'datasets/site_z'"):
+    with pytest.raises(
+        RegistryError, match=r"field 'path': no DVC-tracked dataset at 'datasets/site_z'"
+    ):
         fetch_site(_site(registry["registry"], site_id="site_z"), tmp_path / "z")
 
 
@@ -83,7 +101,10 @@ def test_pulling_one_site_touches_only_its_data(registry, tmp_path) -> None:
     try:
         fetch_site(_site(registry["registry"]), tmp_path / "a")
         assert (tmp_path / "a" / "participants.tsv").is_file()
-        with pytest.raises(RegistryError, match=r"site 'site_b'.*field 'remote': the DVC remote cannot provide the data"):
+        with pytest.raises(
+            RegistryError,
+            match=r"site 'site_b'.*field 'remote': the DVC remote cannot provide the data",
+        ):
             fetch_site(_site(registry["registry"], site_id="site_b"), tmp_path / "b")
         assert not (tmp_path / "b").exists()
     finally:
@@ -108,4 +129,6 @@ def test_corrupted_object_fails_the_hash_check(registry, tmp_path) -> None:
 
 def test_existing_release_is_refused(registry, tmp_path) -> None:
     with pytest.raises(RegistryError, match=r"release 'v1' already exists"):
-        build_registry(registry["base"] / "sites", registry["registry"], str(registry["remote"]), "v1")
+        build_registry(
+            registry["base"] / "sites", registry["registry"], str(registry["remote"]), "v1"
+        )

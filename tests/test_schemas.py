@@ -81,13 +81,17 @@ def test_integer_columns_refuse_truncation(tmp_path) -> None:
 
 def test_missing_and_extra_columns(tmp_path) -> None:
     with pytest.raises(SchemaError, match=r"missing \['age_years'\], unexpected \['age'\]"):
-        schemas.write_table(_subjects().rename(columns={"age_years": "age"}), "subjects", tmp_path / "s.parquet")
+        schemas.write_table(
+            _subjects().rename(columns={"age_years": "age"}), "subjects", tmp_path / "s.parquet"
+        )
 
 
 def test_read_checks_table_and_version(tmp_path) -> None:
     path = tmp_path / "s.parquet"
     schemas.write_table(_subjects(), "subjects", path)
-    with pytest.raises(SchemaError, match=r"holds table 'subjects' version 1; expected table 'clinical_scores'"):
+    with pytest.raises(
+        SchemaError, match=r"holds table 'subjects' version 1; expected table 'clinical_scores'"
+    ):
         schemas.read_table(path, "clinical_scores")
 
 

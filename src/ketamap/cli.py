@@ -32,7 +32,12 @@ def _site_config(args: argparse.Namespace) -> None:
     from ketamap import synth
 
     scenario = synth.load_scenario(Path(args.scenario))
-    print(yaml.safe_dump({"sites": synth.site_configs(scenario, args.registry, args.revision)}, sort_keys=False), end="")
+    print(
+        yaml.safe_dump(
+            {"sites": synth.site_configs(scenario, args.registry, args.revision)}, sort_keys=False
+        ),
+        end="",
+    )
 
 
 def _datadict(args: argparse.Namespace) -> None:
@@ -50,7 +55,19 @@ def _recovery(args: argparse.Namespace) -> None:
     from ketamap.recovery import compare
 
     df = compare(args.truth, args.results)
-    cols = ["analysis", "term", *[c for c in ("arm",) if c in df.columns], "value", "estimate", "ci_low", "ci_high", "q_value", "covered", "sign_ok", "null_ok"]
+    cols = [
+        "analysis",
+        "term",
+        *[c for c in ("arm",) if c in df.columns],
+        "value",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "q_value",
+        "covered",
+        "sign_ok",
+        "null_ok",
+    ]
     print(df[cols].to_string(index=False))
     bad = df[~(df["found"] & df["covered"] & df["sign_ok"] & df["null_ok"])]
     if len(bad):
@@ -63,13 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ketamap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write a synthetic consortium (site datasets + ground_truth.json)")
+    p = sub.add_parser(
+        "synth", help="write a synthetic consortium (site datasets + ground_truth.json)"
+    )
     p.add_argument("--scenario", required=True, help="scenario YAML (schemas/scenario.schema.yaml)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_synth)
 
-    p = sub.add_parser("registry", help="release a folder of site datasets into a git + DVC data registry")
+    p = sub.add_parser(
+        "registry", help="release a folder of site datasets into a git + DVC data registry"
+    )
     p.add_argument("--sites", required=True, help="folder with one dataset folder per site")
     p.add_argument("--out", required=True, help="registry git repository (created if absent)")
     p.add_argument("--remote", required=True, help="DVC remote URL or local folder")

@@ -55,10 +55,24 @@ def harmonize_site(site: dict, root: Path, key: bytes) -> SiteTables:
     if "visits" in reader:
         scores = read_scores(site, root, participants)
         scores["subject_id"] = scores.pop("participant_id").map(pseudonyms)
-        scores = scores[["subject_id", "site", "visit", "scale", "score_raw", "madrs_equivalent", "converted"]]
+        scores = scores[
+            ["subject_id", "site", "visit", "scale", "score_raw", "madrs_equivalent", "converted"]
+        ]
     else:
-        scores = pd.DataFrame(columns=["subject_id", "site", "visit", "scale", "score_raw", "madrs_equivalent", "converted"])
-    return SiteTables(subjects=subjects.reset_index(drop=True), clinical_scores=scores.reset_index(drop=True))
+        scores = pd.DataFrame(
+            columns=[
+                "subject_id",
+                "site",
+                "visit",
+                "scale",
+                "score_raw",
+                "madrs_equivalent",
+                "converted",
+            ]
+        )
+    return SiteTables(
+        subjects=subjects.reset_index(drop=True), clinical_scores=scores.reset_index(drop=True)
+    )
 
 
 def read_participants(site: dict, root: Path) -> pd.DataFrame:
@@ -70,16 +84,24 @@ def read_participants(site: dict, root: Path) -> pd.DataFrame:
     ids = df["participant_id"]
     if ids.isna().any():
         rows = (np.flatnonzero(ids.isna()) + 2).tolist()
-        raise SiteDataError(f"empty participant_id on lines {rows}", field="participant_id", **where)
+        raise SiteDataError(
+            f"empty participant_id on lines {rows}", field="participant_id", **where
+        )
     bad_ids = ids[~ids.str.fullmatch(r"sub-[A-Za-z0-9]+")].tolist()
     if bad_ids:
         raise SiteDataError(
-            f"ids {bad_ids[:3]} are not BIDS participant labels", field="participant_id", expected="sub-<alphanumeric label>", **where
+            f"ids {bad_ids[:3]} are not BIDS participant labels",
+            field="participant_id",
+            expected="sub-<alphanumeric label>",
+            **where,
         )
     dupes = sorted(set(ids[ids.duplicated()]))
     if dupes:
         raise SiteDataError(
-            f"duplicate subject ids {dupes[:5]}", field="participant_id", expected="each participant listed once", **where
+            f"duplicate subject ids {dupes[:5]}",
+            field="participant_id",
+            expected="each participant listed once",
+            **where,
         )
     out = pd.DataFrame({"participant_id": ids})
     out["age_years"] = _parse_age(df["age"], **where)
@@ -87,10 +109,17 @@ def read_participants(site: dict, root: Path) -> pd.DataFrame:
     codes = {str(k): v for k, v in (site.get("reader", {}).get("sex_codes") or {}).items()}
     if codes:
         sex_raw = sex_raw.map(lambda v: codes.get(v, v) if isinstance(v, str) else v)
-    out["sex"] = _categorical(sex_raw, "sex", hint="map numeric codes with sites[].reader.sex_codes", **where)
+    out["sex"] = _categorical(
+        sex_raw, "sex", hint="map numeric codes with sites[].reader.sex_codes", **where
+    )
     out["group"] = _categorical(df["group"], "group", **where)
     if out["group"].isna().any():
-        raise SiteDataError("group is n/a for some participants", field="group", expected="a diagnosis for everyone", **where)
+        raise SiteDataError(
+            "group is n/a for some participants",
+            field="group",
+            expected="a diagnosis for everyone",
+            **where,
+        )
     arm_raw = df["arm"] if "arm" in df.columns else pd.Series([None] * len(df), index=df.index)
     out["arm"] = _categorical(arm_raw, "arm", **where)
     return out
@@ -104,7 +133,9 @@ def read_scores(site: dict, root: Path, participants: pd.DataFrame) -> pd.DataFr
     score_column = reader.get("score_column", DEFAULT_SCORE_COLUMN)
     visits: dict[str, str] = reader["visits"]
     path = root / rel
-    df = read_tsv(path, site=site_id, root=root, required=["participant_id", "session_id", score_column])
+    df = read_tsv(
+        path, site=site_id, root=root, required=["participant_id", "session_id", score_column]
+    )
     where = {"site": site_id, "file": rel}
 
     sidecar_rel = str(Path(rel).with_suffix(".json"))
@@ -153,7 +184,12 @@ def read_scores(site: dict, root: Path, participants: pd.DataFrame) -> pd.DataFr
     not_numbers = raw[raw.notna() & numeric.isna()].unique().tolist()
     low, high = scales.scale_range(scale)
     if not_numbers:
-        raise SiteDataError(f"non-numeric scores {not_numbers[:5]}", field=score_column, expected=f"integers {low:g}-{high:g} or n/a", **where)
+        raise SiteDataError(
+            f"non-numeric scores {not_numbers[:5]}",
+            field=score_column,
+            expected=f"integers {low:g}-{high:g} or n/a",
+            **where,
+        )
     fractional = numeric[numeric.notna() & (numeric != np.round(numeric))].tolist()
     out_of_range = numeric[(numeric < low) | (numeric > high)].tolist()
     if fractional or out_of_range:
@@ -190,7 +226,9 @@ def _check_sessions_exist(site_id: str, root: Path, scores: pd.DataFrame) -> Non
     """Every scored session must be listed in the participant's sessions file."""
     for pid, sessions in scores.groupby("participant_id", sort=True)["session_id"]:
         rel = f"{pid}/{pid}_sessions.tsv"
-        listed = read_tsv(root / rel, site=site_id, root=root, required=["session_id"])["session_id"]
+        listed = read_tsv(root / rel, site=site_id, root=root, required=["session_id"])[
+            "session_id"
+        ]
         missing = sorted(set(sessions) - set(listed.dropna()))
         if missing:
             raise SiteDataError(
@@ -207,14 +245,28 @@ def _parse_age(values: pd.Series, *, site: str, file: str) -> pd.Series:
     number = text.str.extract(AGE_PATTERN, expand=False)
     bad = values[values.notna() & number.isna()].unique().tolist()
     if bad:
-        raise SiteDataError(f"ages {bad[:5]} cannot be read", site=site, file=file, field="age", expected="years such as 34, 34.5, 34y or n/a")
+        raise SiteDataError(
+            f"ages {bad[:5]} cannot be read",
+            site=site,
+            file=file,
+            field="age",
+            expected="years such as 34, 34.5, 34y or n/a",
+        )
     return pd.to_numeric(number).astype(float)
 
 
-def _categorical(values: pd.Series, column: str, *, site: str, file: str, hint: str | None = None) -> pd.Series:
+def _categorical(
+    values: pd.Series, column: str, *, site: str, file: str, hint: str | None = None
+) -> pd.Series:
     mapped = normalize_values(values, column)
     allowed = load_columns()[column].enum or ()
-    bad = sorted({str(v) for v, m in zip(values, mapped, strict=True) if isinstance(m, str) and m not in allowed})
+    bad = sorted(
+        {
+            str(v)
+            for v, m in zip(values, mapped, strict=True)
+            if isinstance(m, str) and m not in allowed
+        }
+    )
     if bad:
         raise SiteDataError(
             f"values {bad[:5]} cannot be mapped",

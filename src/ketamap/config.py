@@ -18,7 +18,12 @@ def check_config(config: dict[str, Any]) -> None:
     ids = Counter(site["id"] for site in config["sites"])
     dupes = sorted(i for i, n in ids.items() if n > 1)
     if dupes:
-        raise ConfigError(f"site ids {dupes} are listed more than once", file="config/config.yaml", field="sites[].id", expected="unique site ids")
+        raise ConfigError(
+            f"site ids {dupes} are listed more than once",
+            file="config/config.yaml",
+            field="sites[].id",
+            expected="unique site ids",
+        )
     demo = config.get("demo")
     if demo:
         for i, site in enumerate(config["sites"]):

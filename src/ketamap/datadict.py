@@ -31,12 +31,26 @@ def render() -> str:
             "|---|---|---|---|---|",
         ]
         for c in table.columns:
-            lines.append(f"| `{c.name}` | {c.type} | {_cell(c.unit)} | {'yes' if c.nullable else 'no'} | {_cell(c.description)} |")
+            lines.append(
+                f"| `{c.name}` | {c.type} | {_cell(c.unit)} | {'yes' if c.nullable else 'no'} | {_cell(c.description)} |"
+            )
         lines.append("")
-    lines += ["## Columns", "", "| column | allowed values | bounds | pattern |", "|---|---|---|---|"]
+    lines += [
+        "## Columns",
+        "",
+        "| column | allowed values | bounds | pattern |",
+        "|---|---|---|---|",
+    ]
     for name, c in load_columns().items():
         allowed = ", ".join(c.enum) if c.enum else ""
-        bounds = " ".join(x for x in (f">= {c.min}" if c.min is not None else "", f"<= {c.max}" if c.max is not None else "") if x)
+        bounds = " ".join(
+            x
+            for x in (
+                f">= {c.min}" if c.min is not None else "",
+                f"<= {c.max}" if c.max is not None else "",
+            )
+            if x
+        )
         pattern = f"`{c.pattern}`" if c.pattern else ""
         lines.append(f"| `{name}` | {_cell(allowed)} | {bounds} | {_cell(pattern)} |")
     return "\n".join(lines) + "\n"

@@ -18,16 +18,22 @@ from ketamap.errors import SiteDataError
 MISSING = {"n/a", ""}
 
 
-def read_tsv(path: Path, *, site: str, root: Path | None = None, required: list[str] | None = None) -> pd.DataFrame:
+def read_tsv(
+    path: Path, *, site: str, root: Path | None = None, required: list[str] | None = None
+) -> pd.DataFrame:
     """Read a BIDS TSV as strings, with ``n/a`` and empty cells as missing.
 
     Checks that the file exists, is not empty, and has every ``required`` column.
     """
     shown = _shown(path, root)
     if not path.is_file():
-        raise SiteDataError("file not found", site=site, file=shown, expected="a tab-separated file")
+        raise SiteDataError(
+            "file not found", site=site, file=shown, expected="a tab-separated file"
+        )
     if path.stat().st_size == 0:
-        raise SiteDataError("file is empty", site=site, file=shown, expected="a header row and data rows")
+        raise SiteDataError(
+            "file is empty", site=site, file=shown, expected="a header row and data rows"
+        )
     try:
         df = pd.read_csv(
             path,

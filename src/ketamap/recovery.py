@@ -26,7 +26,9 @@ def compare(truth_path: str | Path, pooled_dir: str | Path, alpha: float = 0.05)
     for analysis, entries in truth.groupby("analysis", sort=True):
         path = Path(pooled_dir) / f"{analysis}.parquet"
         if not path.is_file():
-            raise KetamapError("pooled result missing", file=path, expected=f"results of {analysis}")
+            raise KetamapError(
+                "pooled result missing", file=path, expected=f"results of {analysis}"
+            )
         result = schemas.read_table(path, RESULT_TABLE)
         keys = ["term"] + [c for c in STRATA if c in entries.columns and c in result.columns]
         left = entries.copy()
@@ -40,7 +42,9 @@ def compare(truth_path: str | Path, pooled_dir: str | Path, alpha: float = 0.05)
     df["found"] = df["estimate"].notna()
     df["covered"] = (df["ci_low"] <= df["value"]) & (df["value"] <= df["ci_high"])
     nonzero = df["value"] != 0
-    df["sign_ok"] = ~nonzero | ((df["estimate"] > 0) == (df["value"] > 0))
+    # Rates are non-negative by construction: a sign only means something for effects.
+    signed = ~df["term"].str.endswith("_rate")
+    df["sign_ok"] = ~nonzero | ~signed | ((df["estimate"] > 0) == (df["value"] > 0))
     has_p = df["q_value"].notna()
     df["null_ok"] = nonzero | ~has_p | (df["q_value"] >= alpha)
     return df

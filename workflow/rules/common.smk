@@ -8,6 +8,7 @@ CLINICAL_SITES = [s["id"] for s in config["sites"] if "visits" in s.get("reader"
 TABLES = ["subjects", "clinical_scores"]
 POOLED = ["clinical.madrs_change"]
 
+
 wildcard_constraints:
     site="|".join(SITES),
     table="|".join(TABLES),

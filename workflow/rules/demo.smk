@@ -21,14 +21,14 @@ if config.get("demo"):
         output:
             registry=directory(config["demo"]["registry"]),
             remote=directory(config["demo"]["remote"]),
-        params:
-            release=config["demo"]["release"],
         log:
             "logs/demo/registry.log",
         threads: 1
         resources:
             mem_mb=2000,
             runtime=10,
+        params:
+            release=config["demo"]["release"],
         shell:
             "ketamap registry --sites {input.sites} --out {output.registry} "
             "--remote {output.remote} --release {params.release} > {log} 2>&1"

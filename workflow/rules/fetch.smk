@@ -5,13 +5,13 @@ rule fetch:
     output:
         data=directory("resources/raw/{site}"),
         manifest="resources/raw/{site}.fetch.json",
-    params:
-        site=site_config,
     log:
         "logs/fetch/{site}.log",
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        site=site_config,
     script:
         "../scripts/fetch.py"

@@ -5,13 +5,13 @@ rule manifest:
         outputs=[*table_outputs(), *pooled_outputs()],
     output:
         "results/manifest.json",
-    params:
-        config=config,
     log:
         "logs/manifest.log",
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        config=config,
     script:
         "../scripts/manifest.py"

@@ -6,13 +6,13 @@ rule pooled_clinical:
     output:
         result="results/pooled/clinical.madrs_change.parquet",
         metrics="results/metrics/clinical.json",
-    params:
-        options=config["clinical"],
     log:
         "logs/pooled/clinical.madrs_change.log",
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        options=config["clinical"],
     script:
         "../scripts/pooled_clinical.py"

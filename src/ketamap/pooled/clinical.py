@@ -29,7 +29,9 @@ def change_table(subjects: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 
     Subjects without both visits are left out (complete cases); ``n`` in the results says how many remain.
     """
-    madrs = scores.pivot_table(index="subject_id", columns="visit", values="madrs_equivalent", aggfunc="first")
+    madrs = scores.pivot_table(
+        index="subject_id", columns="visit", values="madrs_equivalent", aggfunc="first"
+    )
     for visit in ("baseline", "post"):
         if visit not in madrs.columns:
             madrs[visit] = np.nan
@@ -68,8 +70,19 @@ def analyze_madrs_change(
         test = stats.ttest_1samp(change, 0.0)
         ci = test.confidence_interval(0.95)
         rows.append(
-            dict(term="change", arm=arm, estimate=change.mean(), ci_low=ci.low, ci_high=ci.high, p_value=test.pvalue,
-                 n=len(change), unit=POINTS, statistic=test.statistic, df=float(test.df), method="one-sample Student t vs 0")
+            dict(
+                term="change",
+                arm=arm,
+                estimate=change.mean(),
+                ci_low=ci.low,
+                ci_high=ci.high,
+                p_value=test.pvalue,
+                n=len(change),
+                unit=POINTS,
+                statistic=test.statistic,
+                df=float(test.df),
+                method="one-sample Student t vs 0",
+            )
         )
 
     trials = df.groupby("trial")["arm"].nunique()
@@ -79,9 +92,21 @@ def analyze_madrs_change(
     term = "C(arm, Treatment('placebo'))[T.ketamine]"
     ci_low, ci_high = fit.conf_int().loc[term]
     rows.append(
-        dict(term="arm_difference", arm=None, estimate=fit.params[term], ci_low=ci_low, ci_high=ci_high,
-             p_value=fit.pvalues[term], n=int(fit.nobs), unit=POINTS, statistic=fit.tvalues[term], df=float(fit.df_resid),
-             method="OLS of MADRS change on arm" + (" with trial fixed effects" if multi else "") + ", Student t")
+        dict(
+            term="arm_difference",
+            arm=None,
+            estimate=fit.params[term],
+            ci_low=ci_low,
+            ci_high=ci_high,
+            p_value=fit.pvalues[term],
+            n=int(fit.nobs),
+            unit=POINTS,
+            statistic=fit.tvalues[term],
+            df=float(fit.df_resid),
+            method="OLS of MADRS change on arm"
+            + (" with trial fixed effects" if multi else "")
+            + ", Student t",
+        )
     )
 
     for outcome in ("response", "remission"):
@@ -90,21 +115,48 @@ def analyze_madrs_change(
         for arm in ARMS:
             low, high = proportion_confint(successes[arm], totals[arm], alpha=0.05, method="wilson")
             rows.append(
-                dict(term=f"{outcome}_rate", arm=arm, estimate=successes[arm] / totals[arm], ci_low=low, ci_high=high,
-                     p_value=None, n=totals[arm], unit="proportion", statistic=None, df=None, method="proportion, Wilson interval")
+                dict(
+                    term=f"{outcome}_rate",
+                    arm=arm,
+                    estimate=successes[arm] / totals[arm],
+                    ci_low=low,
+                    ci_high=high,
+                    p_value=None,
+                    n=totals[arm],
+                    unit="proportion",
+                    statistic=None,
+                    df=None,
+                    method="proportion, Wilson interval",
+                )
             )
         low, high = confint_proportions_2indep(
-            successes["ketamine"], totals["ketamine"], successes["placebo"], totals["placebo"], method="newcomb", compare="diff"
+            successes["ketamine"],
+            totals["ketamine"],
+            successes["placebo"],
+            totals["placebo"],
+            method="newcomb",
+            compare="diff",
         )
-        table = [[successes["ketamine"], totals["ketamine"] - successes["ketamine"]],
-                 [successes["placebo"], totals["placebo"] - successes["placebo"]]]
+        table = [
+            [successes["ketamine"], totals["ketamine"] - successes["ketamine"]],
+            [successes["placebo"], totals["placebo"] - successes["placebo"]],
+        ]
         odds, p = stats.fisher_exact(table)
         rows.append(
-            dict(term=f"{outcome}_difference", arm=None,
-                 estimate=successes["ketamine"] / totals["ketamine"] - successes["placebo"] / totals["placebo"],
-                 ci_low=low, ci_high=high, p_value=p, n=totals["ketamine"] + totals["placebo"], unit="proportion",
-                 statistic=odds if np.isfinite(odds) else None, df=None,
-                 method="risk difference ketamine - placebo, Newcombe interval, Fisher exact test (statistic: odds ratio)")
+            dict(
+                term=f"{outcome}_difference",
+                arm=None,
+                estimate=successes["ketamine"] / totals["ketamine"]
+                - successes["placebo"] / totals["placebo"],
+                ci_low=low,
+                ci_high=high,
+                p_value=p,
+                n=totals["ketamine"] + totals["placebo"],
+                unit="proportion",
+                statistic=odds if np.isfinite(odds) else None,
+                df=None,
+                method="risk difference ketamine - placebo, Newcombe interval, Fisher exact test (statistic: odds ratio)",
+            )
         )
     out = result_frame(rows)
     out["analysis"] = ANALYSIS

@@ -1,0 +1,326 @@
+"""The real workflow: Snakemake runs every rule, DVC moves the data through real local remotes.
+
+Each project is a copy of the workflow files in a temporary folder with a small scenario, so the
+tests never touch the checkout's own results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import REPO, venv_bin
+from ketamap import schemas, synth
+from ketamap.recovery import compare
+from ketamap.registry import build_registry
+
+pytestmark = pytest.mark.e2e
+
+TABLES = {
+    "results/tables/subjects.parquet": "subjects",
+    "results/tables/clinical_scores.parquet": "clinical_scores",
+    "results/pooled/clinical.madrs_change.parquet": "pooled_result",
+}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{venv_bin()}{os.pathsep}{env['PATH']}"
+    env.pop("KETAMAP_PSEUDONYM_KEY", None)
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def snakemake(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return _run(
+        ["snakemake", "--profile", "workflow/profiles/default", "--cores", "2", *args],
+        project,
+        check,
+    )
+
+
+def make_project(dest: Path, scenario: str = "small", config_edit=None) -> Path:
+    """A copy of the workflow with its config pointed at a bundled scenario."""
+    dest.mkdir(parents=True)
+    for name in (
+        "Snakefile",
+        "workflow",
+        "schemas",
+        "config",
+        "dvc.yaml",
+        ".dvc",
+        ".dvcignore",
+        ".gitignore",
+    ):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(
+                src, dest / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__")
+            )
+        else:
+            shutil.copy2(src, dest / name)
+    shutil.copytree(
+        REPO / "src" / "ketamap",
+        dest / "src" / "ketamap",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    config = yaml.safe_load((dest / "config" / "config.yaml").read_text())
+    config["demo"]["scenario"] = f"config/scenarios/{scenario}.yaml"
+    scen = synth.load_scenario(dest / config["demo"]["scenario"])
+    config["sites"] = synth.site_configs(
+        scen, config["demo"]["registry"], config["demo"]["release"]
+    )
+    if config_edit:
+        config_edit(config)
+    (dest / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
+
+
+def job_counts(output: str) -> dict[str, int]:
+    stats = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def hashes(project: Path) -> dict[str, str]:
+    return {
+        p: hashlib.sha256((project / p).read_bytes()).hexdigest()
+        for p in [*TABLES, "results/manifest.json"]
+    }
+
+
+def test_dry_run_plans_every_step(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    out = snakemake(project, "--dry-run").stdout
+    assert job_counts(out) == {
+        "demo_synth": 1,
+        "demo_registry": 1,
+        "fetch": 3,
+        "harmonize_clinical": 3,
+        "combine_table": 2,
+        "pooled_clinical": 1,
+        "manifest": 1,
+        "all": 1,
+        "total": 13,
+    }
+
+
+def test_lint_finds_nothing_but_the_deliberate_lock_file_environment(tmp_path: Path) -> None:
+    """Rules use the lock-file venv instead of per-rule conda envs; every other lint must be clean."""
+    project = make_project(tmp_path / "p")
+    out = snakemake(project, "--lint", check=False)
+    lints = set(re.findall(r"^\s+\* (.+?):?$", out.stdout + out.stderr, re.M))
+    assert lints and lints <= {
+        "Specify a conda environment or container for each rule.:",
+        "Specify a conda environment or container for each rule.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda c: c["sites"][0].__setitem__("revison", "v1"), r"revison"),
+        (
+            lambda c: c["clinical"].__setitem__("remission_threshold", "ten"),
+            r"remission_threshold|'ten' is not of type 'number'",
+        ),
+        (
+            lambda c: c["sites"][0]["reader"].__setitem__("visits", {"ses-pre": "week2"}),
+            r"'week2' is not one of \['baseline', 'post'\]",
+        ),
+        (
+            lambda c: c["sites"].append(dict(c["sites"][0])),
+            r"site ids \['ycu_rct'\] are listed more than once",
+        ),
+    ],
+)
+def test_bad_config_stops_at_parse_time_naming_the_key(tmp_path: Path, edit, match) -> None:
+    project = make_project(tmp_path / "p", config_edit=edit)
+    out = snakemake(project, "--dry-run", check=False)
+    assert out.returncode != 0
+    assert re.search(match, out.stdout + out.stderr), out.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The small scenario run for real through `dvc repro`, which runs the Snakemake targets."""
+    base = tmp_path_factory.mktemp("e2e")
+    project = make_project(base / "project")
+    _run(["git", "init", "-q", "-b", "main"], project)
+    _run(["git", "add", "-A"], project)
+    _run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"],
+        project,
+    )
+    repro = _run(["dvc", "repro"], project)
+    return {"project": project, "base": base, "hashes": hashes(project), "repro": repro}
+
+
+def test_tables_match_their_schemas(pipeline: dict) -> None:
+    project = pipeline["project"]
+    for rel, table in TABLES.items():
+        df = schemas.read_table(project / rel, table)  # checks table name and version
+        spec = schemas.get_table(table)
+        assert list(df.columns) == spec.field_names
+        assert pq.read_schema(project / rel).equals(spec.arrow_schema(), check_metadata=False)
+        schemas.to_arrow(df, table)  # revalidates values, bounds and keys
+    subjects = schemas.read_table(project / "results/tables/subjects.parquet", "subjects")
+    scen = synth.load_scenario(project / "config/scenarios/small.yaml")
+    assert len(subjects) == sum(
+        sum(g.get("arms", {}).values()) + g.get("n", 0)
+        for s in scen["sites"]
+        for g in s["groups"].values()
+    )
+
+
+def test_planted_clinical_effect_is_recovered(pipeline: dict) -> None:
+    project = pipeline["project"]
+    truth = project / "resources/demo/sites/ground_truth.json"
+    rec = compare(truth, project / "results/pooled")
+    assert rec["found"].all()
+    diff = rec[rec["term"] == "arm_difference"].iloc[0]
+    assert diff["value"] < 0 and diff["estimate"] < 0 and diff["covered"], diff.to_dict()
+    assert diff["q_value"] < 0.05
+    assert rec["covered"].mean() >= 0.75  # nine intervals at 95 %: most cover their truth
+
+
+def test_manifest_records_revisions_and_hashes(pipeline: dict) -> None:
+    project = pipeline["project"]
+    manifest = json.loads((project / "results/manifest.json").read_text())
+    assert [s["site"] for s in manifest["sites"]] == ["keio_hc", "ycu_obs", "ycu_rct"]
+    tag_commit = _run(
+        ["git", "rev-parse", "v1^{commit}"], project / "resources/demo/registry"
+    ).stdout.strip()
+    for site in manifest["sites"]:
+        assert (
+            site["revision"] == "v1"
+            and site["commit"] == tag_commit
+            and site["dvc_md5"].endswith(".dir")
+        )
+    for out in manifest["outputs"]:
+        assert out["sha256"] == hashlib.sha256((project / out["path"]).read_bytes()).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", manifest["code_commit"])
+
+
+def test_no_site_identifier_or_key_reaches_an_output(pipeline: dict) -> None:
+    project = pipeline["project"]
+    local_ids = set()
+    for tsv in (project / "resources/raw").glob("*/participants.tsv"):
+        local_ids |= {line.split("\t")[0] for line in tsv.read_text().splitlines()[1:]}
+    assert local_ids
+    blobs = [p.read_bytes() for p in (project / "results").rglob("*") if p.is_file()]
+    blobs += [p.read_bytes() for p in (project / "logs").rglob("*") if p.is_file()]
+    for blob in blobs:
+        assert b"ketamap-demo-key" not in blob
+        for local in local_ids:
+            assert local.encode() not in blob, local
+
+
+def test_second_run_plans_nothing_and_changes_nothing(pipeline: dict) -> None:
+    project = pipeline["project"]
+    out = snakemake(project, "--dry-run")
+    assert "Nothing to be done" in out.stdout + out.stderr
+    snakemake(project)
+    assert hashes(project) == pipeline["hashes"]
+    assert "up to date" in _run(["dvc", "status"], project).stdout.lower()
+
+
+def test_partner_pulls_results_without_recomputing(pipeline: dict) -> None:
+    project, base = pipeline["project"], pipeline["base"]
+    _run(["git", "add", "-A"], project)
+    _run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "results"],
+        project,
+    )
+    remote = base / "results-remote"
+    _run(["dvc", "remote", "add", "--local", "-f", "results", str(remote)], project)
+    _run(["dvc", "push"], project)
+    partner = base / "partner"
+    _run(["git", "clone", "-q", str(project), str(partner)], base)
+    _run(["dvc", "remote", "add", "--local", "-f", "results", str(remote)], partner)
+    _run(["dvc", "pull"], partner)
+    assert hashes(partner) == pipeline["hashes"]
+    assert not (partner / "resources").exists()  # nothing was fetched or recomputed
+    assert "up to date" in _run(["dvc", "status"], partner).stdout.lower()
+    metrics = _run(["dvc", "metrics", "show", "--json"], partner).stdout
+    assert "arm_difference_madrs" in metrics
+
+
+def test_clean_rerun_is_byte_identical(pipeline: dict, tmp_path: Path) -> None:
+    """Everything rebuilt from scratch elsewhere (synth, registry, fetch, tables) gives the same bytes."""
+    again = make_project(tmp_path / "again")
+    snakemake(again)
+    got, want = hashes(again), pipeline["hashes"]
+    for rel in TABLES:
+        assert got[rel] == want[rel], rel
+
+
+def test_null_scenario_is_not_significant(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "null", scenario="null")
+    snakemake(project)
+    rec = compare(project / "resources/demo/sites/ground_truth.json", project / "results/pooled")
+    diffs = rec[rec["term"].str.endswith("_difference")]
+    assert (diffs["value"] == 0).all()
+    assert diffs["null_ok"].all() and diffs["covered"].all(), diffs.to_dict("records")
+
+
+def _broken_registry(base: Path, breaks: dict[str, callable]) -> Path:
+    """The small scenario's datasets, some broken, released into a registry outside the workflow."""
+    sites = base / "sites"
+    synth.generate(REPO / "config/scenarios/small.yaml", sites)
+    for site, breaker in breaks.items():
+        breaker(sites / site)
+    build_registry(sites, base / "registry", str(base / "remote"), "v1")
+    return base / "registry"
+
+
+def _drop_column(path: Path, column: str) -> None:
+    lines = [line.split("\t") for line in path.read_text().splitlines()]
+    idx = lines[0].index(column)
+    path.write_text(
+        "\n".join("\t".join(c for i, c in enumerate(row) if i != idx) for row in lines) + "\n"
+    )
+
+
+def test_bad_site_fails_alone_with_one_clear_message(tmp_path: Path) -> None:
+    registry = _broken_registry(
+        tmp_path, {"keio_hc": lambda d: _drop_column(d / "participants.tsv", "sex")}
+    )
+
+    def real_registry(config: dict) -> None:
+        del config["demo"]
+        for site in config["sites"]:
+            site["registry"] = str(registry)
+        config["sites"][0]["revision"] = "v9"  # ycu_rct pins a release the registry does not have
+
+    project = make_project(tmp_path / "p", config_edit=real_registry)
+    out = snakemake(project, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "site 'keio_hc', file 'participants.tsv', field 'sex': missing required column" in text
+    assert re.search(
+        r"site 'ycu_rct', file '[^']*registry', field 'revision': revision 'v9' is not in the registry; expected one of the registry's tags \['v1'\]",
+        text,
+    )
+    assert "Traceback" not in (project / "logs/harmonize/keio_hc.clinical.log").read_text()
+    # The good site finished; nothing consortium-wide was written from partial input.
+    assert (project / "results/sites/ycu_obs/subjects.parquet").is_file()
+    assert not (project / "results/sites/keio_hc/subjects.parquet").exists()
+    assert not (project / "resources/raw/ycu_rct").exists()
+    assert not (project / "results/tables/subjects.parquet").exists()
