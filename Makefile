@@ -9,14 +9,14 @@ CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
 SCENARIO ?=
 comma := ,
-SNAKE_CONFIG := $(if $(SCENARIO),--config 'demo={scenario: $(SCENARIO)$(comma) registry: resources/demo/registry$(comma) remote: resources/demo/dvc-remote$(comma) release: v1}')
+SNAKE_CONFIG := $(if $(SCENARIO),--config 'demo={scenario: $(SCENARIO)$(comma) registry: resources/demo/registry$(comma) remote: resources/demo/dvc-remote$(comma) release: v1$(comma) derive_sites: true}')
 
 .PHONY: run test setup lint format docs dry-run clean lock
 
 run: $(STAMP)
 	$(SNAKEMAKE) $(SNAKE_CONFIG)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
 
 setup: $(STAMP)
@@ -24,21 +24,19 @@ setup: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests workflow benchmarks
-	$(BIN)/ruff format --check src tests workflow benchmarks
+	$(BIN)/ruff check src tests workflow
+	$(BIN)/ruff format --check src tests workflow
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests workflow benchmarks
-	$(BIN)/ruff check --fix src tests workflow benchmarks
+	$(BIN)/ruff format src tests workflow
+	$(BIN)/ruff check --fix src tests workflow
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 docs: $(STAMP)

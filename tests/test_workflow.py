@@ -121,6 +121,18 @@ def test_dry_run_plans_every_step(tmp_path: Path) -> None:
     }
 
 
+def test_scenario_override_derives_the_sites(tmp_path: Path) -> None:
+    """`make run SCENARIO=...` passes derive_sites: the scenario, not the listed sites, decides."""
+
+    def bogus_sites(config: dict) -> None:
+        config["sites"] = [dict(config["sites"][0], id="not_in_scenario")]
+        config["demo"]["derive_sites"] = True
+
+    project = make_project(tmp_path / "p", scenario="null", config_edit=bogus_sites)
+    counts = job_counts(snakemake(project, "--dry-run").stdout)
+    assert counts["fetch"] == 3 and counts["harmonize_clinical"] == 3
+
+
 def test_lint_finds_nothing_but_the_deliberate_lock_file_environment(tmp_path: Path) -> None:
     """Rules use the lock-file venv instead of per-rule conda envs; every other lint must be clean."""
     project = make_project(tmp_path / "p")

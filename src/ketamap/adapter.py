@@ -21,7 +21,9 @@ log = logging.getLogger("ketamap")
 def configure_logging(log_file: str | Path | None) -> None:
     """Log INFO and above to ``log_file`` (and warnings to stderr)."""
     root = logging.getLogger("ketamap")
-    root.handlers.clear()
+    for old in list(root.handlers):
+        old.close()
+        root.removeHandler(old)
     root.setLevel(logging.INFO)
     fmt = logging.Formatter("%(levelname)s %(name)s: %(message)s")
     if log_file:

@@ -13,6 +13,47 @@ from typing import Any
 from ketamap.errors import ConfigError
 
 
+def resolve_demo_sites(config: dict[str, Any]) -> None:
+    """Make the demo sites agree with the demo scenario.
+
+    With ``demo.derive_sites`` the site list is taken from the scenario (what ``make run
+    SCENARIO=...`` does); otherwise every listed demo site must read the way the scenario writes
+    it, or the run stops naming the site and the fix.
+    """
+    demo = config.get("demo")
+    if not demo:
+        return
+    from ketamap import synth
+
+    expected = synth.site_configs(
+        synth.load_scenario(demo["scenario"]), demo["registry"], demo["release"]
+    )
+    if demo.get("derive_sites"):
+        config["sites"] = expected
+        return
+    by_id = {site["id"]: site for site in expected}
+    for i, site in enumerate(config["sites"]):
+        if site["registry"] != demo["registry"]:
+            continue
+        if site["id"] not in by_id:
+            raise ConfigError(
+                f"site {site['id']!r} points at the demo registry but scenario {demo['scenario']} has no such site",
+                file="config/config.yaml",
+                field=f"sites[{i}].id",
+                expected=f"one of {sorted(by_id)}",
+            )
+        want = by_id[site["id"]]
+        for key in ("modality", "species", "trial", "reader"):
+            if site.get(key) != want[key]:
+                raise ConfigError(
+                    f"site {site['id']!r} has {key} {site.get(key)!r} but the demo scenario writes {want[key]!r}",
+                    file="config/config.yaml",
+                    field=f"sites[{i}].{key}",
+                    expected=repr(want[key]),
+                    hint=f"set demo.derive_sites: true, or paste the output of `ketamap site-config --scenario {demo['scenario']}`",
+                )
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Raise a :class:`ConfigError` naming the key when the config is inconsistent."""
     ids = Counter(site["id"] for site in config["sites"])

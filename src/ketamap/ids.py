@@ -48,3 +48,12 @@ def load_key(config: dict) -> bytes:
         field="pseudonymization",
         hint=f"export {env_name}=<a secret shared by the consortium>",
     )
+
+
+def key_fingerprint(config: dict) -> str:
+    """A short one-way fingerprint of the key, so the workflow reruns when the key changes.
+
+    It reveals nothing about the key (HMAC of a constant) and is safe to store in job metadata.
+    """
+    key = load_key(config)
+    return hmac.new(key, b"ketamap key fingerprint", hashlib.sha256).hexdigest()[:16]

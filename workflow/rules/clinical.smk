@@ -14,6 +14,7 @@ rule harmonize_clinical:
     params:
         site=site_config,
         config={k: config[k] for k in ("pseudonymization",)},
+        key=key_fingerprint(config),
     script:
         "../scripts/harmonize_clinical.py"
 

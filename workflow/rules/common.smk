@@ -1,6 +1,8 @@
 # Helpers shared by the rules; nothing here runs a step.
-from ketamap.config import check_config, demo_sites, site_by_id
+from ketamap.config import check_config, demo_sites, resolve_demo_sites, site_by_id
+from ketamap.ids import key_fingerprint
 
+resolve_demo_sites(config)
 check_config(config)
 
 SITES = [site["id"] for site in config["sites"]]

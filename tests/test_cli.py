@@ -1,0 +1,171 @@
+"""The ketamap command and the workflow adapter: one clear message and a non-zero exit on bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from conftest import REPO
+from ketamap import ids
+from ketamap.adapter import run_step
+from ketamap.cli import main
+from ketamap.errors import ConfigError, SiteDataError
+
+
+def test_synth_then_registry_then_site_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "synth",
+                "--scenario",
+                str(REPO / "config/scenarios/small.yaml"),
+                "--out",
+                str(tmp_path / "sites"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "sites" / "ground_truth.json").is_file()
+    assert (
+        main(
+            [
+                "registry",
+                "--sites",
+                str(tmp_path / "sites"),
+                "--out",
+                str(tmp_path / "reg"),
+                "--remote",
+                str(tmp_path / "remote"),
+                "--release",
+                "v1",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "reg" / "datasets" / "ycu_rct.dvc").is_file()
+    capsys.readouterr()
+    assert main(["site-config", "--scenario", str(REPO / "config/scenarios/small.yaml")]) == 0
+    sites = yaml.safe_load(capsys.readouterr().out)["sites"]
+    assert [s["id"] for s in sites] == ["ycu_rct", "keio_hc", "ycu_obs"]
+
+
+def test_cli_errors_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    scenario = yaml.safe_load((REPO / "config/scenarios/small.yaml").read_text())
+    scenario["sede"] = 1
+    bad.write_text(yaml.safe_dump(scenario))
+    assert main(["synth", "--scenario", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ketamap synth: error:") and "sede" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_registry_of_an_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(
+            [
+                "registry",
+                "--sites",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path / "r"),
+                "--remote",
+                str(tmp_path / "x"),
+                "--release",
+                "v1",
+            ]
+        )
+        == 2
+    )
+    assert "no site datasets found" in capsys.readouterr().err
+
+
+def test_recovery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    truth = tmp_path / "truth.json"
+    truth.write_text(
+        json.dumps(
+            {
+                "entries": [
+                    {
+                        "analysis": "clinical.madrs_change",
+                        "term": "arm_difference",
+                        "arm": None,
+                        "value": -5.0,
+                        "unit": "MADRS points",
+                    }
+                ]
+            }
+        )
+    )
+    assert main(["recovery", "--truth", str(truth), "--results", str(tmp_path / "none")]) == 2
+    assert "pooled result missing" in capsys.readouterr().err
+
+
+def test_adapter_turns_project_errors_into_one_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "job.log"
+    smk = SimpleNamespace(log=[str(log)])
+
+    def fails() -> None:
+        raise SiteDataError(
+            "missing required column", site="s", file="participants.tsv", field="sex"
+        )
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_step(smk, fails)
+    assert exit_info.value.code == 1
+    message = "site 's', file 'participants.tsv', field 'sex': missing required column"
+    assert message in log.read_text() and message in capsys.readouterr().err
+    assert "Traceback" not in log.read_text()
+    assert run_step(smk, lambda x: x + 1, x=1) == 2
+    for handler in list(logging.getLogger("ketamap").handlers):
+        handler.close()
+        logging.getLogger("ketamap").removeHandler(handler)
+
+
+def test_key_comes_from_the_environment_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {"pseudonymization": {"key_env": "KM_TEST_KEY", "demo_key": "demo"}}
+    assert ids.load_key(config) == b"demo"
+    monkeypatch.setenv("KM_TEST_KEY", "secret")
+    assert ids.load_key(config) == b"secret"
+    fingerprint = ids.key_fingerprint(config)
+    assert len(fingerprint) == 16 and "secret" not in fingerprint
+    monkeypatch.delenv("KM_TEST_KEY")
+    with pytest.raises(
+        ConfigError,
+        match=r"field 'pseudonymization': no pseudonymization key: environment variable KM_OTHER",
+    ):
+        ids.load_key({"pseudonymization": {"key_env": "KM_OTHER"}})
+
+
+def _properties(node: object, path: str = "") -> list[tuple[str, dict]]:
+    """Every named property anywhere in a JSON Schema, $defs and nested schemas included."""
+    found: list[tuple[str, dict]] = []
+    if isinstance(node, dict):
+        for name, sub in (node.get("properties") or {}).items():
+            found.append((f"{path}.{name}", sub))
+        for key, sub in node.items():
+            found += _properties(sub, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, sub in enumerate(node):
+            found += _properties(sub, f"{path}[{i}]")
+    return found
+
+
+@pytest.mark.parametrize("schema", ["config.schema.yaml", "scenario.schema.yaml"])
+def test_every_schema_property_is_described(schema: str) -> None:
+    props = _properties(yaml.safe_load((REPO / "schemas" / schema).read_text()))
+    assert len(props) > 10
+    undescribed = [p for p, sub in props if not str(sub.get("description", "")).strip()]
+    assert not undescribed
