@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -90,22 +89,6 @@ def site_entry(site_id: str = "test_site", **reader: object) -> dict:
 @pytest.fixture
 def site_dir(tmp_path: Path) -> Path:
     return make_site(tmp_path / "site")
-
-
-@pytest.fixture
-def workflow_copy(tmp_path: Path) -> Path:
-    """A copy of the workflow's own files (not results) in a fresh folder, to run Snakemake in."""
-    dest = tmp_path / "project"
-    dest.mkdir()
-    for name in ("Snakefile", "workflow", "schemas", "config", "dvc.yaml", ".dvc", ".dvcignore"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(
-                src, dest / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__")
-            )
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 @pytest.fixture(autouse=True)

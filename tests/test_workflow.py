@@ -121,6 +121,15 @@ def test_dry_run_plans_every_step(tmp_path: Path) -> None:
     }
 
 
+def test_slurm_profile_plans_the_same_jobs(tmp_path: Path) -> None:
+    """Every rule declares threads and resources, so the SLURM profile needs no rule changes."""
+    project = make_project(tmp_path / "p")
+    out = _run(["snakemake", "--profile", "workflow/profiles/slurm", "--dry-run"], project)
+    assert job_counts(out.stdout)["total"] == 13
+    for rule in ("fetch", "harmonize_clinical", "combine_table", "pooled_clinical", "manifest"):
+        assert re.search(rf"rule {rule}:(?:(?!\n\n).)*resources: [^\n]*mem_mb=\d+[^\n]*runtime=\d+", out.stdout, re.S), rule
+
+
 def test_scenario_override_derives_the_sites(tmp_path: Path) -> None:
     """`make run SCENARIO=...` passes derive_sites: the scenario, not the listed sites, decides."""
 

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from scipy.stats import norm
 
 from ketamap.errors import ConfigError
-from ketamap.paths import schema_dir
+from ketamap.scales import from_madrs, load_scales, scale_range, to_madrs
 from ketamap.synth._io import write_json, write_tsv
 from ketamap.synth._rng import stable_int, stream
 
@@ -92,64 +90,10 @@ class Participant:
 # --------------------------------------------------------------------------- scales
 
 
-@dataclass(frozen=True)
-class _Scales:
-    """The scale facts of ``schemas/scales.yaml`` the generator needs."""
-
-    labels: dict[str, str]
-    ranges: dict[str, tuple[int, int]]
-    hamd_points: np.ndarray
-    madrs_points: np.ndarray
-
-    def hamd_to_madrs(self, hamd: np.ndarray) -> np.ndarray:
-        """MADRS equivalent of HAM-D-17 totals (piecewise-linear link, capped at the MADRS max)."""
-        out = np.interp(hamd, self.hamd_points, self.madrs_points)
-        return np.minimum(out, self.ranges["madrs"][1])
-
-    def madrs_to_hamd(self, madrs: np.ndarray) -> np.ndarray:
-        """Integer HAM-D-17 totals a site would write for MADRS totals (inverse link, rounded, clipped).
-
-        The link is flat where MADRS reaches its maximum, so only the strictly increasing part
-        is inverted: MADRS 60 maps to the first HAM-D value that reaches it.
-        """
-        keep = [0]
-        for i in range(1, len(self.madrs_points)):
-            if self.madrs_points[i] > self.madrs_points[keep[-1]]:
-                keep.append(i)
-        hamd = np.interp(madrs, self.madrs_points[keep], self.hamd_points[keep])
-        lo, hi = self.ranges["hamd17"]
-        return np.clip(np.round(hamd), lo, hi).astype(int)
-
-
-@lru_cache(maxsize=8)
-def _read_scales(path: Path) -> _Scales:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        scales = data["scales"]
-        points = np.asarray(data["links"]["hamd17_to_madrs"]["points"], dtype=float)
-        labels = {key: str(scales[key]["label"]) for key in ("madrs", "hamd17")}
-        ranges = {
-            key: (int(scales[key]["range"][0]), int(scales[key]["range"][1]))
-            for key in ("madrs", "hamd17")
-        }
-    except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot read the scale definitions ({exc})",
-            file=path,
-            expected="scales.madrs, scales.hamd17 (label, range) and links.hamd17_to_madrs.points",
-        ) from exc
-    if points.ndim != 2 or points.shape[1] != 2 or np.any(np.diff(points[:, 0]) <= 0):
-        raise ConfigError(
-            "the HAM-D-17 to MADRS link is not a list of [hamd, madrs] points with increasing HAM-D",
-            file=path,
-            field="links.hamd17_to_madrs.points",
-        )
-    return _Scales(labels, ranges, points[:, 0].copy(), points[:, 1].copy())
-
-
-def scales() -> _Scales:
-    """Return the scale definitions of ``schemas/scales.yaml`` (cached per path)."""
-    return _read_scales(schema_dir() / "scales.yaml")
+def _madrs_to_site_scale(madrs: np.ndarray, scale: str) -> np.ndarray:
+    """Integer totals a site scoring ``scale`` writes for MADRS totals (inverse link, rounded, clipped)."""
+    lo, hi = scale_range(scale)
+    return np.clip(np.round(from_madrs(madrs, scale)), lo, hi).astype(int)
 
 
 def observed_madrs(site: dict[str, Any], madrs: np.ndarray) -> np.ndarray:
@@ -161,8 +105,7 @@ def observed_madrs(site: dict[str, Any], madrs: np.ndarray) -> np.ndarray:
     madrs = np.asarray(madrs, dtype=float)
     if site["scale"] == "madrs":
         return madrs
-    sc = scales()
-    return sc.hamd_to_madrs(sc.madrs_to_hamd(madrs).astype(float))
+    return to_madrs(_madrs_to_site_scale(madrs, site["scale"]).astype(float), site["scale"])
 
 
 # --------------------------------------------------------------------------- plug-in contract
@@ -260,8 +203,6 @@ def validate(scenario: dict[str, Any], source: str | None) -> None:
                 field=f"{where}.acq_start",
                 expected="YYYY-MM-DD",
             ) from None
-        if site["scale"] == "hamd17":
-            scales()
 
 
 def _check_labels(site: dict[str, Any], where: str, source: str | None) -> None:
@@ -562,7 +503,7 @@ def _sex_text(site: dict[str, Any], p: Participant) -> str:
 def _score_text(site: dict[str, Any], madrs: int) -> str:
     if site["scale"] == "madrs":
         return str(int(madrs))
-    return str(int(scales().madrs_to_hamd(np.asarray([madrs], dtype=float))[0]))
+    return str(int(_madrs_to_site_scale(np.asarray([madrs], dtype=float), site["scale"])[0]))
 
 
 def _participants_sidecar(
@@ -597,9 +538,8 @@ def _participants_sidecar(
 
 
 def _score_sidecar(site: dict[str, Any]) -> dict[str, Any]:
-    sc = scales()
-    lo, hi = sc.ranges[site["scale"]]
-    label = sc.labels[site["scale"]]
+    lo, hi = (int(v) for v in scale_range(site["scale"]))
+    label = load_scales()["scales"][site["scale"]]["label"]
     return {
         "MeasurementToolMetadata": {"Description": label},
         "participant_id": {"Description": "Unique participant label"},
