@@ -127,7 +127,11 @@ def test_slurm_profile_plans_the_same_jobs(tmp_path: Path) -> None:
     out = _run(["snakemake", "--profile", "workflow/profiles/slurm", "--dry-run"], project)
     assert job_counts(out.stdout)["total"] == 13
     for rule in ("fetch", "harmonize_clinical", "combine_table", "pooled_clinical", "manifest"):
-        assert re.search(rf"rule {rule}:(?:(?!\n\n).)*resources: [^\n]*mem_mb=\d+[^\n]*runtime=\d+", out.stdout, re.S), rule
+        assert re.search(
+            rf"rule {rule}:(?:(?!\n\n).)*resources: [^\n]*mem_mb=\d+[^\n]*runtime=\d+",
+            out.stdout,
+            re.S,
+        ), rule
 
 
 def test_scenario_override_derives_the_sites(tmp_path: Path) -> None:
