@@ -43,10 +43,13 @@ def resolve_demo_sites(config: dict[str, Any]) -> None:
                 expected=f"one of {sorted(by_id)}",
             )
         want = by_id[site["id"]]
+        got = {k: site.get(k) for k in ("modality", "species", "trial")}
+        # Options the scenario does not set may hold their defaults.
+        got["reader"] = {k: site.get("reader", {}).get(k) for k in want["reader"]}
         for key in ("modality", "species", "trial", "reader"):
-            if site.get(key) != want[key]:
+            if got[key] != want[key]:
                 raise ConfigError(
-                    f"site {site['id']!r} has {key} {site.get(key)!r} but the demo scenario writes {want[key]!r}",
+                    f"site {site['id']!r} has {key} {got[key]!r} but the demo scenario writes {want[key]!r}",
                     file="config/config.yaml",
                     field=f"sites[{i}].{key}",
                     expected=repr(want[key]),
