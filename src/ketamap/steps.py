@@ -175,3 +175,98 @@ def _git_commit(workdir: Path) -> str:
         check=False,
     )
     return proc.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def harmonize_pet(
+    site: dict[str, Any],
+    raw: str | Path,
+    atlas: str | Path,
+    regional_out: str | Path,
+    sessions_out: str | Path,
+    config: dict[str, Any],
+) -> None:
+    """Harmonize one site's PET scans into its per-site pet_regional and pet_sessions tables."""
+    from ketamap import pet
+
+    tables = pet.harmonize_site(
+        site, Path(raw), pet.read_atlas(Path(atlas)), load_key(config), config.get("pet", {})
+    )
+    schemas.write_table(tables.regional, "pet_regional", regional_out)
+    schemas.write_table(tables.sessions, "pet_sessions", sessions_out)
+    warned = int((tables.sessions["warnings"] != "").sum()) if len(tables.sessions) else 0
+    log.info(
+        "site %s: %d PET scans, %d regional values, %d scans with warnings",
+        site["id"],
+        len(tables.sessions),
+        len(tables.regional),
+        warned,
+    )
+
+
+def pooled_pet(
+    analysis: str,
+    regional: str | Path,
+    subjects: str | Path,
+    scores: str | Path,
+    output: str | Path,
+    figure: str | Path,
+    options: dict[str, Any],
+) -> None:
+    """One pooled PET analysis (pet.<name>) in the shared result shape, and its figure."""
+    from ketamap import figures
+    from ketamap.pooled import pet as pooled
+
+    reg = schemas.read_table(regional, "pet_regional")
+    subj = schemas.read_table(subjects, "subjects")
+    sc = schemas.read_table(scores, "clinical_scores")
+    reference = options.get("pet", {}).get("reference_region", "cerebellum")
+    response_fraction = float(options.get("clinical", {}).get("response_fraction", 0.5))
+    if analysis == "pet.baseline_trd_vs_hc":
+        result = pooled.analyze_baseline(reg, subj, reference_region=reference)
+    elif analysis == "pet.ketamine_x_time":
+        result = pooled.analyze_ketamine_x_time(reg, subj, reference_region=reference)
+    elif analysis == "pet.change_vs_improvement":
+        result = pooled.analyze_change_vs_improvement(reg, subj, sc, reference_region=reference)
+    elif analysis == "pet.response_prediction":
+        result = pooled.analyze_response_prediction(
+            reg,
+            subj,
+            sc,
+            reference_region=reference,
+            response_fraction=response_fraction,
+            seed=int(options.get("seed", 0)),
+        )
+    else:
+        raise ValueError(f"unknown PET analysis {analysis!r}")
+    schemas.write_table(result, RESULT_TABLE, output)
+    figures.forest_plot(result, figure, null=0.5 if analysis == "pet.response_prediction" else 0.0)
+    significant = int((result["q_value"] < 0.05).sum())
+    log.info("%s: %d rows, %d with q < 0.05", analysis, len(result), significant)
+
+
+def figure_change_scatter(
+    result: str | Path,
+    regional: str | Path,
+    subjects: str | Path,
+    scores: str | Path,
+    figure: str | Path,
+    options: dict[str, Any],
+) -> None:
+    """Scatter of regional % change against MADRS improvement for the strongest regions."""
+    from ketamap import figures
+    from ketamap.pooled import pet as pooled
+    from ketamap.pooled.clinical import change_table
+
+    reg = schemas.read_table(regional, "pet_regional")
+    clinical = change_table(
+        schemas.read_table(subjects, "subjects"), schemas.read_table(scores, "clinical_scores")
+    )
+    ket = clinical[clinical["arm"] == "ketamine"].set_index("subject_id")
+    pct = pooled.percent_change(reg, options.get("pet", {}).get("reference_region", "cerebellum"))
+    common = pct.index.intersection(ket.index)
+    figures.change_scatter(
+        pct.loc[common],
+        -ket.loc[common, "change"],
+        schemas.read_table(result, RESULT_TABLE),
+        figure,
+    )

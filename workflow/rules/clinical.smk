@@ -21,9 +21,7 @@ rule harmonize_clinical:
 
 rule combine_table:
     input:
-        lambda wc: expand(
-            "results/sites/{site}/{table}.parquet", site=SITES, table=wc.table
-        ),
+        table_inputs,
     output:
         "results/tables/{table}.parquet",
     log:

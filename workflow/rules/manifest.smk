@@ -1,7 +1,7 @@
 # What produced the results: each site's revision and hashes, code version, config and outputs.
 rule manifest:
     input:
-        fetched=expand("resources/raw/{site}.fetch.json", site=SITES),
+        fetched=fetch_manifests(),
         outputs=[*table_outputs(), *pooled_outputs()],
     output:
         "results/manifest.json",

@@ -20,6 +20,8 @@ def result_frame(rows: list[dict]) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = None
     df = df[fields].copy()
+    for col in ("estimate", "ci_low", "ci_high", "p_value", "statistic", "df"):
+        df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
     df["q_value"] = bh_qvalues(df["p_value"].astype(float).to_numpy())
     return df
 

@@ -1,0 +1,83 @@
+"""Figures for the pooled results, ready for the report (matplotlib, Agg backend, no timestamps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+_PNG = {"Software": None}
+
+
+def forest_plot(
+    result: pd.DataFrame, path: str | Path, *, title: str | None = None, null: float = 0.0
+) -> None:
+    """One row per region (or term): estimate and 95 % CI; rows with q < 0.05 drawn in colour."""
+    df = result.copy()
+    df["label"] = df["region"].fillna(df["term"]).astype(str)
+    df = df.sort_values("estimate", na_position="last").reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6, 0.32 * len(df) + 1.4))
+    y = np.arange(len(df))
+    significant = (df["q_value"] < 0.05).to_numpy()
+    est = df["estimate"].to_numpy(dtype=float)
+    low = df["ci_low"].to_numpy(dtype=float)
+    high = df["ci_high"].to_numpy(dtype=float)
+    for mask, colour in ((~significant, "0.45"), (significant, "tab:red")):
+        ax.errorbar(
+            est[mask],
+            y[mask],
+            xerr=[est[mask] - low[mask], high[mask] - est[mask]],
+            fmt="o",
+            color=colour,
+            capsize=2,
+            lw=1,
+        )
+    ax.axvline(null, color="0.7", lw=0.8, ls="--")
+    ax.set_yticks(y, df["label"])
+    unit = df["unit"].dropna().iloc[0] if df["unit"].notna().any() else ""
+    ax.set_xlabel(f"estimate ({unit}), 95 % CI; red: q < 0.05")
+    ax.set_title(title or str(df["analysis"].iloc[0]), fontsize=10)
+    notes = df["note"].dropna().unique()
+    if (
+        len(notes) == 1 and notes[0]
+    ):  # a note shared by every row, such as the design check's verdict
+        fig.text(0.01, 0.005, str(notes[0])[:160], fontsize=6, color="0.3")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def change_scatter(
+    pct_change: pd.DataFrame,
+    improvement: pd.Series,
+    result: pd.DataFrame,
+    path: str | Path,
+    *,
+    n_regions: int = 4,
+) -> None:
+    """Regional % change against MADRS improvement for the regions with the strongest association."""
+    top = result.sort_values("p_value").head(n_regions)
+    fig, axes = plt.subplots(1, len(top), figsize=(3.2 * len(top), 3.2), squeeze=False)
+    for ax, (_, row) in zip(axes[0], top.iterrows(), strict=False):
+        x = improvement.reindex(pct_change.index).to_numpy(dtype=float)
+        y = pct_change[row["region"]].to_numpy(dtype=float)
+        ax.scatter(x, y, s=14, color="tab:blue")
+        ax.plot(np.sort(x), np.polyval(np.polyfit(x, y, 1), np.sort(x)), color="tab:red", lw=1)
+        ax.set_title(
+            f"{row['region']}: slope {row['estimate']:.2f}, q = {row['q_value']:.3f}", fontsize=9
+        )
+        ax.set_xlabel("MADRS improvement (points)")
+        ax.set_ylabel("SUVR change (%)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, metadata=_PNG)
+    plt.close(fig)

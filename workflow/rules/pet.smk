@@ -1,0 +1,78 @@
+# PET: the shared atlas, per-site regional SUVR and scan tables, then the pooled PET analyses.
+rule fetch_atlas:
+    input:
+        registry=atlas_registry_input,
+    output:
+        data=directory("resources/raw/atlas"),
+        manifest="resources/raw/atlas.fetch.json",
+    log:
+        "logs/fetch/atlas.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        site=atlas_entry,
+    script:
+        "../scripts/fetch.py"
+
+
+rule harmonize_pet:
+    input:
+        raw="resources/raw/{site}",
+        atlas="resources/raw/atlas",
+    output:
+        regional="results/sites/{site}/pet_regional.parquet",
+        sessions="results/sites/{site}/pet_sessions.parquet",
+    log:
+        "logs/harmonize/{site}.pet.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        site=site_config,
+        config={k: config.get(k, {}) for k in ("pseudonymization", "pet")},
+        key=key_fingerprint(config),
+    script:
+        "../scripts/harmonize_pet.py"
+
+
+rule pooled_pet:
+    input:
+        regional="results/tables/pet_regional.parquet",
+        subjects="results/tables/subjects.parquet",
+        scores="results/tables/clinical_scores.parquet",
+    output:
+        result="results/pooled/pet.{name}.parquet",
+        figure="results/figures/pet.{name}.png",
+    log:
+        "logs/pooled/pet.{name}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        options={k: config.get(k) for k in ("pet", "clinical", "seed")},
+    script:
+        "../scripts/pooled_pet.py"
+
+
+rule figure_change_scatter:
+    input:
+        result="results/pooled/pet.change_vs_improvement.parquet",
+        regional="results/tables/pet_regional.parquet",
+        subjects="results/tables/subjects.parquet",
+        scores="results/tables/clinical_scores.parquet",
+    output:
+        "results/figures/pet.change_vs_improvement.scatter.png",
+    log:
+        "logs/figures/pet.change_vs_improvement.scatter.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        options={"pet": config.get("pet", {})},
+    script:
+        "../scripts/figure_change_scatter.py"
