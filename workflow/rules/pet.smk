@@ -21,6 +21,7 @@ rule harmonize_pet:
     input:
         raw="resources/raw/{site}",
         atlas="resources/raw/atlas",
+        units="schemas/pet_units.yaml",
     output:
         regional="results/sites/{site}/pet_regional.parquet",
         sessions="results/sites/{site}/pet_sessions.parquet",
@@ -28,7 +29,7 @@ rule harmonize_pet:
         "logs/harmonize/{site}.pet.log",
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=2000,
         runtime=30,
     params:
         site=site_config,

@@ -1,0 +1,464 @@
+"""PET reader and harmonizer: BIDS-PET images + sidecars and the shared atlas -> regional SUVR tables.
+
+read -> harmonize -> table, like the clinical module: :func:`harmonize_site` reads one site's PET
+scans as the site sent them (docs/site_data.md), makes them consistent (units to kBq/mL, frame
+times to seconds, decay correction to injection, any orientation and grid), and returns the rows of
+the ``pet_sessions`` and ``pet_regional`` tables with pseudonymous ids. One scan that cannot be read
+safely fails the whole site with one :class:`~ketamap.errors.SiteDataError` naming site, file and
+field. The details live in :mod:`ketamap.pet_sidecar` (sidecar fields and units),
+:mod:`ketamap.pet_timing` (frames, window, decay) and :mod:`ketamap.pet_image` (image checks,
+atlas resampling, streamed regional means).
+
+Decisions:
+
+* SUVR = region window mean / reference-region window mean (``pet.reference_region``); activity is the
+  window mean in kBq/mL decay-corrected to injection. The reference region's own row has SUVR 1.
+* A region with no voxel on a scan's grid (a small region such as the habenula on a coarse grid) has
+  no row for that scan, and the session's ``warnings`` names it; a reference region without voxels is
+  an error.
+* Non-finite values outside the atlas regions (NaN backgrounds written by some tools) are ignored;
+  inside a region they are an error, as is a frame that is all zeros.
+* Session folders are required (``sub-*/ses-*/pet/``), since the visit comes from the session label.
+* Order of the checks per scan: participant and session, sidecar fields, image file (exists, not a
+  stub, not HTML, a NIfTI), header (shape, affine, frame count against the sidecar), SUVR window, and
+  only then voxel data. Any failure stops the site: the workflow keeps the other sites' tables.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from ketamap import pet_image
+from ketamap.clinical import read_participants
+from ketamap.errors import ConfigError, SiteDataError
+from ketamap.ids import pseudonymize
+from ketamap.io import _shown, read_tsv
+from ketamap.pet_image import LabelGrid, regional_means
+from ketamap.pet_sidecar import read_sidecar
+from ketamap.pet_timing import FRAME_TIME_UNITS, decay_correction, window_frames
+from ketamap.schemas import get_table, load_columns
+
+__all__ = ["Atlas", "PetTables", "harmonize_site", "read_atlas", "regional_means"]
+
+ATLAS_SITE = "atlas"
+ATLAS_KINDS = ("cortical", "subcortical", "reference", "white_matter")
+REGION_PATTERN = r"^[a-z][a-z0-9_]*$"
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "window_min": [30, 50],
+    "reference_region": "cerebellum",
+    "pvc": "none",
+}
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """The shared atlas: integer label image in template space, region names and kinds by index."""
+
+    img: nib.Nifti1Image  # int32 labels, 0 = background
+    names: dict[int, str]
+    kinds: dict[int, str]
+    source: str = ""
+
+    @property
+    def n_labels(self) -> int:
+        """Length of a per-label array (largest index + 1)."""
+        return max(self.names) + 1
+
+    def index(self, name: str) -> int | None:
+        for idx, region in self.names.items():
+            if region == name:
+                return idx
+        return None
+
+
+@dataclass(frozen=True)
+class PetTables:
+    """The harmonized rows one site contributes."""
+
+    regional: pd.DataFrame
+    sessions: pd.DataFrame
+
+
+def read_atlas(atlas_dir: Path) -> Atlas:
+    """Read and check the atlas: one ``*_dseg.nii[.gz]`` and one ``*_dseg.tsv`` (index, name, kind)."""
+    atlas_dir = Path(atlas_dir)
+    if not atlas_dir.is_dir():
+        raise SiteDataError(
+            "atlas folder not found", site=ATLAS_SITE, file=atlas_dir, expected="a folder"
+        )
+    images = sorted(atlas_dir.glob("*dseg.nii.gz")) + sorted(atlas_dir.glob("*dseg.nii"))
+    tables = sorted(atlas_dir.glob("*dseg.tsv"))
+    for found, what in (
+        (images, "label image (*_dseg.nii.gz)"),
+        (tables, "label table (*_dseg.tsv)"),
+    ):
+        if len(found) != 1:
+            raise SiteDataError(
+                f"found {len(found)} files {[p.name for p in found]}",
+                site=ATLAS_SITE,
+                file=atlas_dir,
+                expected=f"exactly one {what}",
+            )
+    image_path, tsv_path = images[0], tables[0]
+    img_name, tsv_name = image_path.name, tsv_path.name
+    where = {"site": ATLAS_SITE, "file": img_name}
+
+    pet_image.sniff_nifti(image_path, site=ATLAS_SITE, root=atlas_dir)
+    try:
+        img: Any = nib.load(image_path)
+        data = np.asarray(img.dataobj)
+    except pet_image.READ_ERRORS as exc:
+        raise SiteDataError(f"cannot read the atlas image ({exc})", **where) from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise SiteDataError(
+            f"the atlas has shape {data.shape}", expected="a 3D label image", **where
+        )
+    pet_image.check_geometry(img, where)
+    if not np.all(np.isfinite(data)) or np.any(data != np.round(data)) or np.any(data < 0):
+        raise SiteDataError(
+            "the atlas holds non-integer or negative values",
+            expected="integer labels >= 0 (0 = background)",
+            **where,
+        )
+    labels = data.astype(np.int32)
+
+    df = read_tsv(tsv_path, site=ATLAS_SITE, root=atlas_dir, required=["index", "name", "kind"])
+    twhere = {"site": ATLAS_SITE, "file": tsv_name}
+    for col in ("index", "name", "kind"):
+        if df[col].isna().any():
+            raise SiteDataError(
+                "empty values", field=col, expected="a value on every row", **twhere
+            )
+    index = pd.to_numeric(df["index"], errors="coerce")
+    bad = df["index"][index.isna() | (index != index.round()) | (index < 1)].tolist()
+    if bad:
+        raise SiteDataError(
+            f"indices {bad[:5]} are not positive integers",
+            field="index",
+            expected="integers >= 1 (0 is the background and is not listed)",
+            **twhere,
+        )
+    idx = index.astype(int).tolist()
+    names = df["name"].tolist()
+    kinds = df["kind"].tolist()
+    for col, values in (("index", idx), ("name", names)):
+        dupes = sorted({v for v in values if values.count(v) > 1})
+        if dupes:
+            raise SiteDataError(
+                f"duplicate values {dupes[:5]}", field=col, expected="each listed once", **twhere
+            )
+    bad_names = [n for n in names if not re.fullmatch(REGION_PATTERN, n)]
+    if bad_names:
+        raise SiteDataError(
+            f"names {bad_names[:5]} are not snake_case region ids",
+            field="name",
+            expected=f"names matching {REGION_PATTERN}",
+            **twhere,
+        )
+    bad_kinds = sorted({k for k in kinds if k not in ATLAS_KINDS})
+    if bad_kinds:
+        raise SiteDataError(
+            f"unknown kinds {bad_kinds}",
+            field="kind",
+            expected=f"one of {list(ATLAS_KINDS)}",
+            **twhere,
+        )
+    present = set(np.unique(labels).tolist()) - {0}
+    unlisted = sorted(present - set(idx))
+    if unlisted:
+        raise SiteDataError(
+            f"labels {unlisted[:10]} in the image are not listed in {tsv_name}",
+            expected="every label of the image listed in the table",
+            **where,
+        )
+    empty = sorted(set(idx) - present)
+    if empty:
+        raise SiteDataError(
+            f"regions {[names[idx.index(i)] for i in empty][:10]} (indices {empty[:10]}) have no voxel in the image",
+            field="index",
+            expected="every listed region present in the label image",
+            **twhere,
+        )
+    label_img = nib.Nifti1Image(labels, img.affine)
+    return Atlas(
+        img=label_img,
+        names=dict(zip(idx, names, strict=True)),
+        kinds=dict(zip(idx, kinds, strict=True)),
+        source=str(image_path),
+    )
+
+
+@dataclass
+class _Scan:
+    participant_id: str
+    session_id: str
+    image: Path
+    sidecar: Path
+    shown: str
+
+
+def harmonize_site(
+    site: dict, root: Path, atlas: Atlas, key: bytes, options: dict | None = None
+) -> PetTables:
+    """Read every PET scan of one site at ``root`` into ``pet_regional`` and ``pet_sessions`` rows."""
+    root = Path(root)
+    site_id = site["id"]
+    opts = {**DEFAULT_OPTIONS, **(options or {})}
+    reader = site.get("reader", {}) or {}
+    window, reference, pvc = _check_options(opts, atlas)
+    unit = reader.get("frame_time_unit", "auto")
+    if unit not in FRAME_TIME_UNITS:
+        raise ConfigError(
+            f"frame_time_unit {unit!r}",
+            file="config/config.yaml",
+            field=f"sites[{site_id}].reader.frame_time_unit",
+            expected=f"one of {list(FRAME_TIME_UNITS)}",
+        )
+    visits: dict[str, str] | None = reader.get("visits")
+    if not visits:
+        raise ConfigError(
+            "a PET site needs its session labels mapped to visits",
+            file="config/config.yaml",
+            field=f"sites[{site_id}].reader.visits",
+            expected="a map such as {ses-pre: baseline, ses-post: post}",
+        )
+
+    participants = read_participants(site, root)
+    local_ids = participants["participant_id"].tolist()
+    pseudonyms = dict(zip(local_ids, pseudonymize(site_id, local_ids, key), strict=True))
+    scans = _find_scans(site_id, root)
+
+    ref_index = atlas.index(reference)
+    assert ref_index is not None
+    region_index = np.array(sorted(atlas.names), dtype=int)
+    region_names = [atlas.names[i] for i in region_index]
+    cache: dict[tuple[tuple[int, ...], bytes], LabelGrid] = {}
+    seen: dict[tuple[str, str], str] = {}
+    session_rows: list[dict[str, Any]] = []
+    regional_parts: list[pd.DataFrame] = []
+
+    for scan in scans:
+        where = {"site": site_id, "file": scan.shown}
+        if scan.participant_id not in pseudonyms:
+            raise SiteDataError(
+                f"participant {scan.participant_id} is not in participants.tsv",
+                field="participant_id",
+                expected="every scanned participant listed in participants.tsv",
+                **where,
+            )
+        if scan.session_id not in visits:
+            raise SiteDataError(
+                f"session {scan.session_id} is not mapped to a visit",
+                field="session_id",
+                expected=f"one of {sorted(visits)}",
+                hint="add the session to sites[].reader.visits in the config",
+                **where,
+            )
+        visit = visits[scan.session_id]
+        pair = (scan.participant_id, visit)
+        if pair in seen:
+            raise SiteDataError(
+                f"a second PET image for {scan.participant_id}, visit {visit!r} (the first is {seen[pair]})",
+                expected="one PET image per participant and visit",
+                **where,
+            )
+        seen[pair] = scan.shown
+
+        sidecar = read_sidecar(scan.sidecar, site=site_id, root=root)
+        with pet_image.open_pet_image(
+            scan.image, site=site_id, root=root, n_frames=sidecar.n_frames
+        ) as img:
+            frames = window_frames(sidecar, window, unit, site=site_id)
+            affine = img.affine
+            shape = tuple(int(s) for s in img.shape[:3])
+            geometry = (shape, np.asarray(affine, dtype=float).tobytes())
+            grid = cache.get(geometry)
+            if grid is None:
+                grid = pet_image.label_grid(atlas.img, shape, affine, atlas.n_labels)
+                cache[geometry] = grid
+            means, counts = regional_means(
+                img.dataobj,
+                grid,
+                frames.indices,
+                n_labels=atlas.n_labels,
+                site=site_id,
+                file=scan.shown,
+            )
+        decay = decay_correction(sidecar, frames)
+        weights = frames.durations_s * decay.factors
+        with np.errstate(invalid="ignore"):
+            window_mean = (weights[:, None] * means).sum(axis=0) / frames.durations_s.sum()
+        activity = window_mean * sidecar.kbq_ml_per_unit
+
+        warnings = [*sidecar.warnings, *frames.warnings]
+        if counts[ref_index] == 0:
+            raise SiteDataError(
+                f"the reference region {reference!r} has no voxel on this image's grid",
+                expected="an image covering the reference region",
+                **where,
+            )
+        ref_activity = activity[ref_index]
+        if not ref_activity > 0:
+            raise SiteDataError(
+                f"the reference region {reference!r} has mean activity {ref_activity:g} kBq/mL",
+                expected="a positive reference activity",
+                **where,
+            )
+        present = counts[region_index] > 0
+        if not present.all():
+            missing = [n for n, p in zip(region_names, present, strict=True) if not p]
+            warnings.append(f"regions without voxels on this grid (no row): {', '.join(missing)}")
+        kept = region_index[present]
+        negative = kept[activity[kept] < 0]
+        if negative.size:
+            raise SiteDataError(
+                f"negative mean activity in regions {[atlas.names[i] for i in negative][:5]}",
+                expected="activity concentrations >= 0",
+                **where,
+            )
+
+        subject_id = pseudonyms[scan.participant_id]
+        common = {
+            "subject_id": subject_id,
+            "site": site_id,
+            "visit": visit,
+            "window_start_min": float(window[0]),
+            "window_end_min": float(window[1]),
+        }
+        session_rows.append(
+            {
+                **common,
+                "scanner": sidecar.scanner,
+                "tracer": sidecar.tracer,
+                "frames_used": len(frames.indices),
+                "injected_dose_mbq": sidecar.injected_dose_mbq,
+                "injected_mass_ug": sidecar.injected_mass_ug,
+                "body_weight_kg": sidecar.body_weight_kg,
+                "source_units": sidecar.units,
+                "source_frame_time_unit": frames.source_unit,
+                "source_decay_reference": decay.reference,
+                "decay_factor_applied": decay.summary,
+                "orientation": pet_image.orientation(affine),
+                "voxel_size_mm": pet_image.voxel_size(affine),
+                "warnings": "; ".join(warnings),
+            }
+        )
+        regional_parts.append(
+            pd.DataFrame(
+                {
+                    **common,
+                    "region": [atlas.names[i] for i in kept],
+                    "suvr": activity[kept] / ref_activity,
+                    "activity_kbq_ml": activity[kept],
+                    "reference_region": reference,
+                    "scanner": sidecar.scanner,
+                    "pvc_method": pvc,
+                    "n_voxels": counts[kept].astype(np.int64),
+                }
+            )
+        )
+
+    regional_fields = get_table("pet_regional").field_names
+    session_fields = get_table("pet_sessions").field_names
+    regional = pd.concat(regional_parts, ignore_index=True)[regional_fields]
+    sessions = pd.DataFrame(session_rows)[session_fields]
+    sessions["injected_mass_ug"] = sessions["injected_mass_ug"].astype(float)
+    sessions["body_weight_kg"] = sessions["body_weight_kg"].astype(float)
+    return PetTables(regional=regional, sessions=sessions)
+
+
+def _check_options(opts: dict[str, Any], atlas: Atlas) -> tuple[tuple[float, float], str, str]:
+    where = {"file": "config/config.yaml"}
+    window = opts["window_min"]
+    try:
+        w0, w1 = (float(window[0]), float(window[1]))
+        ok = len(window) == 2 and 0 <= w0 < w1
+    except (TypeError, ValueError, IndexError):
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"window {window!r}",
+            field="pet.window_min",
+            expected="[start, end] minutes, 0 <= start < end",
+            **where,
+        )
+    reference = opts["reference_region"]
+    if atlas.index(reference) is None:
+        raise ConfigError(
+            f"the reference region {reference!r} is not in the atlas",
+            field="pet.reference_region",
+            expected=f"one of the atlas regions {sorted(atlas.names.values())}",
+            **where,
+        )
+    pvc = opts["pvc"]
+    allowed = load_columns()["pvc_method"].enum or ()
+    if pvc not in allowed:
+        raise ConfigError(
+            f"pvc {pvc!r}", field="pet.pvc", expected=f"one of {list(allowed)}", **where
+        )
+    return (w0, w1), str(reference), str(pvc)
+
+
+def _find_scans(site_id: str, root: Path) -> list[_Scan]:
+    """Every ``sub-*/ses-*/pet/*_pet.nii[.gz]`` with its sidecar; images and sidecars must pair up."""
+    pet_dirs = sorted(root.glob("sub-*/ses-*/pet"))
+    loose = sorted(root.glob("sub-*/pet/*_pet.*"))
+    if loose:
+        raise SiteDataError(
+            "PET files outside a session folder",
+            site=site_id,
+            file=_shown(loose[0], root),
+            expected="sub-<label>/ses-<label>/pet/ (the session gives the visit)",
+        )
+    scans = []
+    for pet_dir in pet_dirs:
+        images: dict[str, Path] = {}
+        for suffix in ("_pet.nii.gz", "_pet.nii"):
+            for path in sorted(pet_dir.glob(f"*{suffix}")):
+                stem = path.name[: -len(suffix)]
+                if stem in images:
+                    raise SiteDataError(
+                        f"two images for one scan ({images[stem].name} and {path.name})",
+                        site=site_id,
+                        file=_shown(path, root),
+                        expected="one image per sidecar",
+                    )
+                images[stem] = path
+        sidecars = {p.name[: -len("_pet.json")]: p for p in pet_dir.glob("*_pet.json")}
+        orphans = sorted(set(sidecars) - set(images))
+        if orphans:
+            raise SiteDataError(
+                "PET sidecar without its image",
+                site=site_id,
+                file=_shown(sidecars[orphans[0]], root),
+                expected=f"{orphans[0]}_pet.nii.gz next to it",
+            )
+        for stem, image in sorted(images.items()):
+            participant, session = pet_dir.parts[-3], pet_dir.parts[-2]
+            shown = _shown(image, root)
+            if not stem.startswith(f"{participant}_{session}"):
+                raise SiteDataError(
+                    "the file name does not match its folders",
+                    site=site_id,
+                    file=shown,
+                    expected=f"a name starting with {participant}_{session}_",
+                )
+            sidecar = image.parent / f"{stem}_pet.json"
+            scans.append(_Scan(participant, session, image, sidecar, shown))
+    if not scans:
+        raise SiteDataError(
+            "no PET images found",
+            site=site_id,
+            file=str(root.name),
+            expected="sub-<label>/ses-<label>/pet/*_pet.nii.gz with a _pet.json sidecar",
+        )
+    return scans

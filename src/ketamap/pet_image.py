@@ -1,0 +1,324 @@
+"""PET images: checked before use, read one frame at a time, averaged per atlas region.
+
+* :func:`sniff_nifti` looks at the file before nibabel does: missing, empty or a stub too small for a
+  header, an HTML page saved under an image name, not a NIfTI at all. Compression is recognised from
+  the content (gzip magic), not the name.
+* :func:`open_pet_image` opens the image on one file handle (so a ``.nii.gz`` is decompressed once,
+  front to back, however many frames are read) and checks the header: 3D or 4D, a sane shape, an
+  invertible affine, and, when asked, the number of frames against the sidecar - before any voxel
+  is read.
+* :func:`label_grid` brings the image to the atlas orientation (an axis permutation/flip from
+  ``nibabel.orientations``, no interpolation), resamples the atlas labels onto that grid with nearest
+  neighbour (voxels outside the atlas are background), and maps the labels back through the inverse
+  permutation, so the frames themselves are never copied or reoriented. Callers cache the result per
+  image geometry (shape + affine): the resampling runs once per scanner grid, never per subject.
+* :func:`regional_means` streams frames from ``img.dataobj[..., i]`` and reduces each with one gather
+  of the labelled voxels and one ``np.bincount``: memory stays at one frame plus the labelled voxels'
+  indices. A frame that is all zeros is rejected; non-finite values are rejected inside the atlas
+  regions and ignored in the background (tools that write NaN outside the brain are common).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations as ornt
+from nibabel.processing import resample_from_to
+
+from ketamap.errors import SiteDataError
+from ketamap.io import _shown
+
+NIFTI1_HEADER = 348
+NIFTI2_HEADER = 540
+MAX_SPATIAL = 4096
+MAX_FRAMES = 10000
+READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    zlib.error,
+    nib.filebasedimages.ImageFileError,
+)
+
+
+@dataclass(frozen=True)
+class LabelGrid:
+    """Atlas labels on one image grid, kept as the labelled voxels only (background is never read).
+
+    ``voxels``: flat indices (Fortran order of the grid, the order of a NIfTI frame) of the voxels
+    with a label > 0; ``labels``: their labels; ``counts``: voxels per label (index 0 = background).
+    """
+
+    shape: tuple[int, int, int]
+    voxels: np.ndarray
+    labels: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def from_array(cls, labels: np.ndarray, n_labels: int | None = None) -> LabelGrid:
+        """From an integer label array shaped like the image grid (x, y, z)."""
+        if labels.ndim != 3:
+            raise ValueError(f"labels must be 3D, got shape {labels.shape}")
+        flat = np.ravel(labels, order="F")
+        if flat.size and flat.min() < 0:
+            raise ValueError("labels must be >= 0")
+        voxels = np.flatnonzero(flat)
+        values = flat[voxels].astype(np.intp)
+        counts = np.bincount(values, minlength=n_labels or 0)
+        counts[0] = flat.size - voxels.size
+        shape = (int(labels.shape[0]), int(labels.shape[1]), int(labels.shape[2]))
+        return cls(shape=shape, voxels=voxels, labels=values, counts=counts)
+
+
+def sniff_nifti(path: Path, *, site: str, root: Path | None = None) -> tuple[bool, int]:
+    """Check that ``path`` holds a single-file NIfTI (plain or gzip); return (gzipped, header size)."""
+    shown = _shown(path, root)
+    where = {"site": site, "file": shown}
+    if not path.is_file():
+        raise SiteDataError("image file not found", expected="a NIfTI image", **where)
+    size = path.stat().st_size
+    if size == 0:
+        raise SiteDataError("image file is empty (0 bytes)", expected="a NIfTI image", **where)
+    with path.open("rb") as fh:
+        raw = fh.read(NIFTI2_HEADER)
+    gzipped = raw[:2] == b"\x1f\x8b"
+    head = raw
+    if gzipped:
+        try:
+            with gzip.open(path, "rb") as gz:
+                head = gz.read(NIFTI2_HEADER)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise SiteDataError(
+                f"not a readable gzip file ({exc})",
+                expected="a gzip-compressed NIfTI image",
+                **where,
+            ) from None
+    if _looks_like_html(head):
+        raise SiteDataError(
+            "not a NIfTI image (looks like HTML)",
+            expected="a NIfTI image",
+            hint="the file is a web page saved under an image name; download the image itself",
+            **where,
+        )
+    if len(head) < NIFTI1_HEADER:
+        raise SiteDataError(
+            f"not a NIfTI image (only {len(head)} byte{'s' if len(head) != 1 else ''}, "
+            f"too small for a {NIFTI1_HEADER}-byte header)",
+            expected="a NIfTI image",
+            **where,
+        )
+    kind = _nifti_kind(head)
+    if kind is None:
+        raise SiteDataError(
+            f"not a NIfTI image (starts with {head[:16]!r})",
+            expected="a NIfTI-1 or NIfTI-2 image",
+            **where,
+        )
+    if kind == "pair":
+        raise SiteDataError(
+            "a NIfTI header of a .hdr/.img pair, without its voxel data",
+            expected="a single-file NIfTI image (.nii or .nii.gz)",
+            **where,
+        )
+    if kind == "analyze":
+        raise SiteDataError(
+            "an Analyze 7.5 header, not NIfTI (no reliable orientation)",
+            expected="a NIfTI-1 or NIfTI-2 image",
+            **where,
+        )
+    return gzipped, NIFTI2_HEADER if kind == "nifti2" else NIFTI1_HEADER
+
+
+def _looks_like_html(head: bytes) -> bool:
+    text = head.lstrip().lower()
+    return text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")) or (
+        text.startswith(b"<") and b"<html" in text
+    )
+
+
+def _nifti_kind(head: bytes) -> str | None:
+    for endian in "<>":
+        (sizeof_hdr,) = struct.unpack(endian + "i", head[:4])
+        if sizeof_hdr == NIFTI1_HEADER:
+            magic = head[344:348]
+            if magic == b"n+1\x00":
+                return "nifti1"
+            if magic == b"ni1\x00":
+                return "pair"
+            return "analyze"
+        if sizeof_hdr == NIFTI2_HEADER and len(head) >= 12 and head[4:8] == b"n+2\x00":
+            return "nifti2"
+    return None
+
+
+@contextmanager
+def open_pet_image(
+    path: Path, *, site: str, root: Path | None = None, n_frames: int | None = None
+) -> Iterator[Any]:
+    """Open a checked PET image on one file handle; the header is read, no voxel yet.
+
+    ``n_frames``: the number of frames the sidecar lists; a different 4th dimension is an error.
+    """
+    gzipped, header_size = sniff_nifti(path, site=site, root=root)
+    shown = _shown(path, root)
+    where = {"site": site, "file": shown}
+    klass = nib.Nifti2Image if header_size == NIFTI2_HEADER else nib.Nifti1Image
+    with gzip.GzipFile(path, "rb") if gzipped else path.open("rb") as fh:
+        try:
+            img: Any = klass.from_stream(fh)
+        except (*READ_ERRORS, nib.spatialimages.HeaderDataError) as exc:
+            raise SiteDataError(
+                f"cannot read the NIfTI header ({exc})", expected="a valid NIfTI image", **where
+            ) from None
+        check_geometry(img, where)
+        if n_frames is not None:
+            found = frame_count(img)
+            if found != n_frames:
+                raise SiteDataError(
+                    f"the image has {found} frame{'s' if found != 1 else ''} but the sidecar lists "
+                    f"{n_frames}",
+                    expected="one volume per frame of FrameTimesStart/FrameDuration",
+                    **where,
+                )
+        yield img
+
+
+def frame_count(img: Any) -> int:
+    """Frames of a PET image: the 4th dimension, 1 for a 3D image."""
+    return int(img.shape[3]) if len(img.shape) == 4 else 1
+
+
+def check_geometry(img: Any, where: dict[str, str]) -> None:
+    """A 3D or 4D image with a sane shape and an invertible, finite affine."""
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) not in (3, 4):
+        raise SiteDataError(
+            f"the image has {len(shape)} dimensions {shape}",
+            expected="a 3D image or a 4D image with one volume per frame",
+            **where,
+        )
+    if any(s < 1 or s > MAX_SPATIAL for s in shape[:3]) or (
+        len(shape) == 4 and not 1 <= shape[3] <= MAX_FRAMES
+    ):
+        raise SiteDataError(
+            f"implausible image shape {shape}",
+            expected=f"1-{MAX_SPATIAL} voxels per axis and 1-{MAX_FRAMES} frames",
+            **where,
+        )
+    affine = img.affine
+    if (
+        affine is None
+        or not np.all(np.isfinite(affine))
+        or abs(np.linalg.det(affine[:3, :3])) < 1e-12
+    ):
+        raise SiteDataError(
+            "the image affine is missing, non-finite or singular",
+            expected="a NIfTI with a valid qform or sform",
+            **where,
+        )
+
+
+def orientation(affine: np.ndarray) -> str:
+    """Axis codes of an affine, e.g. ``"LAS"``."""
+    return "".join(str(c) for c in nib.aff2axcodes(affine))
+
+
+def voxel_size(affine: np.ndarray) -> str:
+    """Voxel size in mm as ``"2.50x2.50x2.50"``."""
+    return "x".join(f"{v:.2f}" for v in nib.affines.voxel_sizes(affine))
+
+
+def resample_labels(atlas_img: Any, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """Atlas labels on the grid (shape, affine): nearest neighbour, background outside the atlas."""
+    out = resample_from_to(atlas_img, (shape, affine), order=0, mode="constant", cval=0)
+    return np.asarray(out.dataobj)
+
+
+def label_grid(
+    atlas_img: Any, shape: tuple[int, ...], affine: np.ndarray, n_labels: int
+) -> LabelGrid:
+    """Labels for an image grid: reorient the grid to the atlas, resample once, map back."""
+    shape3 = tuple(int(s) for s in shape[:3])
+    img_ornt = ornt.io_orientation(affine)
+    atlas_ornt = ornt.io_orientation(atlas_img.affine)
+    to_atlas = ornt.ornt_transform(img_ornt, atlas_ornt)
+    # the image grid as the atlas orientation sees it: permuted shape, same world positions
+    reoriented_shape = [0, 0, 0]
+    for axis, (new_axis, _flip) in enumerate(to_atlas):
+        reoriented_shape[int(new_axis)] = shape3[axis]
+    reoriented_affine = affine @ ornt.inv_ornt_aff(to_atlas, shape3)
+    labels = resample_labels(atlas_img, tuple(reoriented_shape), reoriented_affine)
+    back = ornt.apply_orientation(labels, ornt.ornt_transform(atlas_ornt, img_ornt))
+    if back.shape != shape3:
+        raise AssertionError(f"reoriented labels have shape {back.shape}, grid {shape3}")
+    return LabelGrid.from_array(back, n_labels)
+
+
+def regional_means(
+    dataobj: Any,
+    labels: np.ndarray | LabelGrid,
+    frames: Sequence[int] | np.ndarray | range | None = None,
+    *,
+    n_labels: int | None = None,
+    site: str | None = None,
+    file: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of every label in every requested frame, one frame in memory at a time.
+
+    ``dataobj``: a nibabel ``img.dataobj`` (or any array) of shape (x, y, z[, t]); ``labels``: integer
+    labels on the same grid (x, y, z), or a :class:`LabelGrid` prepared once per grid; ``frames``:
+    frame numbers to read (default all). Returns ``means`` of shape (len(frames), n_labels) - NaN for a
+    label without voxels and for the background (label 0, never averaged) - and ``counts`` (voxels
+    per label). A frame that is all zeros, or non-finite values inside labelled voxels, is a
+    :class:`SiteDataError`. No loop over regions or voxels: one gather and one ``np.bincount`` per frame.
+    """
+    shape = tuple(int(s) for s in dataobj.shape)
+    grid = labels if isinstance(labels, LabelGrid) else LabelGrid.from_array(labels, n_labels)
+    if grid.shape != shape[:3]:
+        raise ValueError(f"labels on grid {grid.shape}, image grid {shape[:3]}")
+    n = n_labels if n_labels is not None else len(grid.counts)
+    counts = np.zeros(n, dtype=np.int64)
+    counts[: min(n, len(grid.counts))] = grid.counts[:n]
+    is_4d = len(shape) == 4
+    frame_list = (
+        list(range(shape[3] if is_4d else 1)) if frames is None else [int(f) for f in frames]
+    )
+    where = {"site": site, "file": file}
+    means = np.empty((len(frame_list), n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for row, i in enumerate(frame_list):
+            try:
+                frame = np.asarray(dataobj[..., i] if is_4d else dataobj[...])
+            except READ_ERRORS as exc:
+                raise SiteDataError(
+                    f"cannot read the voxel data of frame {i} (truncated or corrupt file: {exc})",
+                    expected="a complete NIfTI image",
+                    **where,
+                ) from None
+            values = np.ravel(frame, order="F")
+            if not values.any():
+                raise SiteDataError(
+                    f"image is all zeros (frame {i})",
+                    expected="PET voxel values (activity concentration)",
+                    **where,
+                )
+            sums = np.bincount(grid.labels, weights=values[grid.voxels], minlength=n)[:n]
+            if not np.all(np.isfinite(sums)):
+                raise SiteDataError(
+                    f"non-finite voxel values (NaN or inf) inside atlas regions in frame {i}",
+                    expected="finite PET values inside the brain",
+                    **where,
+                )
+            means[row] = sums / counts
+    means[:, 0] = np.nan
+    return means, counts
