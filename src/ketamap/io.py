@@ -25,7 +25,7 @@ def read_tsv(
 
     Checks that the file exists, is not empty, and has every ``required`` column.
     """
-    shown = _shown(path, root)
+    shown = shown_path(path, root)
     if not path.is_file():
         raise SiteDataError(
             "file not found", site=site, file=shown, expected="a tab-separated file"
@@ -60,7 +60,7 @@ def read_tsv(
 
 def read_json(path: Path, *, site: str, root: Path | None = None) -> dict[str, Any]:
     """Read a JSON sidecar; a missing or malformed file is a :class:`SiteDataError`."""
-    shown = _shown(path, root)
+    shown = shown_path(path, root)
     if not path.is_file():
         raise SiteDataError("file not found", site=site, file=shown, expected="a JSON sidecar")
     try:
@@ -72,7 +72,8 @@ def read_json(path: Path, *, site: str, root: Path | None = None) -> dict[str, A
     return data
 
 
-def _shown(path: Path, root: Path | None) -> str:
+def shown_path(path: Path, root: Path | None) -> str:
+    """The path as messages show it: relative to the dataset root when inside it."""
     if root is not None:
         try:
             return str(path.relative_to(root))

@@ -39,7 +39,7 @@ from ketamap import pet_image
 from ketamap.clinical import read_participants
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.ids import pseudonymize
-from ketamap.io import _shown, read_tsv
+from ketamap.io import read_tsv, shown_path
 from ketamap.pet_image import LabelGrid, regional_means
 from ketamap.pet_sidecar import read_sidecar
 from ketamap.pet_timing import FRAME_TIME_UNITS, decay_correction, window_frames
@@ -416,7 +416,7 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
         raise SiteDataError(
             "PET files outside a session folder",
             site=site_id,
-            file=_shown(loose[0], root),
+            file=shown_path(loose[0], root),
             expected="sub-<label>/ses-<label>/pet/ (the session gives the visit)",
         )
     scans = []
@@ -429,7 +429,7 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
                     raise SiteDataError(
                         f"two images for one scan ({images[stem].name} and {path.name})",
                         site=site_id,
-                        file=_shown(path, root),
+                        file=shown_path(path, root),
                         expected="one image per sidecar",
                     )
                 images[stem] = path
@@ -439,12 +439,12 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
             raise SiteDataError(
                 "PET sidecar without its image",
                 site=site_id,
-                file=_shown(sidecars[orphans[0]], root),
+                file=shown_path(sidecars[orphans[0]], root),
                 expected=f"{orphans[0]}_pet.nii.gz next to it",
             )
         for stem, image in sorted(images.items()):
             participant, session = pet_dir.parts[-3], pet_dir.parts[-2]
-            shown = _shown(image, root)
+            shown = shown_path(image, root)
             if not stem.startswith(f"{participant}_{session}"):
                 raise SiteDataError(
                     "the file name does not match its folders",

@@ -35,7 +35,7 @@ from nibabel import orientations as ornt
 from nibabel.processing import resample_from_to
 
 from ketamap.errors import SiteDataError
-from ketamap.io import _shown
+from ketamap.io import shown_path
 
 NIFTI1_HEADER = 348
 NIFTI2_HEADER = 540
@@ -82,7 +82,7 @@ class LabelGrid:
 
 def sniff_nifti(path: Path, *, site: str, root: Path | None = None) -> tuple[bool, int]:
     """Check that ``path`` holds a single-file NIfTI (plain or gzip); return (gzipped, header size)."""
-    shown = _shown(path, root)
+    shown = shown_path(path, root)
     where = {"site": site, "file": shown}
     if not path.is_file():
         raise SiteDataError("image file not found", expected="a NIfTI image", **where)
@@ -170,7 +170,7 @@ def open_pet_image(
     ``n_frames``: the number of frames the sidecar lists; a different 4th dimension is an error.
     """
     gzipped, header_size = sniff_nifti(path, site=site, root=root)
-    shown = _shown(path, root)
+    shown = shown_path(path, root)
     where = {"site": site, "file": shown}
     klass = nib.Nifti2Image if header_size == NIFTI2_HEADER else nib.Nifti1Image
     with gzip.GzipFile(path, "rb") if gzipped else path.open("rb") as fh:

@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from ketamap.errors import SiteDataError
-from ketamap.io import _shown, read_json
+from ketamap.io import read_json, shown_path
 from ketamap.paths import schema_dir
 
 REQUIRED = [
@@ -154,7 +154,7 @@ class PetSidecar:
 def read_sidecar(path: Path, *, site: str, root: Path | None = None) -> PetSidecar:
     """Read and check one ``_pet.json``; any problem is one :class:`SiteDataError` naming the field."""
     data = read_json(path, site=site, root=root)
-    return parse_sidecar(data, site=site, file=_shown(path, root))
+    return parse_sidecar(data, site=site, file=shown_path(path, root))
 
 
 def parse_sidecar(data: dict[str, Any], *, site: str, file: str) -> PetSidecar:
