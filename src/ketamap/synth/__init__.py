@@ -12,11 +12,14 @@ generate(scenario_path, out_dir, overwrite=False)
     Write ``out_dir/<site_id>/...`` and ``out_dir/ground_truth.json``; returns the latter.
 site_configs(scenario, registry, revision)
     The workflow-config site entries matching what was generated.
+atlas_config(scenario, registry, revision)
+    The workflow-config ``atlas`` entry (``datasets/atlas``) of the atlas written with PET sites.
 """
 
 from __future__ import annotations
 
 from ketamap.synth.consortium import generate, site_configs
+from ketamap.synth.pet import atlas_config
 from ketamap.synth.scenario import load_scenario
 
-__all__ = ["generate", "load_scenario", "site_configs"]
+__all__ = ["atlas_config", "generate", "load_scenario", "site_configs"]

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ketamap.errors import ConfigError
-from ketamap.synth import clinical
+from ketamap.synth import clinical, pet
 from ketamap.synth._io import write_json
 from ketamap.synth._modality import Modality
 from ketamap.synth.scenario import load_scenario
 
-MODULES: tuple[Modality, ...] = (clinical,)
+MODULES: tuple[Modality, ...] = (clinical, pet)
 GROUND_TRUTH = "ground_truth.json"
 
 
@@ -55,8 +55,9 @@ def generate(scenario_path: str | Path, out_dir: str | Path, *, overwrite: bool 
     scenario_path
         The scenario YAML (see ``schemas/scenario.schema.yaml``).
     out_dir
-        Target folder; receives ``<site_id>/...`` per site and ``ground_truth.json``. It must be
-        absent or empty.
+        Target folder; receives ``<site_id>/...`` per site, ``atlas/`` when a site writes PET
+        (the shared atlas, a dataset of its own) and ``ground_truth.json``. It must be absent or
+        empty.
     overwrite
         Clear ``out_dir`` first when it holds a previous generator output (recognised by its
         ``ground_truth.json``); any other non-empty folder is never cleared.
@@ -81,6 +82,11 @@ def generate(scenario_path: str | Path, out_dir: str | Path, *, overwrite: bool 
         for module in MODULES:
             if module.applies(site):
                 module.write_site(scenario, site, site_dir)
+    for module in MODULES:
+        # Optional hook for datasets shared by all sites (the PET atlas), written once.
+        write_shared = getattr(module, "write_shared", None)
+        if write_shared is not None:
+            write_shared(scenario, out)
     for module in MODULES:
         entries.extend(module.truth(scenario))
     entries.sort(key=lambda e: (e["analysis"], e["term"], e["arm"] or ""))
