@@ -28,7 +28,18 @@ pytestmark = pytest.mark.e2e
 TABLES = {
     "results/tables/subjects.parquet": "subjects",
     "results/tables/clinical_scores.parquet": "clinical_scores",
+    "results/tables/pet_regional.parquet": "pet_regional",
+    "results/tables/pet_sessions.parquet": "pet_sessions",
     "results/pooled/clinical.madrs_change.parquet": "pooled_result",
+    **{
+        f"results/pooled/pet.{name}.parquet": "pooled_result"
+        for name in (
+            "baseline_trd_vs_hc",
+            "ketamine_x_time",
+            "change_vs_improvement",
+            "response_prediction",
+        )
+    },
 }
 
 
@@ -112,12 +123,16 @@ def test_dry_run_plans_every_step(tmp_path: Path) -> None:
         "demo_synth": 1,
         "demo_registry": 1,
         "fetch": 3,
+        "fetch_atlas": 1,
         "harmonize_clinical": 3,
-        "combine_table": 2,
+        "harmonize_pet": 3,
+        "combine_table": 4,
         "pooled_clinical": 1,
+        "pooled_pet": 4,
+        "figure_change_scatter": 1,
         "manifest": 1,
         "all": 1,
-        "total": 13,
+        "total": 24,
     }
 
 
@@ -125,8 +140,16 @@ def test_slurm_profile_plans_the_same_jobs(tmp_path: Path) -> None:
     """Every rule declares threads and resources, so the SLURM profile needs no rule changes."""
     project = make_project(tmp_path / "p")
     out = _run(["snakemake", "--profile", "workflow/profiles/slurm", "--dry-run"], project)
-    assert job_counts(out.stdout)["total"] == 13
-    for rule in ("fetch", "harmonize_clinical", "combine_table", "pooled_clinical", "manifest"):
+    assert job_counts(out.stdout)["total"] == 24
+    for rule in (
+        "fetch",
+        "harmonize_clinical",
+        "harmonize_pet",
+        "combine_table",
+        "pooled_clinical",
+        "pooled_pet",
+        "manifest",
+    ):
         assert re.search(
             rf"rule {rule}:(?:(?!\n\n).)*resources: [^\n]*mem_mb=\d+[^\n]*runtime=\d+",
             out.stdout,
@@ -143,7 +166,9 @@ def test_scenario_override_derives_the_sites(tmp_path: Path) -> None:
 
     project = make_project(tmp_path / "p", scenario="null", config_edit=bogus_sites)
     counts = job_counts(snakemake(project, "--dry-run").stdout)
-    assert counts["fetch"] == 3 and counts["harmonize_clinical"] == 3
+    assert (
+        counts["fetch"] == 3 and counts["harmonize_clinical"] == 3 and counts["harmonize_pet"] == 3
+    )
 
 
 def test_lint_finds_nothing_but_the_deliberate_lock_file_environment(tmp_path: Path) -> None:
@@ -222,13 +247,50 @@ def test_planted_clinical_effect_is_recovered(pipeline: dict) -> None:
     diff = rec[rec["term"] == "arm_difference"].iloc[0]
     assert diff["value"] < 0 and diff["estimate"] < 0 and diff["covered"], diff.to_dict()
     assert diff["q_value"] < 0.05
-    assert rec["covered"].mean() >= 0.75  # nine intervals at 95 %: most cover their truth
+    clinical = rec[rec["analysis"] == "clinical.madrs_change"]
+    assert clinical["covered"].mean() >= 0.75  # nine intervals at 95 %: most cover their truth
+
+
+def test_planted_pet_effects_are_recovered_without_false_positives(pipeline: dict) -> None:
+    project = pipeline["project"]
+    rec = compare(project / "resources/demo/sites/ground_truth.json", project / "results/pooled")
+    pet = rec[rec["analysis"].str.startswith("pet.")]
+    assert pet["found"].all()
+    planted = pet[(pet["value"] != 0) & (pet["unit"] != "AUC")]
+    assert len(planted) >= 10
+    key = ["analysis", "region", "value", "estimate", "ci_low", "ci_high", "q_value"]
+    for analysis in ("pet.baseline_trd_vs_hc", "pet.ketamine_x_time"):
+        effects = planted[planted["analysis"] == analysis]
+        assert effects["covered"].all() and effects["sign_ok"].all(), effects[key].to_string()
+        strong = effects[
+            effects["value"].abs() >= 4
+            if analysis == "pet.ketamine_x_time"
+            else effects["value"].abs() > 0.1
+        ]
+        assert (strong["q_value"] < 0.05).all(), strong[key].to_string()
+    assert planted["sign_ok"].mean() >= 0.9
+    assert pet["null_ok"].all(), pet[~pet["null_ok"]][
+        key
+    ].to_string()  # no planted null is significant
+    assert pet["covered"].mean() >= 0.85
+    baseline = schemas.read_table(
+        project / "results/pooled/pet.baseline_trd_vs_hc.parquet", "pooled_result"
+    )
+    assert baseline["note"].str.contains("harmonized by scanner with ComBat").all()
+    sessions = schemas.read_table(project / "results/tables/pet_sessions.parquet", "pet_sessions")
+    assert set(sessions["source_units"]) >= {"Bq/mL", "kBq/mL"}
+    for figure in (
+        "pet.baseline_trd_vs_hc.png",
+        "pet.ketamine_x_time.png",
+        "pet.change_vs_improvement.scatter.png",
+    ):
+        assert (project / "results/figures" / figure).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_manifest_records_revisions_and_hashes(pipeline: dict) -> None:
     project = pipeline["project"]
     manifest = json.loads((project / "results/manifest.json").read_text())
-    assert [s["site"] for s in manifest["sites"]] == ["keio_hc", "ycu_obs", "ycu_rct"]
+    assert [s["site"] for s in manifest["sites"]] == ["atlas", "keio_hc", "ycu_obs", "ycu_rct"]
     tag_commit = _run(
         ["git", "rev-parse", "v1^{commit}"], project / "resources/demo/registry"
     ).stdout.strip()
@@ -303,6 +365,37 @@ def test_null_scenario_is_not_significant(tmp_path: Path) -> None:
     diffs = rec[rec["term"].str.endswith("_difference")]
     assert (diffs["value"] == 0).all()
     assert diffs["null_ok"].all() and diffs["covered"].all(), diffs.to_dict("records")
+    pet = rec[rec["analysis"].str.startswith("pet.")]
+    assert len(pet) > 50 and (pet["value"].where(pet["unit"] != "AUC", 0) == 0).all()
+    assert pet["null_ok"].all(), pet[~pet["null_ok"]].to_dict("records")
+
+
+def test_confounded_design_is_flagged_not_harmonized(tmp_path: Path) -> None:
+    """Every scanner sees one group only: the check says so in the results and the log, and gives no p."""
+    scenario = yaml.safe_load((REPO / "config/scenarios/small.yaml").read_text())
+    scanners = {s["id"]: s for s in scenario["pet"]["scanners"]}
+    for site in scenario["sites"]:
+        site["pet"]["scanner"] = "scanner_a" if "trd" in site["groups"] else "scanner_b"
+    assert set(scanners) >= {"scanner_a", "scanner_b"}
+    scenario["name"] = "confounded"
+
+    def use(config: dict) -> None:
+        config["demo"]["scenario"] = "config/scenarios/confounded.yaml"
+
+    project = make_project(tmp_path / "p", config_edit=use)
+    (project / "config/scenarios/confounded.yaml").write_text(
+        yaml.safe_dump(scenario, sort_keys=False)
+    )
+    snakemake(project, "results/pooled/pet.baseline_trd_vs_hc.parquet")
+    result = schemas.read_table(
+        project / "results/pooled/pet.baseline_trd_vs_hc.parquet", "pooled_result"
+    )
+    assert result["note"].str.contains("diagnosis is confounded with scanner").all()
+    assert result["p_value"].isna().all() and result["estimate"].notna().all()
+    assert (
+        "confounded with scanner"
+        in (project / "logs/pooled/pet.baseline_trd_vs_hc.log").read_text()
+    )
 
 
 def _broken_registry(base: Path, breaks: dict[str, callable]) -> Path:

@@ -70,6 +70,18 @@ def check_config(config: dict[str, Any]) -> None:
         )
     demo = config.get("demo")
     if demo:
+        atlas = config.get("atlas")
+        if (
+            atlas
+            and atlas["registry"] == demo["registry"]
+            and str(atlas["revision"]) != demo["release"]
+        ):
+            raise ConfigError(
+                f"the atlas pins revision {atlas['revision']!r} of the demo registry, which is built as release {demo['release']!r}",
+                file="config/config.yaml",
+                field="atlas.revision",
+                expected=repr(demo["release"]),
+            )
         for i, site in enumerate(config["sites"]):
             if site["registry"] == demo["registry"] and str(site["revision"]) != demo["release"]:
                 raise ConfigError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ketamap import schemas
@@ -38,13 +39,23 @@ def compare(truth_path: str | Path, pooled_dir: str | Path, alpha: float = 0.05)
             right[k] = right[k].astype(object).where(right[k].notna(), "")
         merged = left.merge(right, on=["analysis", *keys], how="left", suffixes=("_truth", ""))
         rows.append(merged)
+    if not rows:
+        raise KetamapError(
+            "no ground-truth entries",
+            file=truth_path,
+            expected="entries with analysis, term and value",
+        )
     df = pd.concat(rows, ignore_index=True)
     df["found"] = df["estimate"].notna()
     df["covered"] = (df["ci_low"] <= df["value"]) & (df["value"] <= df["ci_high"])
-    nonzero = df["value"] != 0
+    # The value of "no effect": chance for an AUC, zero for differences and slopes.
+    null_value = np.where(df["unit"].astype(str) == "AUC", 0.5, 0.0)
+    nonzero = df["value"] != null_value
     # Rates are non-negative by construction: a sign only means something for effects.
     signed = ~df["term"].str.endswith("_rate")
-    df["sign_ok"] = ~nonzero | ~signed | ((df["estimate"] > 0) == (df["value"] > 0))
+    df["sign_ok"] = (
+        ~nonzero | ~signed | ((df["estimate"] > null_value) == (df["value"] > null_value))
+    )
     has_p = df["q_value"].notna()
     df["null_ok"] = nonzero | ~has_p | (df["q_value"] >= alpha)
     return df

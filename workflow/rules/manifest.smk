@@ -2,7 +2,7 @@
 rule manifest:
     input:
         fetched=fetch_manifests(),
-        outputs=[*table_outputs(), *pooled_outputs()],
+        outputs=[*table_outputs(), *pooled_outputs(), *figure_outputs()],
     output:
         "results/manifest.json",
     log:
