@@ -442,3 +442,31 @@ def test_bad_site_fails_alone_with_one_clear_message(tmp_path: Path) -> None:
     assert not (project / "results/sites/keio_hc/subjects.parquet").exists()
     assert not (project / "resources/raw/ycu_rct").exists()
     assert not (project / "results/tables/subjects.parquet").exists()
+
+
+def test_corrupt_pet_image_fails_its_site_alone(tmp_path: Path) -> None:
+    def corrupt_first_image(site_dir: Path) -> None:
+        image = sorted(site_dir.rglob("*_pet.nii.gz"))[0]
+        image.write_text("<!DOCTYPE html><html><body>Moved</body></html>")
+
+    registry = _broken_registry(tmp_path, {"ycu_obs": corrupt_first_image})
+
+    def real_registry(config: dict) -> None:
+        del config["demo"]
+        for entry in [*config["sites"], config["atlas"]]:
+            entry["registry"] = str(registry)
+
+    project = make_project(tmp_path / "p", config_edit=real_registry)
+    out = snakemake(project, check=False)
+    assert out.returncode != 0
+    assert re.search(
+        r"site 'ycu_obs', file '[^']*_pet\.nii\.gz'.*not a NIfTI image \(looks like HTML\)",
+        out.stdout + out.stderr,
+    )
+    for site in ("ycu_rct", "keio_hc"):
+        schemas.read_table(project / f"results/sites/{site}/pet_regional.parquet", "pet_regional")
+    assert not (project / "results/sites/ycu_obs/pet_regional.parquet").exists()
+    assert not (project / "results/tables/pet_regional.parquet").exists()
+    assert (
+        project / "results/pooled/clinical.madrs_change.parquet"
+    ).is_file()  # clinical did not need the image
