@@ -197,3 +197,22 @@ def test_figures_are_written_and_reproducible(tmp_path) -> None:
     pct = percent_change(regional, REF).loc[ket.index]
     change_scatter(pct, -ket["change"], result, tmp_path / "scatter.png")
     assert (tmp_path / "scatter.png").stat().st_size > 5000
+
+
+def test_ketamine_x_time_matches_the_two_sample_t_on_log_changes() -> None:
+    """Two visits per subject: the mixed-model contrast with between-within df is the classical t."""
+    from scipy import stats
+
+    subjects, _, regional = simulate(9, ketamine_pct={"habenula": -6.0}, n_arm=17, n_hc=(3, 3))
+    result = analyze_ketamine_x_time(regional, subjects, reference_region=REF)
+    wide = regional[regional["region"] == "habenula"].pivot(
+        index="subject_id", columns="visit", values="suvr"
+    )
+    change = np.log(wide["post"] / wide["baseline"]).dropna()
+    arms = subjects.set_index("subject_id")["arm"].reindex(change.index)
+    ref = stats.ttest_ind(change[arms == "ketamine"], change[arms == "placebo"])
+    r = row(result, "habenula")
+    assert r["df"] == 32 and r["statistic"] == pytest.approx(ref.statistic, rel=1e-3)
+    assert r["p_value"] == pytest.approx(ref.pvalue, rel=1e-2)
+    diff = change[arms == "ketamine"].mean() - change[arms == "placebo"].mean()
+    assert r["estimate"] == pytest.approx(100 * np.expm1(diff), rel=1e-4)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
+from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import LeaveOneGroupOut, RepeatedStratifiedKFold
@@ -215,7 +216,16 @@ def analyze_ketamine_x_time(
                 reml=True, method=["lbfgs", "powell"]
             )
         term = "post:ketamine"
-        beta, (low, high) = fit.params[term], fit.conf_int().loc[term]
+        # Small-sample inference: the visit x arm contrast is within-subject, so use the
+        # between-within degrees of freedom (observations - subjects - within-subject terms)
+        # with a t reference instead of the Wald z; for two visits per subject this is exactly
+        # the df of the paired comparison (statsmodels offers no Kenward-Roger correction).
+        n_obs, n_subjects = int(fit.nobs), int(data["subject_id"].nunique())
+        df = float(n_obs - n_subjects - 2)
+        beta, se = float(fit.params[term]), float(fit.bse[term])
+        tcrit = stats.t.ppf(0.975, df)
+        low, high = beta - tcrit * se, beta + tcrit * se
+        tval = beta / se
         converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         rows.append(
             dict(
@@ -224,14 +234,14 @@ def analyze_ketamine_x_time(
                 estimate=100 * np.expm1(beta),
                 ci_low=100 * np.expm1(low),
                 ci_high=100 * np.expm1(high),
-                p_value=fit.pvalues[term],
-                n=int(data["subject_id"].nunique()),
+                p_value=2 * stats.t.sf(abs(tval), df),
+                n=n_subjects,
                 unit="% change",
-                statistic=fit.tvalues[term],
-                df=None,
+                statistic=tval,
+                df=df,
                 method="MixedLM of log SUVR ~ visit x arm"
                 + (" + trial" if multi_trial else "")
-                + ", random intercept per subject, REML, Wald z; % = 100 (exp(b) - 1)",
+                + ", random intercept per subject, REML; t with between-within df; % = 100 (exp(b) - 1)",
                 note=None if converged else "the mixed model reported a convergence warning",
             )
         )
