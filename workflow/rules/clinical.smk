@@ -2,6 +2,15 @@
 rule harmonize_clinical:
     input:
         raw="resources/raw/{site}",
+        code=code(
+            "clinical.py",
+            "io.py",
+            "ids.py",
+            "scales.py",
+            "schemas/columns.yaml",
+            "schemas/tables.yaml",
+            "schemas/scales.yaml",
+        ),
     output:
         subjects="results/sites/{site}/subjects.parquet",
         scores="results/sites/{site}/clinical_scores.parquet",
@@ -21,7 +30,8 @@ rule harmonize_clinical:
 
 rule combine_table:
     input:
-        table_inputs,
+        tables=table_inputs,
+        code=code("schemas/columns.yaml", "schemas/tables.yaml"),
     output:
         "results/tables/{table}.parquet",
     log:

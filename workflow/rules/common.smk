@@ -30,6 +30,14 @@ wildcard_constraints:
     table="|".join(TABLES),
 
 
+def code(*modules):
+    """Package modules (and schema files) a rule's results depend on: editing them reruns the rule."""
+    return [
+        m if m.startswith("schemas/") else f"src/ketamap/{m}"
+        for m in ("schemas.py", *modules)
+    ]
+
+
 def site_config(wildcards):
     return site_by_id(config, wildcards.site)
 

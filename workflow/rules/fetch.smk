@@ -2,6 +2,7 @@
 rule fetch:
     input:
         registry=registry_input,
+        code=code("registry.py", "steps.py"),
     output:
         data=directory("resources/raw/{site}"),
         manifest="resources/raw/{site}.fetch.json",

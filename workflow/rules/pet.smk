@@ -2,6 +2,7 @@
 rule fetch_atlas:
     input:
         registry=atlas_registry_input,
+        code=code("registry.py", "steps.py"),
     output:
         data=directory("resources/raw/atlas"),
         manifest="resources/raw/atlas.fetch.json",
@@ -22,6 +23,15 @@ rule harmonize_pet:
         raw="resources/raw/{site}",
         atlas="resources/raw/atlas",
         units="schemas/pet_units.yaml",
+        code=code(
+            "pet.py",
+            "pet_image.py",
+            "pet_sidecar.py",
+            "pet_timing.py",
+            "clinical.py",
+            "io.py",
+            "ids.py",
+        ),
     output:
         regional="results/sites/{site}/pet_regional.parquet",
         sessions="results/sites/{site}/pet_sessions.parquet",
@@ -44,6 +54,9 @@ rule pooled_pet:
         regional="results/tables/pet_regional.parquet",
         subjects="results/tables/subjects.parquet",
         scores="results/tables/clinical_scores.parquet",
+        code=code(
+            "pooled/__init__.py", "pooled/pet.py", "pooled/clinical.py", "figures.py"
+        ),
     output:
         result="results/pooled/pet.{name}.parquet",
         figure="results/figures/pet.{name}.png",
@@ -65,6 +78,7 @@ rule figure_change_scatter:
         regional="results/tables/pet_regional.parquet",
         subjects="results/tables/subjects.parquet",
         scores="results/tables/clinical_scores.parquet",
+        code=code("figures.py", "pooled/pet.py"),
     output:
         "results/figures/pet.change_vs_improvement.scatter.png",
     log:

@@ -3,6 +3,7 @@ rule pooled_clinical:
     input:
         subjects="results/tables/subjects.parquet",
         scores="results/tables/clinical_scores.parquet",
+        code=code("pooled/__init__.py", "pooled/clinical.py"),
     output:
         result="results/pooled/clinical.madrs_change.parquet",
         metrics="results/metrics/clinical.json",
