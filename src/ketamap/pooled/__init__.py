@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from statsmodels.stats.multitest import multipletests
+from statsmodels.tools.sm_exceptions import ConvergenceWarning, SingularMatrixWarning
 
 from ketamap.schemas import get_table
 
@@ -33,3 +38,22 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
     if ok.any():
         q[ok] = multipletests(p[ok], method="fdr_bh")[1]
     return q
+
+
+def fit_mixed(fit: Callable[[], Any]) -> tuple[Any, str | None]:
+    """Run a statsmodels mixed-model fit, turning its fitting warnings into a note for the result row.
+
+    A random-intercept variance on the boundary (singular covariance) or a convergence warning is a
+    property of the data worth reporting, not an error.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.simplefilter("always", SingularMatrixWarning)
+        result = fit()
+    kinds = {w.category for w in caught}
+    notes = []
+    if SingularMatrixWarning in kinds:
+        notes.append("random-intercept variance estimated at its boundary (0)")
+    if ConvergenceWarning in kinds:
+        notes.append("the mixed model reported a convergence warning")
+    return result, "; ".join(notes) or None

@@ -29,10 +29,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import LeaveOneGroupOut, RepeatedStratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from ketamap.errors import KetamapError
-from ketamap.pooled import result_frame
+from ketamap.pooled import fit_mixed, result_frame
 from ketamap.pooled.clinical import change_table
 
 log = logging.getLogger("ketamap.pooled.pet")
@@ -210,11 +209,11 @@ def analyze_ketamine_x_time(
     formula = "log_suvr ~ post * ketamine" + (" + C(trial)" if multi_trial else "")
     rows = []
     for region, data in long.groupby("region", sort=True):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            fit = smf.mixedlm(formula, data=data, groups=data["subject_id"]).fit(
+        fit, fit_note = fit_mixed(
+            lambda data=data: smf.mixedlm(formula, data=data, groups=data["subject_id"]).fit(
                 reml=True, method=["lbfgs", "powell"]
             )
+        )
         term = "post:ketamine"
         # Small-sample inference: the visit x arm contrast is within-subject, so use the
         # between-within degrees of freedom (observations - subjects - within-subject terms)
@@ -226,7 +225,6 @@ def analyze_ketamine_x_time(
         tcrit = stats.t.ppf(0.975, df)
         low, high = beta - tcrit * se, beta + tcrit * se
         tval = beta / se
-        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         rows.append(
             dict(
                 term="ketamine_x_time",
@@ -242,7 +240,7 @@ def analyze_ketamine_x_time(
                 method="MixedLM of log SUVR ~ visit x arm"
                 + (" + trial" if multi_trial else "")
                 + ", random intercept per subject, REML; t with between-within df; % = 100 (exp(b) - 1)",
-                note=None if converged else "the mixed model reported a convergence warning",
+                note=fit_note,
             )
         )
     return _finish(rows, "pet.ketamine_x_time")

@@ -1,0 +1,157 @@
+"""Pooled iEEG analyses of the puff response, ketamine vs baseline, in the shared result shape.
+
+- ``ieeg.slow_phase_duration``: slow-phase duration of the channels with a slow phase at baseline
+  (a channel that loses it under ketamine counts as 0 s), ketamine minus baseline, from a MixedLM
+  with a random intercept per subject; overall and per region group.
+- ``ieeg.fast_phase_latency``: fast-peak latency of channels with a fast response in both
+  conditions, ketamine minus baseline (the same model), plus a two one-sided tests (TOST)
+  equivalence row against a margin from the config.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import statsmodels.formula.api as smf
+from scipy import stats
+
+from ketamap.errors import KetamapError
+from ketamap.pooled import fit_mixed, result_frame
+
+TERM = "ketamine_minus_baseline"
+
+
+def _paired(responses: pd.DataFrame) -> pd.DataFrame:
+    """One row per subject and channel with both conditions side by side."""
+    wide = responses.pivot_table(
+        index=["subject_id", "channel", "region_group"],
+        columns="condition",
+        values=["slow_duration_s", "fast_peak_latency_s", "responsive_slow", "responsive_fast"],
+        aggfunc="first",
+        observed=True,
+    )
+    wide.columns = [f"{value}_{condition}" for value, condition in wide.columns]
+    needed = [
+        f"{v}_{c}" for v in ("responsive_slow", "responsive_fast") for c in ("baseline", "ketamine")
+    ]
+    missing = [c for c in needed if c not in wide.columns]
+    if missing:
+        raise KetamapError(
+            "iEEG responses lack a condition",
+            field="condition",
+            expected="baseline and ketamine sessions",
+        )
+    return wide.reset_index()
+
+
+def _fit_difference(
+    long: pd.DataFrame, value: str
+) -> tuple[float, float, float, int, int, str | None]:
+    """Ketamine minus baseline of ``value``: MixedLM, random intercept per subject.
+
+    Inference uses a t reference with between-within degrees of freedom (observations - subjects -
+    1 within-subject term); statsmodels offers no Kenward-Roger correction.
+    """
+    fit, note = fit_mixed(
+        lambda: smf.mixedlm(f"{value} ~ ketamine", data=long, groups=long["subject_id"]).fit(
+            reml=True, method=["lbfgs", "powell"]
+        )
+    )
+    n_obs, n_subjects = int(fit.nobs), int(long["subject_id"].nunique())
+    return (
+        float(fit.params["ketamine"]),
+        float(fit.bse["ketamine"]),
+        float(max(n_obs - n_subjects - 1, 1)),
+        n_subjects,
+        n_obs,
+        note,
+    )
+
+
+def _long(pairs: pd.DataFrame, baseline: str, ketamine: str, name: str) -> pd.DataFrame:
+    base = pairs[["subject_id", "channel", "region_group"]].assign(
+        **{name: pairs[baseline].astype(float), "ketamine": 0.0}
+    )
+    ket = pairs[["subject_id", "channel", "region_group"]].assign(
+        **{name: pairs[ketamine].astype(float), "ketamine": 1.0}
+    )
+    return pd.concat([base, ket], ignore_index=True)
+
+
+def _row(long: pd.DataFrame, value: str, group: str | None, unit: str, what: str) -> dict:
+    beta, se, df, n_subjects, n_obs, note = _fit_difference(long, value)
+    tcrit = stats.t.ppf(0.975, df)
+    return dict(
+        term=TERM,
+        region_group=group,
+        estimate=beta,
+        ci_low=beta - tcrit * se,
+        ci_high=beta + tcrit * se,
+        p_value=2 * stats.t.sf(abs(beta / se), df),
+        n=n_subjects,
+        unit=unit,
+        statistic=beta / se,
+        df=df,
+        method=f"MixedLM of {what} ~ condition, random intercept per subject, REML; t with between-within df; {n_obs // 2} channels",
+        note=note,
+    )
+
+
+def analyze_slow_phase_duration(responses: pd.DataFrame) -> pd.DataFrame:
+    """``ieeg.slow_phase_duration``: ketamine minus baseline slow-phase duration (s), overall and per region group."""
+    pairs = _paired(responses)
+    slow = pairs[pairs["responsive_slow_baseline"].astype(bool)].copy()
+    if slow["subject_id"].nunique() < 2:
+        raise KetamapError(
+            "fewer than 2 subjects with slow-phase channels at baseline", field="responsive_slow"
+        )
+    lost = ~slow["responsive_slow_ketamine"].astype(bool)
+    slow.loc[lost, "slow_duration_s_ketamine"] = 0.0
+    long = _long(slow, "slow_duration_s_baseline", "slow_duration_s_ketamine", "duration")
+    rows = [_row(long, "duration", None, "s", "slow-phase duration")]
+    for group, part in long.groupby("region_group", sort=True, observed=True):
+        if part["subject_id"].nunique() >= 2:
+            rows.append(_row(part, "duration", str(group), "s", "slow-phase duration"))
+    out = result_frame(rows)
+    out["analysis"] = "ieeg.slow_phase_duration"
+    return out
+
+
+def analyze_fast_phase_latency(responses: pd.DataFrame, *, margin_s: float) -> pd.DataFrame:
+    """``ieeg.fast_phase_latency``: ketamine minus baseline fast-peak latency (s), with a TOST equivalence row."""
+    pairs = _paired(responses)
+    fast = pairs[
+        pairs["responsive_fast_baseline"].astype(bool)
+        & pairs["responsive_fast_ketamine"].astype(bool)
+    ]
+    if fast["subject_id"].nunique() < 2:
+        raise KetamapError(
+            "fewer than 2 subjects with fast-response channels in both conditions",
+            field="responsive_fast",
+        )
+    long = _long(fast, "fast_peak_latency_s_baseline", "fast_peak_latency_s_ketamine", "latency")
+    diff = _row(long, "latency", None, "s", "fast-peak latency")
+    _, se, df, *_ = _fit_difference(long, "latency")
+    # Two one-sided tests against +/- margin: equivalence when both reject.
+    p_lower = stats.t.sf((diff["estimate"] + margin_s) / se, df)
+    p_upper = stats.t.cdf((diff["estimate"] - margin_s) / se, df)
+    tcrit90 = stats.t.ppf(0.95, df)
+    tost = dict(
+        diff,
+        term="equivalence_tost",
+        ci_low=diff["estimate"] - tcrit90 * se,
+        ci_high=diff["estimate"] + tcrit90 * se,
+        p_value=float(max(p_lower, p_upper)),
+        statistic=float(
+            min((diff["estimate"] + margin_s) / se, (margin_s - diff["estimate"]) / se)
+        ),
+        method=f"TOST of the same contrast against +/- {margin_s:g} s; interval is the 90 % CI (equivalent when inside the margin)",
+        note=f"equivalence margin +/- {margin_s:g} s; a small p means the latencies are equivalent",
+    )
+    out = result_frame([diff, tost])
+    # The TOST p answers another question; keep it out of the FDR family of difference tests.
+    out.loc[out["term"] == "equivalence_tost", "q_value"] = out.loc[
+        out["term"] == "equivalence_tost", "p_value"
+    ]
+    out.loc[out["term"] == TERM, "q_value"] = out.loc[out["term"] == TERM, "p_value"]
+    out["analysis"] = "ieeg.fast_phase_latency"
+    return out
