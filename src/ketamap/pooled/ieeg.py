@@ -29,7 +29,7 @@ def _paired(responses: pd.DataFrame) -> pd.DataFrame:
         aggfunc="first",
         observed=True,
     )
-    wide.columns = [f"{value}_{condition}" for value, condition in wide.columns]
+    wide.columns = [f"{col[0]}_{col[1]}" for col in wide.columns]
     needed = [
         f"{v}_{c}" for v in ("responsive_slow", "responsive_fast") for c in ("baseline", "ketamine")
     ]
@@ -68,13 +68,15 @@ def _fit_difference(
 
 
 def _long(pairs: pd.DataFrame, baseline: str, ketamine: str, name: str) -> pd.DataFrame:
-    base = pairs[["subject_id", "channel", "region_group"]].assign(
-        **{name: pairs[baseline].astype(float), "ketamine": 0.0}
-    )
-    ket = pairs[["subject_id", "channel", "region_group"]].assign(
-        **{name: pairs[ketamine].astype(float), "ketamine": 1.0}
-    )
-    return pd.concat([base, ket], ignore_index=True)
+    """Stack the two conditions of each channel into long form (ketamine = 0 or 1)."""
+    keys = ["subject_id", "channel", "region_group"]
+    parts = []
+    for column, flag in ((baseline, 0.0), (ketamine, 1.0)):
+        part = pairs[keys].copy()
+        part[name] = pairs[column].astype(float)
+        part["ketamine"] = flag
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _row(long: pd.DataFrame, value: str, group: str | None, unit: str, what: str) -> dict:

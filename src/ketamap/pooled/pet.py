@@ -18,6 +18,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,10 +210,9 @@ def analyze_ketamine_x_time(
     formula = "log_suvr ~ post * ketamine" + (" + C(trial)" if multi_trial else "")
     rows = []
     for region, data in long.groupby("region", sort=True):
+        model = smf.mixedlm(formula, data=data, groups=data["subject_id"])
         fit, fit_note = fit_mixed(
-            lambda data=data: smf.mixedlm(formula, data=data, groups=data["subject_id"]).fit(
-                reml=True, method=["lbfgs", "powell"]
-            )
+            lambda model=model: model.fit(reml=True, method=["lbfgs", "powell"])
         )
         term = "post:ketamine"
         # Small-sample inference: the visit x arm contrast is within-subject, so use the
