@@ -18,8 +18,8 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -211,9 +211,7 @@ def analyze_ketamine_x_time(
     rows = []
     for region, data in long.groupby("region", sort=True):
         model = smf.mixedlm(formula, data=data, groups=data["subject_id"])
-        fit, fit_note = fit_mixed(
-            lambda model=model: model.fit(reml=True, method=["lbfgs", "powell"])
-        )
+        fit, fit_note = fit_mixed(partial(model.fit, reml=True, method=["lbfgs", "powell"]))
         term = "post:ketamine"
         # Small-sample inference: the visit x arm contrast is within-subject, so use the
         # between-within degrees of freedom (observations - subjects - within-subject terms)
