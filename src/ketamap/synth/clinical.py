@@ -36,13 +36,18 @@ from ketamap.synth._rng import stable_int, stream
 NAME = "clinical"
 ANALYSIS = "clinical.madrs_change"
 MADRS_MAX = 60
-GROUP_ORDER = ("trd", "hc")
+GROUP_ORDER = ("trd", "hc", "epilepsy")
+SCORED_GROUPS = ("trd", "hc")  # epilepsy patients (iEEG sites) have no symptom scores
 ARM_ORDER = ("ketamine", "placebo")
 BIDS_VERSION = "1.10.0"
 _ISO = "%Y-%m-%dT%H:%M:%S"
 _WORD_SEX = {True: ("female", "Female", "FEMALE"), False: ("male", "Male", "MALE")}
 _LABEL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-_GROUP_TEXT = {"trd": "treatment-resistant depression", "hc": "healthy control"}
+_GROUP_TEXT = {
+    "trd": "treatment-resistant depression",
+    "hc": "healthy control",
+    "epilepsy": "epilepsy patient with implanted electrodes",
+}
 _ARM_TEXT = {"ketamine": "ketamine 0.5 mg/kg IV over 40 min", "placebo": "placebo (saline) IV"}
 
 
@@ -55,7 +60,7 @@ class Participant:
     label
         BIDS participant label without the ``sub-`` prefix.
     group
-        Diagnostic group key: ``"trd"`` or ``"hc"``.
+        Diagnostic group key: ``"trd"``, ``"hc"`` or ``"epilepsy"`` (iEEG sites).
     arm
         ``"ketamine"``, ``"placebo"`` or None outside the randomisation.
     age
@@ -63,9 +68,10 @@ class Participant:
     female
         Sex, True for female.
     sessions
-        ``(visit, session label, acq_time)`` per visit, baseline first.
+        ``(visit, session label, acq_time)`` per visit, baseline first; an epilepsy patient has
+        visits ``baseline`` and ``ketamine``.
     madrs_baseline
-        Baseline MADRS (integer, 0-60).
+        Baseline MADRS (integer, 0-60); 0 and never written for an epilepsy patient.
     madrs_change
         The latent continuous change drawn for a randomised participant (None otherwise); later
         modalities correlate their planted effects with it.
@@ -177,6 +183,14 @@ def validate(scenario: dict[str, Any], source: str | None) -> None:
                     expected="min below max, covering at least 0.1 % of the distribution",
                 )
         labels = site["session_labels"]
+        if "epilepsy" in groups and labels.get("ketamine") in (None, labels["baseline"]):
+            raise ConfigError(
+                "epilepsy patients need a ketamine session label distinct from baseline",
+                site=site["id"],
+                file=source,
+                field=f"{where}.session_labels.ketamine",
+                expected="a label like ses-ket",
+            )
         if _site_arms(site) and "post" not in labels:
             raise ConfigError(
                 "a site with randomised arms needs a post-treatment session label",
@@ -243,7 +257,10 @@ def reader_options(site: dict[str, Any]) -> dict[str, Any]:
     """Reader options matching what :func:`write_site` writes for ``site``.
 
     ``sex_codes`` is present only for a site writing numeric sex codes (1 = male, 2 = female).
+    A site without scored groups (epilepsy patients only) needs no clinical option.
     """
+    if not _scored(site):
+        return {}
     labels = site["session_labels"]
     visits = {labels["baseline"]: "baseline"}
     if "post" in labels:
@@ -302,6 +319,8 @@ def write_site(scenario: dict[str, Any], site: dict[str, Any], site_dir: Path) -
             trailing_newline=newline,
         )
 
+    if not _scored(site):
+        return
     score_rows = []
     for p in people:
         baseline = _score_text(site, p.madrs_baseline)
@@ -320,6 +339,11 @@ def write_site(scenario: dict[str, Any], site: dict[str, Any], site_dir: Path) -
 
 
 # --------------------------------------------------------------------------- simulation
+
+
+def _scored(site: dict[str, Any]) -> bool:
+    """Whether the site has participants with symptom scores (trd or hc)."""
+    return any(key in (site.get("groups") or {}) for key in SCORED_GROUPS)
 
 
 def _site_arms(site: dict[str, Any]) -> dict[str, int]:
@@ -413,7 +437,7 @@ def simulate_site(scenario: dict[str, Any], site: dict[str, Any]) -> list[Partic
     srng = stream(seed, site["id"], "clinical.scores")
     clinical = scenario["clinical"]
     baseline = np.zeros(total, dtype=int)
-    for key in GROUP_ORDER:
+    for key in SCORED_GROUPS:
         idx = [i for i in range(total) if keys[i] == key]
         if idx:
             b = clinical["baseline"][key]
@@ -441,6 +465,12 @@ def simulate_site(scenario: dict[str, Any], site: dict[str, Any]) -> list[Partic
     for i in range(total):
         first = start + dt.timedelta(days=int(day[i]), hours=9, minutes=30 * int(slot[i, 0]))
         sessions = [("baseline", labels["baseline"], first.strftime(_ISO))]
+        if keys[i] == "epilepsy":
+            # Same admission: the ketamine session 1-4 days after baseline.
+            ket = dt.datetime.combine(
+                first.date() + dt.timedelta(days=1 + int(extra[i])), dt.time(9)
+            ) + dt.timedelta(minutes=30 * int(slot[i, 1]))
+            sessions.append(("ketamine", labels["ketamine"], ket.strftime(_ISO)))
         if arms[i] is not None:
             later = dt.datetime.combine(
                 first.date() + dt.timedelta(days=int(site["post_delay_days"]) + int(extra[i])),

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ketamap.errors import ConfigError
-from ketamap.synth import clinical, pet
+from ketamap.synth import clinical, ieeg, pet
 from ketamap.synth._io import write_json
 from ketamap.synth._modality import Modality
 from ketamap.synth.scenario import load_scenario
 
-MODULES: tuple[Modality, ...] = (clinical, pet)
+MODULES: tuple[Modality, ...] = (clinical, pet, ieeg)
 GROUND_TRUTH = "ground_truth.json"
 
 
@@ -90,10 +90,17 @@ def generate(scenario_path: str | Path, out_dir: str | Path, *, overwrite: bool 
     for module in MODULES:
         entries.extend(module.truth(scenario))
     entries.sort(key=lambda e: (e["analysis"], e["term"], e["arm"] or ""))
+    truth: dict[str, Any] = {
+        "scenario": scenario["name"],
+        "seed": int(scenario["seed"]),
+        "entries": entries,
+    }
+    # Optional hook: strings planted in the files that must never reach an output (EDF names).
+    canaries = [c for m in MODULES for c in getattr(m, "canaries", lambda s: [])(scenario)]
+    if canaries:
+        truth["canaries"] = canaries
     target = out / GROUND_TRUTH
-    write_json(
-        target, {"scenario": scenario["name"], "seed": int(scenario["seed"]), "entries": entries}
-    )
+    write_json(target, truth)
     return target
 
 
