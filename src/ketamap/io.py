@@ -41,7 +41,7 @@ def read_tsv(
             dtype=str,
             keep_default_na=False,
             quoting=csv.QUOTE_NONE,
-            encoding="utf-8",
+            encoding="utf-8-sig",  # MNE-BIDS and Excel write a byte-order mark
         )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise SiteDataError(f"cannot be parsed as TSV ({exc})", site=site, file=shown) from None

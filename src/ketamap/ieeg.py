@@ -1,0 +1,801 @@
+"""iEEG reader and harmonizer: BIDS-iEEG eye-puff sessions -> channel, response and timecourse tables.
+
+read -> harmonize -> table, like the clinical and PET modules: :func:`harmonize_site` reads every
+recording of one site (docs/site_data.md, iEEG part), cleans and re-references it, computes the
+high-frequency broadband (HFB) envelope, epochs it around the puffs and returns the rows of the
+``ieeg_channels``, ``ieeg_responses`` and ``ieeg_timecourses`` tables with pseudonymous ids, plus a
+per-recording ``qc`` frame (not a declared table). The details live in :mod:`ketamap.ieeg_read`
+(formats, payload checks, sidecars) and :mod:`ketamap.ieeg_signal` (HFB core, line noise, bad
+channels).
+
+Decisions:
+
+* One recording per subject and condition (``sub-*/ses-*/ieeg/*_ieeg.edf|.vhdr``); the session label
+  maps to the condition through ``sites[].reader.conditions``; an unmapped session is an error.
+* Channels: only ``SEEG``/``ECOG`` rows of ``channels.tsv``. ``status: bad`` -> ``bad_declared``;
+  the others are checked after the notch: ``flat`` (SD < 1e-3 x median SD) and ``noisy`` (robust z
+  > 5 of log SD or of log(max|x|/SD)); see :func:`ketamap.ieeg_signal.detect_bad_channels`.
+* Channel status is per subject (the table's key is subject + channel): a channel bad in any of the
+  subject's sessions is left out of all of them, so conditions compare the same channels. The status
+  shown is the first non-good one in session order.
+* Line noise: notch (MNE FIR) at the declared ``PowerLineFrequency`` and its harmonics below
+  Nyquist. The declaration is checked against the spectrum (Welch, 50 vs 60 Hz peak over the side
+  bands, first 60 s of the good channels); a mismatch is recorded as a warning in the ``method``
+  text of the recording's response rows, in ``qc.warnings`` and in the log. The declared frequency
+  is still the one notched (the site's declaration is honoured, not overridden).
+* Bipolar reference: contact names parse as ``<shaft><number>`` (``LA1``, ``LA01``, ``A'1``,
+  ``RAMY1``; ECoG grids numbered ``1``..``n`` or ``G1``..): adjacent numbers on one shaft form a pair
+  ``"<a>-<b>"``. A pair containing a bad contact is listed in ``ieeg_channels`` with that contact's
+  status and not analysed. Grids are paired along consecutive numbers (rows wrap; no 2-D layout is
+  read). Region, hemisphere and type are the first (lower-numbered) contact's, also when the two
+  contacts' regions differ; position is the mean of the two. ``car``: each good contact minus the
+  mean of the good contacts.
+* HFB, epochs, z-score: :func:`ketamap.ieeg_signal.hfb_envelope` at 100 Hz; epochs ``epoch_s``
+  around each ``trial_type == puff`` event (all events when there is no ``trial_type`` column);
+  epochs running past the recording are dropped and ``n_epochs`` counts those kept. The z-score
+  uses the mean and SD (ddof 1) of all baseline samples of all epochs of the channel.
+* Measures on the epoch-average z envelope: fast peak = max in ``fast_window_s``; latency only when
+  the peak exceeds ``threshold_z`` (``fast_peak_amplitude_z`` is always the window maximum). Slow
+  phase: searched from 0.3 s, or from the fast peak's return below threshold when that is later
+  but still inside the fast window; onset = first time the envelope stays above threshold for
+  ``min_duration_s``; it ends when it stays below threshold for ``min_duration_s`` (or at the epoch
+  end); duration = end - onset.
+* Timecourses: per condition and region, mean and SEM (SD ddof 1 / sqrt n) over channels of the
+  epoch-average z envelope; channels without a region are left out. Rows carry ``n_channels`` so
+  sites can be pooled exactly with :func:`combine_timecourses`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ketamap import ieeg_signal
+from ketamap.clinical import read_participants
+from ketamap.errors import ConfigError, SiteDataError
+from ketamap.ids import pseudonymize
+from ketamap.ieeg_read import Recording, read_recording
+from ketamap.io import read_tsv, shown_path
+from ketamap.schemas import get_table
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "IeegTables",
+    "bipolar_pairs",
+    "combine_timecourses",
+    "harmonize_site",
+    "hfb_envelope",
+    "parse_contact",
+]
+
+hfb_envelope = ieeg_signal.hfb_envelope
+log = logging.getLogger(__name__)
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "reference": "bipolar",
+    "band_hz": [70, 150],
+    "sub_band_width_hz": 10,
+    "epoch_s": [-1.0, 3.0],
+    "baseline_s": [-0.5, -0.1],
+    "threshold_z": 2.0,
+    "min_duration_s": 0.05,
+    "fast_window_s": [0.05, 0.4],
+    "equivalence_margin_s": 0.03,
+}
+EMOTION_REGIONS = {"amygdala", "insula", "acc", "ofc", "hippocampus"}
+IEEG_TYPES = {"seeg": "seeg", "ecog": "ecog"}
+SLOW_SEARCH_S = 0.3
+FS = ieeg_signal.OUT_SFREQ
+CONTACT = re.compile(r"^(?P<shaft>.*?)(?P<num>\d+)$")
+REGION_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+@dataclass(frozen=True)
+class IeegTables:
+    """The harmonized rows one site contributes (``qc``: one row per recording, diagnostics only)."""
+
+    channels: pd.DataFrame
+    responses: pd.DataFrame
+    timecourses: pd.DataFrame
+    qc: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def parse_contact(name: str) -> tuple[str, int] | None:
+    """``"LA01"`` -> ``("LA", 1)``, ``"A'1"`` -> ``("A'", 1)``, ``"7"`` -> ``("", 7)``; None if no number."""
+    m = CONTACT.match(name.strip())
+    if not m:
+        return None
+    return m.group("shaft"), int(m.group("num"))
+
+
+def bipolar_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """Adjacent contacts on one shaft, in shaft order then number: ``[("LA1", "LA2"), ...]``."""
+    shafts: dict[str, dict[int, str]] = {}
+    for name in names:
+        parsed = parse_contact(name)
+        if parsed is None:
+            continue
+        shaft, num = parsed
+        shafts.setdefault(shaft, {})[num] = name
+    pairs = []
+    for shaft in shafts:  # first-appearance order
+        nums = shafts[shaft]
+        for n in sorted(nums):
+            if n + 1 in nums:
+                pairs.append((nums[n], nums[n + 1]))
+    return pairs
+
+
+def combine_timecourses(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Pool per-site ``ieeg_timecourses`` frames exactly: channel-weighted mean, pooled SEM."""
+    frames = [f for f in frames if len(f)]
+    fields = get_table("ieeg_timecourses").field_names
+    if not frames:
+        return pd.DataFrame(columns=fields)
+    df = pd.concat(frames, ignore_index=True)
+    n = df["n_channels"].astype(float)
+    sd = df["sem_z"].fillna(0.0) * np.sqrt(n)
+    df = df.assign(_n=n, _sum=n * df["mean_z"], _ss=(n - 1) * sd**2 + n * df["mean_z"] ** 2)
+    keys = ["condition", "region", "region_group", "time_s"]
+    g = df.groupby(keys, sort=True, dropna=False)[["_n", "_sum", "_ss"]].sum().reset_index()
+    mean = g["_sum"] / g["_n"]
+    ss = g["_ss"] - g["_n"] * mean**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sem = np.sqrt(np.clip(ss, 0, None) / (g["_n"] - 1) / g["_n"])
+    out = g[keys].assign(
+        mean_z=mean, sem_z=sem.where(g["_n"] > 1), n_channels=g["_n"].astype("int32")
+    )
+    return out[fields].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Rec:
+    participant_id: str
+    session_id: str
+    path: Path
+    shown: str
+
+
+@dataclass
+class _Result:
+    pid: str
+    condition: str
+    channel_status: dict[str, str]
+    channel_info: pd.DataFrame  # one row per re-referenced channel (all statuses)
+    zavg: dict[str, np.ndarray]  # good channels only
+    measures: pd.DataFrame
+    n_epochs: int
+    method: str
+    qc: dict[str, Any]
+    times: np.ndarray
+
+
+def harmonize_site(site: dict, root: Path, key: bytes, options: dict | None = None) -> IeegTables:
+    """Read every iEEG puff recording of one site at ``root`` into the three iEEG tables."""
+    root = Path(root)
+    site_id = site["id"]
+    opts = _check_options({**DEFAULT_OPTIONS, **(options or {})})
+    conditions: dict[str, str] | None = (site.get("reader") or {}).get("conditions")
+    if not conditions:
+        raise ConfigError(
+            "an iEEG site needs its session labels mapped to conditions",
+            file="config/config.yaml",
+            field=f"sites[{site_id}].reader.conditions",
+            expected="a map such as {ses-base: baseline, ses-ket: ketamine}",
+        )
+    participants = read_participants(site, root)
+    local_ids = participants["participant_id"].tolist()
+    pseudonyms = dict(zip(local_ids, pseudonymize(site_id, local_ids, key), strict=True))
+    recs = _find_recordings(site_id, root)
+
+    results: list[_Result] = []
+    seen: dict[tuple[str, str], str] = {}
+    for rec in recs:
+        where = {"site": site_id, "file": rec.shown}
+        if rec.participant_id not in pseudonyms:
+            raise SiteDataError(
+                f"participant {rec.participant_id} is not in participants.tsv",
+                field="participant_id",
+                expected="every recorded participant listed in participants.tsv",
+                **where,
+            )
+        if rec.session_id not in conditions:
+            raise SiteDataError(
+                f"session {rec.session_id} is not mapped to a condition",
+                field="session_id",
+                expected=f"one of {sorted(conditions)}",
+                hint="add the session to sites[].reader.conditions in the config",
+                **where,
+            )
+        condition = conditions[rec.session_id]
+        pair = (rec.participant_id, condition)
+        if pair in seen:
+            raise SiteDataError(
+                f"a second recording for {rec.participant_id}, condition {condition!r} (the first is {seen[pair]})",
+                expected="one recording per participant and condition",
+                **where,
+            )
+        seen[pair] = rec.shown
+        subject_id = pseudonyms[rec.participant_id]
+        results.append(_process(rec, site_id, root, subject_id, condition, opts))
+
+    return _tables(site_id, results)
+
+
+def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
+    where = {"file": "config/config.yaml"}
+
+    def pair(name: str, lo: float | None = None) -> tuple[float, float]:
+        value = opts[name]
+        try:
+            a, b = float(value[0]), float(value[1])
+            ok = len(value) == 2 and a < b and (lo is None or a > lo)
+        except (TypeError, ValueError, IndexError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{name} {value!r}",
+                field=f"ieeg.{name}",
+                expected="[start, end] with start < end",
+                **where,
+            )
+        return a, b
+
+    out = dict(opts)
+    out["band_hz"] = pair("band_hz", 0)
+    out["epoch_s"] = pair("epoch_s")
+    out["baseline_s"] = pair("baseline_s")
+    out["fast_window_s"] = pair("fast_window_s")
+    if not (
+        out["epoch_s"][0] <= out["baseline_s"][0] and out["baseline_s"][1] <= out["epoch_s"][1]
+    ):
+        raise ConfigError(
+            "the baseline is not inside the epoch",
+            field="ieeg.baseline_s",
+            expected=f"inside epoch_s {out['epoch_s']}",
+            **where,
+        )
+    if out["reference"] not in ("bipolar", "car"):
+        raise ConfigError(
+            f"reference {out['reference']!r}",
+            field="ieeg.reference",
+            expected="bipolar or car",
+            **where,
+        )
+    for name in ("sub_band_width_hz", "min_duration_s"):
+        if not float(out[name]) > 0:
+            raise ConfigError(
+                f"{name} {out[name]!r}", field=f"ieeg.{name}", expected="a positive number", **where
+            )
+    out["threshold_z"] = float(out["threshold_z"])
+    return out
+
+
+def _find_recordings(site_id: str, root: Path) -> list[_Rec]:
+    loose = sorted(root.glob("sub-*/ieeg/*_ieeg.*"))
+    if loose:
+        raise SiteDataError(
+            "iEEG files outside a session folder",
+            site=site_id,
+            file=shown_path(loose[0], root),
+            expected="sub-<label>/ses-<label>/ieeg/ (the session gives the condition)",
+        )
+    recs = []
+    for ieeg_dir in sorted(root.glob("sub-*/ses-*/ieeg")):
+        participant, session = ieeg_dir.parts[-3], ieeg_dir.parts[-2]
+        for path in sorted(ieeg_dir.iterdir()):
+            if not (path.name.endswith("_ieeg.edf") or path.name.endswith("_ieeg.vhdr")):
+                continue
+            shown = shown_path(path, root)
+            if not path.name.startswith(f"{participant}_{session}_"):
+                raise SiteDataError(
+                    "the file name does not match its folders",
+                    site=site_id,
+                    file=shown,
+                    expected=f"a name starting with {participant}_{session}_",
+                )
+            recs.append(_Rec(participant, session, path, shown))
+    if not recs:
+        raise SiteDataError(
+            "no iEEG recordings found",
+            site=site_id,
+            file=str(root.name),
+            expected="sub-<label>/ses-<label>/ieeg/*_ieeg.edf or *_ieeg.vhdr with sidecars",
+        )
+    return recs
+
+
+def _read_electrodes(rec: _Rec, site_id: str, root: Path) -> pd.DataFrame:
+    """Electrode positions/regions by contact name (first ``*_electrodes.tsv`` of the session)."""
+    files = sorted(rec.path.parent.glob(f"{rec.participant_id}*_electrodes.tsv"))
+    cols = ["x", "y", "z", "region", "hemisphere"]
+    if not files:
+        log.warning("no electrodes.tsv for a recording: positions and regions missing")
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="name"))
+    path = files[0]
+    df = read_tsv(path, site=site_id, root=root, required=["name", "x", "y", "z"])
+    where = {"site": site_id, "file": shown_path(path, root)}
+    out = pd.DataFrame(index=pd.Index(df["name"], name="name"))
+    for c in ("x", "y", "z"):
+        values = pd.to_numeric(df[c], errors="coerce")
+        bad = df[c][values.isna() & df[c].notna()].tolist()
+        if bad:
+            raise SiteDataError(
+                f"non-numeric values {bad[:3]}", field=c, expected="mm coordinates or n/a", **where
+            )
+        out[c] = values.to_numpy()
+    region = df["region"].str.lower() if "region" in df.columns else pd.Series([None] * len(df))
+    bad_regions = [r for r in region.dropna() if not re.fullmatch(REGION_PATTERN, r)]
+    if bad_regions:
+        raise SiteDataError(
+            f"regions {bad_regions[:3]} are not region ids",
+            field="region",
+            expected=f"names matching {REGION_PATTERN}",
+            **where,
+        )
+    out["region"] = region.to_numpy()
+    hemi = df["hemisphere"] if "hemisphere" in df.columns else pd.Series([None] * len(df))
+    hemi_map = {"l": "L", "left": "L", "r": "R", "right": "R"}
+    hv = hemi.map(lambda v: hemi_map.get(v.lower()) if isinstance(v, str) else None)
+    unknown = hemi[hv.isna() & hemi.notna()].tolist()
+    if unknown:
+        raise SiteDataError(
+            f"hemisphere values {unknown[:3]}",
+            field="hemisphere",
+            expected="L or R (or n/a for midline)",
+            **where,
+        )
+    out["hemisphere"] = hv.to_numpy()
+    if out.index.duplicated().any():
+        raise SiteDataError(
+            "duplicate electrode names", field="name", expected="each contact listed once", **where
+        )
+    return out
+
+
+def _line_frequency(sidecar: dict[str, Any], where: dict[str, Any]) -> float:
+    value = sidecar.get("PowerLineFrequency")
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        f = float("nan")
+    if f not in (50.0, 60.0):
+        raise SiteDataError(
+            f"PowerLineFrequency {value!r}",
+            field="PowerLineFrequency",
+            expected="50 or 60",
+            **where,
+        )
+    return f
+
+
+def _process(
+    rec: _Rec, site_id: str, root: Path, subject_id: str, condition: str, opts: dict[str, Any]
+) -> _Result:
+    recording: Recording = read_recording(rec.path, site=site_id, root=root)
+    raw = recording.raw
+    shown = rec.shown
+    where = {"site": site_id, "file": shown}
+    stem = rec.path.name.rsplit("_ieeg.", 1)[0]
+    ch_shown = shown_path(rec.path.parent / f"{stem}_channels.tsv", root)
+    json_shown = shown_path(rec.path.parent / f"{stem}_ieeg.json", root)
+    sfreq = float(raw.info["sfreq"])
+    declared_sfreq = recording.sidecar.get("SamplingFrequency")
+    try:
+        ok = abs(float(declared_sfreq) - sfreq) <= 0.005 * sfreq  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise SiteDataError(
+            f"SamplingFrequency {declared_sfreq!r} disagrees with the recording's {sfreq:g} Hz",
+            site=site_id,
+            file=json_shown,
+            field="SamplingFrequency",
+            expected=f"{sfreq:g}",
+        )
+    line_hz = _line_frequency(recording.sidecar, {"site": site_id, "file": json_shown})
+    try:
+        ieeg_signal.check_band(opts["band_hz"], sfreq)
+    except ValueError as exc:
+        raise SiteDataError(str(exc), **where) from None
+
+    # channels.tsv <-> recording
+    chans = recording.channels
+    types = chans["type"].str.lower()
+    ieeg = chans[types.isin(list(IEEG_TYPES))]
+    if ieeg.empty:
+        raise SiteDataError(
+            "no SEEG or ECOG channels",
+            site=site_id,
+            file=ch_shown,
+            field="type",
+            expected="channels of type SEEG or ECOG",
+        )
+    names = ieeg["name"].tolist()
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SiteDataError(
+            f"duplicate channel names {dupes[:5]}",
+            site=site_id,
+            file=ch_shown,
+            field="name",
+            expected="each channel listed once",
+        )
+    missing = [n for n in names if n not in raw.ch_names]
+    if missing:
+        raise SiteDataError(
+            f"channels {missing[:5]} are listed in channels.tsv but not in the recording",
+            site=site_id,
+            file=ch_shown,
+            field="name",
+            expected="the recording's channel names",
+        )
+    status_col = (
+        ieeg["status"].str.lower()
+        if "status" in ieeg.columns
+        else pd.Series(["good"] * len(ieeg), index=ieeg.index)
+    )
+    bad_values = sorted(set(status_col.dropna()) - {"good", "bad"})
+    if bad_values:
+        raise SiteDataError(
+            f"status values {bad_values}",
+            site=site_id,
+            file=ch_shown,
+            field="status",
+            expected="good or bad",
+        )
+    contact_status = np.where(
+        status_col.fillna("good").to_numpy() == "bad", "bad_declared", "good"
+    ).astype(object)
+    contact_type = ieeg["type"].str.lower().map(IEEG_TYPES).to_numpy()
+
+    # signal: line check, notch, automatic bad channels
+    data = raw.get_data(picks=names)  # volts, float64
+    del raw, recording
+    probe = data[contact_status == "good", : int(60 * sfreq)]
+    detected = ieeg_signal.detect_line_frequency(probe, sfreq) if len(probe) else None
+    warnings = []
+    if detected is not None and detected != line_hz:
+        warnings.append(
+            f"declared PowerLineFrequency {line_hz:g} Hz but the spectrum peaks at {detected:g} Hz"
+        )
+        log.warning("%s %s: %s", subject_id, condition, warnings[-1])
+    data = ieeg_signal.notch(data, sfreq, line_hz)
+    check = contact_status == "good"
+    auto = ieeg_signal.detect_bad_channels(data[check])
+    contact_status[np.flatnonzero(check)] = auto
+
+    electrodes = _read_electrodes(rec, site_id, root)
+    info = _contact_info(names, contact_type, electrodes)
+
+    # re-reference
+    if opts["reference"] == "bipolar":
+        index = {n: i for i, n in enumerate(names)}
+        pairs = bipolar_pairs(names)
+        if not pairs:
+            raise SiteDataError(
+                "no adjacent contacts to pair for the bipolar reference",
+                site=site_id,
+                file=ch_shown,
+                field="name",
+                expected="contact names <shaft><number> (LA1, LA2, ...) or ieeg.reference: car",
+            )
+        rows = []
+        for a, b in pairs:
+            sa, sb = contact_status[index[a]], contact_status[index[b]]
+            status = sa if sa != "good" else sb
+            ia, ib = info.loc[a], info.loc[b]
+            rows.append(
+                {
+                    "channel": f"{a}-{b}",
+                    "a": index[a],
+                    "b": index[b],
+                    "channel_type": ia["channel_type"],
+                    "region": ia["region"],
+                    "hemisphere": ia["hemisphere"],
+                    "x_mm": np.nanmean([ia["x"], ib["x"]])
+                    if not (np.isnan(ia["x"]) and np.isnan(ib["x"]))
+                    else np.nan,
+                    "y_mm": np.nanmean([ia["y"], ib["y"]])
+                    if not (np.isnan(ia["y"]) and np.isnan(ib["y"]))
+                    else np.nan,
+                    "z_mm": np.nanmean([ia["z"], ib["z"]])
+                    if not (np.isnan(ia["z"]) and np.isnan(ib["z"]))
+                    else np.nan,
+                    "channel_status": status,
+                }
+            )
+        chan_df = pd.DataFrame(rows)
+        good = chan_df["channel_status"] == "good"
+        reref = data[chan_df.loc[good, "a"].to_numpy()] - data[chan_df.loc[good, "b"].to_numpy()]
+    else:
+        chan_df = pd.DataFrame(
+            {
+                "channel": names,
+                "channel_type": info["channel_type"].to_numpy(),
+                "region": info["region"].to_numpy(),
+                "hemisphere": info["hemisphere"].to_numpy(),
+                "x_mm": info["x"].to_numpy(),
+                "y_mm": info["y"].to_numpy(),
+                "z_mm": info["z"].to_numpy(),
+                "channel_status": contact_status,
+            }
+        )
+        good = chan_df["channel_status"] == "good"
+        reref = data[good.to_numpy()]
+        reref = reref - reref.mean(axis=0, keepdims=True)
+    del data
+    if not good.any():
+        raise SiteDataError("no good channel left after the bad-channel checks", **where)
+    good_names = chan_df.loc[good, "channel"].tolist()
+
+    env = ieeg_signal.hfb_envelope(reref, sfreq, opts["band_hz"], float(opts["sub_band_width_hz"]))
+    del reref
+    onsets = _puff_onsets(rec, site_id, root, stem)
+    z_avg, n_epochs, times = _epoch_z(env, onsets, opts, where)
+    measures = _measures(z_avg, times, opts)
+    measures.insert(0, "channel", good_names)
+    method = _method_text(opts, line_hz, warnings)
+    chan_df = chan_df.drop(columns=[c for c in ("a", "b") if c in chan_df.columns])
+    log.info(
+        "%s %s: %d channels (%d good), %d epochs",
+        subject_id,
+        condition,
+        len(chan_df),
+        int(good.sum()),
+        n_epochs,
+    )
+    qc = {
+        "subject_id": subject_id,
+        "condition": condition,
+        "format": "edf" if rec.path.suffix == ".edf" else "brainvision",
+        "sfreq_hz": sfreq,
+        "declared_line_hz": line_hz,
+        "detected_line_hz": detected,
+        "n_channels": len(chan_df),
+        "n_good": int(good.sum()),
+        "n_puffs": len(onsets),
+        "n_epochs": n_epochs,
+        "warnings": "; ".join(warnings),
+    }
+    return _Result(
+        pid=subject_id,
+        condition=condition,
+        channel_status=dict(zip(chan_df["channel"], chan_df["channel_status"], strict=True)),
+        channel_info=chan_df,
+        zavg=dict(zip(good_names, z_avg, strict=True)),
+        measures=measures,
+        n_epochs=n_epochs,
+        method=method,
+        qc=qc,
+        times=times,
+    )
+
+
+def _contact_info(names: list[str], types: np.ndarray, electrodes: pd.DataFrame) -> pd.DataFrame:
+    info = pd.DataFrame(index=pd.Index(names, name="name"))
+    info["channel_type"] = types
+    known = electrodes.reindex(names)
+    for c in ("x", "y", "z"):
+        info[c] = known["x" if c == "x" else c].astype(float).to_numpy() if len(known) else np.nan
+    info["region"] = known["region"].to_numpy() if "region" in known else None
+    info["hemisphere"] = known["hemisphere"].to_numpy() if "hemisphere" in known else None
+    info["region"] = info["region"].where(info["region"].notna(), None)
+    info["hemisphere"] = info["hemisphere"].where(info["hemisphere"].notna(), None)
+    return info
+
+
+def _puff_onsets(rec: _Rec, site_id: str, root: Path, stem: str) -> np.ndarray:
+    path = rec.path.parent / f"{stem}_events.tsv"
+    shown = shown_path(path, root)
+    df = read_tsv(path, site=site_id, root=root, required=["onset", "duration"])
+    if "trial_type" in df.columns:
+        df = df[df["trial_type"].str.lower() == "puff"]
+    onsets = pd.to_numeric(df["onset"], errors="coerce")
+    if onsets.isna().any():
+        raise SiteDataError(
+            f"non-numeric onsets {df['onset'][onsets.isna()].tolist()[:3]}",
+            site=site_id,
+            file=shown,
+            field="onset",
+            expected="seconds",
+        )
+    if onsets.empty:
+        raise SiteDataError(
+            "no puff events",
+            site=site_id,
+            file=shown,
+            field="trial_type",
+            expected="rows with trial_type puff",
+        )
+    return onsets.to_numpy(dtype=float)
+
+
+def _epoch_z(
+    env: np.ndarray, onsets: np.ndarray, opts: dict[str, Any], where: dict[str, Any]
+) -> tuple[np.ndarray, int, np.ndarray]:
+    e0, e1 = opts["epoch_s"]
+    i0, i1 = round(e0 * FS), round(e1 * FS)
+    offsets = np.arange(i0, i1 + 1)
+    times = np.round(offsets / FS, 2)
+    starts = np.round(onsets * FS).astype(int)
+    ok = (starts + i0 >= 0) & (starts + i1 < env.shape[1])
+    if not ok.any():
+        raise SiteDataError(
+            f"none of the {len(onsets)} puffs has a full epoch {list(opts['epoch_s'])} s inside the recording",
+            expected="puff onsets in seconds from the recording start",
+            **where,
+        )
+    idx = starts[ok, None] + offsets[None, :]
+    epochs = env[:, idx]  # channels x epochs x times
+    b0, b1 = opts["baseline_s"]
+    bmask = (times >= b0 - 1e-9) & (times <= b1 + 1e-9)
+    base = epochs[:, :, bmask].reshape(env.shape[0], -1)
+    mu = base.mean(axis=1)
+    sd = base.std(axis=1, ddof=1)
+    sd[sd == 0] = np.nan
+    z_avg = (epochs.mean(axis=1) - mu[:, None]) / sd[:, None]
+    return z_avg, int(ok.sum()), times
+
+
+def _runs_start(mask: np.ndarray, k: int) -> int | None:
+    """First index i with mask[i:i+k] all True, or None."""
+    if mask.size < k:
+        return None
+    full = np.convolve(mask.astype(int), np.ones(k, dtype=int), mode="valid") == k
+    hits = np.flatnonzero(full)
+    return int(hits[0]) if hits.size else None
+
+
+def _measures(z_avg: np.ndarray, times: np.ndarray, opts: dict[str, Any]) -> pd.DataFrame:
+    thr = opts["threshold_z"]
+    k = max(1, int(np.ceil(float(opts["min_duration_s"]) * FS - 1e-9)))
+    f0, f1 = opts["fast_window_s"]
+    fmask = (times >= f0 - 1e-9) & (times <= f1 + 1e-9)
+    fidx = np.flatnonzero(fmask)
+    rows = []
+    for z in z_avg:
+        zf = z[fidx]
+        p = int(np.nanargmax(zf)) if np.isfinite(zf).any() else 0
+        amp = float(zf[p])
+        fast = bool(amp > thr)
+        peak_i = int(fidx[p])
+        start = int(np.searchsorted(times, SLOW_SEARCH_S - 1e-9))
+        if fast:
+            below = np.flatnonzero(z[peak_i:] < thr)
+            if below.size and peak_i + below[0] <= fidx[-1]:
+                start = max(start, peak_i + int(below[0]))
+        onset_i = _runs_start(z[start:] > thr, k)
+        onset = dur = np.nan
+        if onset_i is not None:
+            oi = start + onset_i
+            end_i = _runs_start(z[oi:] <= thr, k)
+            ei = oi + end_i if end_i is not None else len(z) - 1
+            onset = float(times[oi])
+            dur = float(times[ei] - times[oi])
+        rows.append(
+            {
+                "fast_peak_latency_s": float(times[peak_i]) if fast else np.nan,
+                "fast_peak_amplitude_z": amp,
+                "slow_onset_s": onset,
+                "slow_duration_s": dur,
+                "responsive_fast": fast,
+                "responsive_slow": bool(onset_i is not None),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _method_text(opts: dict[str, Any], line_hz: float, warnings: list[str]) -> str:
+    lo, hi = opts["band_hz"]
+    text = (
+        f"HFB {lo:g}-{hi:g} Hz in {float(opts['sub_band_width_hz']):g} Hz sub-bands (Butterworth order 4 zero-phase, "
+        f"Hilbert amplitude, sub-band mean-normalised) at 100 Hz; notch {line_hz:g} Hz + harmonics; "
+        f"{opts['reference']} reference; z vs baseline {list(opts['baseline_s'])} s; "
+        f"fast peak in {list(opts['fast_window_s'])} s > {opts['threshold_z']:g} z; "
+        f"slow phase > {opts['threshold_z']:g} z for >= {float(opts['min_duration_s']):g} s from {SLOW_SEARCH_S:g} s"
+    )
+    if warnings:
+        text += "; WARNING: " + "; ".join(warnings)
+    return text
+
+
+def _tables(site_id: str, results: list[_Result]) -> IeegTables:
+    ch_fields = get_table("ieeg_channels").field_names
+    rs_fields = get_table("ieeg_responses").field_names
+    # subject-level channel status: first non-good over the subject's sessions
+    status: dict[tuple[str, str], str] = {}
+    first_info: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        for rec in r.channel_info.to_dict("records"):
+            row = {str(k): v for k, v in rec.items()}
+            key = (r.pid, str(row["channel"]))
+            first_info.setdefault(key, row)
+            if status.get(key, "good") == "good":
+                status[key] = row["channel_status"]
+    ch_rows = []
+    for (pid, _ch), first in first_info.items():
+        ch_rows.append(
+            {**first, "subject_id": pid, "site": site_id, "channel_status": status[(pid, _ch)]}
+        )
+    channels = pd.DataFrame(ch_rows)
+    channels["region_group"] = channels["region"].map(_group)
+    channels = channels[ch_fields].reset_index(drop=True)
+    for c in ("x_mm", "y_mm", "z_mm"):
+        channels[c] = channels[c].astype(float)
+    info = channels.set_index(["subject_id", "channel"])
+
+    rs_parts = []
+    tc_rows: list[pd.DataFrame] = []
+    curves: dict[tuple[str, str], list[np.ndarray]] = {}
+    times = None
+    for r in results:
+        keep = r.measures["channel"].map(lambda c, pid=r.pid: status[(pid, c)] == "good")
+        m = r.measures[keep.to_numpy()].copy()
+        m["subject_id"] = r.pid
+        m["site"] = site_id
+        m["condition"] = r.condition
+        m["region"] = [info.loc[(r.pid, c), "region"] for c in m["channel"]]
+        m["region_group"] = m["region"].map(_group)
+        m["n_epochs"] = np.int32(r.n_epochs)
+        m["method"] = r.method
+        rs_parts.append(m)
+        for c, region in zip(m["channel"], m["region"], strict=True):
+            if region is not None and isinstance(region, str):
+                curves.setdefault((r.condition, region), []).append(r.zavg[c])
+        times = times if times is not None else r.times
+    responses = (
+        pd.concat(rs_parts, ignore_index=True)[rs_fields]
+        if rs_parts
+        else pd.DataFrame(columns=rs_fields)
+    )
+    responses["n_epochs"] = responses["n_epochs"].astype("int32")
+    responses["responsive_fast"] = responses["responsive_fast"].astype(bool)
+    responses["responsive_slow"] = responses["responsive_slow"].astype(bool)
+    for (condition, region), arrs in sorted(curves.items()):
+        stack = np.vstack(arrs)
+        n = stack.shape[0]
+        mean = stack.mean(axis=0)
+        sem = stack.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.full(stack.shape[1], np.nan)
+        assert times is not None
+        tc_rows.append(
+            pd.DataFrame(
+                {
+                    "condition": condition,
+                    "region": region,
+                    "region_group": _group(region),
+                    "time_s": times,
+                    "mean_z": mean,
+                    "sem_z": sem,
+                    "n_channels": np.int32(n),
+                }
+            )
+        )
+    tc_fields = get_table("ieeg_timecourses").field_names
+    timecourses = (
+        pd.concat(tc_rows, ignore_index=True)[tc_fields]
+        if tc_rows
+        else pd.DataFrame(columns=tc_fields)
+    )
+    if len(timecourses):
+        timecourses["n_channels"] = timecourses["n_channels"].astype("int32")
+    qc = pd.DataFrame([r.qc for r in results])
+    return IeegTables(
+        channels=channels,
+        responses=responses.reset_index(drop=True),
+        timecourses=timecourses,
+        qc=qc,
+    )
+
+
+def _group(region: Any) -> str | None:
+    if not isinstance(region, str):
+        return None
+    return "emotion" if region in EMOTION_REGIONS else "other"
