@@ -8,8 +8,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
 SCENARIO ?=
-comma := ,
-SNAKE_CONFIG := $(if $(SCENARIO),--config 'demo={scenario: $(SCENARIO)$(comma) registry: resources/demo/registry$(comma) remote: resources/demo/dvc-remote$(comma) release: v1$(comma) derive_sites: true}')
+SNAKE_CONFIG := $(if $(SCENARIO),--config scenario=$(SCENARIO))
 
 .PHONY: run test setup lint format docs dry-run clean lock
 

@@ -17,6 +17,7 @@ include: "workflow/rules/fetch.smk"
 include: "workflow/rules/clinical.smk"
 include: "workflow/rules/pooled.smk"
 include: "workflow/rules/pet.smk"
+include: "workflow/rules/ieeg.smk"
 include: "workflow/rules/manifest.smk"
 
 

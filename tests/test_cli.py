@@ -108,7 +108,14 @@ def test_recovery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         )
     )
     assert main(["recovery", "--truth", str(truth), "--results", str(tmp_path / "none")]) == 2
-    assert "pooled result missing" in capsys.readouterr().err
+    assert "pooled results folder missing" in capsys.readouterr().err
+    (tmp_path / "pooled").mkdir()
+    with pytest.raises(
+        SystemExit
+    ) as exit_info:  # the analysis was not run: reported, not recovered
+        main(["recovery", "--truth", str(truth), "--results", str(tmp_path / "pooled")])
+    assert exit_info.value.code == 1
+    assert "1 of 1 truths not recovered" in capsys.readouterr().err
 
 
 def test_adapter_turns_project_errors_into_one_message(

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -158,17 +159,12 @@ def test_slurm_profile_plans_the_same_jobs(tmp_path: Path) -> None:
 
 
 def test_scenario_override_derives_the_sites(tmp_path: Path) -> None:
-    """`make run SCENARIO=...` passes derive_sites: the scenario, not the listed sites, decides."""
-
-    def bogus_sites(config: dict) -> None:
-        config["sites"] = [dict(config["sites"][0], id="not_in_scenario")]
-        config["demo"]["derive_sites"] = True
-
-    project = make_project(tmp_path / "p", scenario="null", config_edit=bogus_sites)
-    counts = job_counts(snakemake(project, "--dry-run").stdout)
-    assert (
-        counts["fetch"] == 3 and counts["harmonize_clinical"] == 3 and counts["harmonize_pet"] == 3
-    )
+    """`make run SCENARIO=...` passes `--config scenario=...`: the scenario, not the listed sites, decides."""
+    project = make_project(tmp_path / "p")
+    out = snakemake(project, "--dry-run", "--config", "scenario=config/scenarios/ieeg_small.yaml")
+    counts = job_counts(out.stdout)
+    assert counts["fetch"] == 2 and counts["harmonize_ieeg"] == 2 and "harmonize_pet" not in counts
+    assert "pooled_clinical" not in counts  # no site scores symptoms
 
 
 def test_lint_finds_nothing_but_the_deliberate_lock_file_environment(tmp_path: Path) -> None:
@@ -470,3 +466,44 @@ def test_corrupt_pet_image_fails_its_site_alone(tmp_path: Path) -> None:
     assert (
         project / "results/pooled/clinical.madrs_change.parquet"
     ).is_file()  # clinical did not need the image
+
+
+def test_ieeg_pipeline_recovers_the_ketamine_effect_and_leaks_no_canary(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    snakemake(project, "--config", "scenario=config/scenarios/ieeg_small.yaml")
+    truth_path = project / "resources/demo/sites/ground_truth.json"
+    rec = compare(truth_path, project / "results/pooled")
+    key = ["analysis", "region_group", "value", "estimate", "ci_low", "ci_high", "q_value"]
+    slow = rec[rec["analysis"] == "ieeg.slow_phase_duration"]
+    overall = slow[slow["region_group"].fillna("") == ""].iloc[0]
+    assert (
+        overall["value"] < 0
+        and overall["covered"]
+        and overall["sign_ok"]
+        and overall["q_value"] < 0.05
+    ), slow[key]
+    fast = rec[rec["analysis"] == "ieeg.fast_phase_latency"]
+    assert (fast["value"] == 0).all() and fast["null_ok"].all() and fast["covered"].all(), fast[key]
+    # Privacy: the EDF patient names planted as canaries reach no table, figure or log.
+    canaries = json.loads(truth_path.read_text())["canaries"]
+    assert canaries
+    for path in [*(project / "results").rglob("*"), *(project / "logs").rglob("*")]:
+        if path.is_file():
+            blob = path.read_bytes()
+            for canary in canaries:
+                assert canary.encode() not in blob, path
+    # Channels the site marked bad are never analysed.
+    truth = pd.read_csv(
+        project / "resources/demo/sites/ground_truth_ieeg_channels.tsv", sep="\t", dtype=str
+    )
+    bad = truth[(truth["kind"] == "bipolar") & (truth["status"] != "good")]
+    channels = schemas.read_table(project / "results/tables/ieeg_channels.parquet", "ieeg_channels")
+    responses = schemas.read_table(
+        project / "results/tables/ieeg_responses.parquet", "ieeg_responses"
+    )
+    assert len(bad) and (channels["channel_status"] != "good").sum() >= len(bad) // 2
+    assert set(responses["channel"]) <= set(
+        channels.loc[channels["channel_status"] == "good", "channel"]
+    )
+    for figure in ("ieeg.timecourses.png", "ieeg.slow_phase_duration.png"):
+        assert (project / "results/figures" / figure).read_bytes()[:4] == b"\x89PNG"

@@ -22,7 +22,17 @@ def resolve_demo_sites(config: dict[str, Any]) -> None:
     """
     demo = config.get("demo")
     if not demo:
+        if config.get("scenario"):
+            raise ConfigError(
+                "a scenario was given but the config has no demo section",
+                file="config/config.yaml",
+                field="scenario",
+                expected="a demo section (registry, remote, release) to build the scenario into",
+            )
         return
+    if config.get("scenario"):
+        demo["scenario"] = config["scenario"]
+        demo["derive_sites"] = True
     from ketamap import synth
 
     expected = synth.site_configs(

@@ -81,3 +81,39 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, metadata=_PNG)
     plt.close(fig)
+
+
+def timecourse_plot(timecourses: pd.DataFrame, path: str | Path) -> None:
+    """Puff-locked mean z envelope per region group (panels) and condition (lines), channel-weighted."""
+    df = timecourses.copy()
+    df["region_group"] = df["region_group"].fillna("unassigned").astype(str)
+    n = df["n_channels"].astype(float)
+    df["_sum"] = n * df["mean_z"].astype(float)
+    df["_n"] = n
+    g = (
+        df.groupby(["region_group", "condition", "time_s"], sort=True)[["_sum", "_n"]]
+        .sum()
+        .reset_index()
+    )
+    g["mean_z"] = g["_sum"] / g["_n"]
+    groups = sorted(g["region_group"].unique())
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False, sharey=True
+    )
+    colours = {"baseline": "0.3", "ketamine": "tab:red"}
+    for ax, group in zip(axes[0], groups, strict=True):
+        for condition, part in g[g["region_group"] == group].groupby("condition", sort=True):
+            ax.plot(
+                part["time_s"],
+                part["mean_z"],
+                color=colours.get(str(condition), "tab:blue"),
+                lw=1.2,
+                label=str(condition),
+            )
+        ax.axvline(0, color="0.7", lw=0.8, ls="--")
+        ax.set_title(f"{group} regions", fontsize=10)
+        ax.set_xlabel("time from puff (s)")
+    axes[0][0].set_ylabel("70-150 Hz envelope (baseline z)")
+    axes[0][0].legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    _save(fig, path)

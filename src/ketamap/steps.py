@@ -270,3 +270,76 @@ def figure_change_scatter(
         schemas.read_table(result, RESULT_TABLE),
         figure,
     )
+
+
+def harmonize_ieeg(
+    site: dict[str, Any],
+    raw: str | Path,
+    channels_out: str | Path,
+    responses_out: str | Path,
+    timecourses_out: str | Path,
+    config: dict[str, Any],
+) -> None:
+    """Harmonize one site's iEEG puff recordings into its per-site iEEG tables."""
+    from ketamap import ieeg
+
+    tables = ieeg.harmonize_site(site, Path(raw), load_key(config), config.get("ieeg", {}))
+    schemas.write_table(tables.channels, "ieeg_channels", channels_out)
+    schemas.write_table(tables.responses, "ieeg_responses", responses_out)
+    schemas.write_table(tables.timecourses, "ieeg_timecourses", timecourses_out)
+    good = int((tables.channels["channel_status"] == "good").sum())
+    log.info(
+        "site %s: %d channels (%d good), %d responses",
+        site["id"],
+        len(tables.channels),
+        good,
+        len(tables.responses),
+    )
+    for warning in tables.qc.get("warnings", pd.Series(dtype=str)).dropna():
+        if warning:
+            log.warning("site %s: %s", site["id"], warning)
+
+
+def combine_ieeg_timecourses(inputs: list[str], output: str | Path) -> None:
+    """Pool the per-site timecourses exactly (channel-weighted means, pooled SEM)."""
+    from ketamap import ieeg
+
+    frames = [schemas.read_table(p, "ieeg_timecourses") for p in sorted(inputs)]
+    schemas.write_table(ieeg.combine_timecourses(frames), "ieeg_timecourses", output)
+
+
+def pooled_ieeg(
+    analysis: str,
+    responses: str | Path,
+    output: str | Path,
+    figure: str | Path,
+    options: dict[str, Any],
+) -> None:
+    """One pooled iEEG analysis (ieeg.<name>) in the shared result shape, and its forest plot."""
+    from ketamap import figures
+    from ketamap.pooled import ieeg as pooled
+
+    table = schemas.read_table(responses, "ieeg_responses")
+    if analysis == "ieeg.slow_phase_duration":
+        result = pooled.analyze_slow_phase_duration(table)
+    elif analysis == "ieeg.fast_phase_latency":
+        result = pooled.analyze_fast_phase_latency(
+            table, margin_s=float(options.get("equivalence_margin_s", 0.03))
+        )
+    else:
+        raise ValueError(f"unknown iEEG analysis {analysis!r}")
+    schemas.write_table(result, RESULT_TABLE, output)
+    figures.forest_plot(result.assign(region=result["region_group"].fillna("all channels")), figure)
+    log.info(
+        "%s: %d rows, %d with q < 0.05",
+        analysis,
+        len(result),
+        int((result["q_value"] < 0.05).sum()),
+    )
+
+
+def figure_ieeg_timecourses(timecourses: str | Path, figure: str | Path) -> None:
+    """Puff-locked high-frequency response by region group and condition."""
+    from ketamap import figures
+
+    figures.timecourse_plot(schemas.read_table(timecourses, "ieeg_timecourses"), figure)

@@ -11,18 +11,26 @@ PET_SITES = (
     if config.get("atlas")
     else []
 )
+IEEG_SITES = [s["id"] for s in config["sites"] if s["modality"] == "ieeg"]
+SCORE_SITES = [s["id"] for s in config["sites"] if "visits" in s.get("reader", {})]
 TABLE_SITES = {"subjects": SITES, "clinical_scores": SITES}
 if PET_SITES:
     TABLE_SITES |= {"pet_regional": PET_SITES, "pet_sessions": PET_SITES}
+if IEEG_SITES:
+    TABLE_SITES |= {"ieeg_channels": IEEG_SITES, "ieeg_responses": IEEG_SITES}
 TABLES = list(TABLE_SITES)
-POOLED = ["clinical.madrs_change"]
+POOLED = ["clinical.madrs_change"] if SCORE_SITES else []
+PET_POOLED = [
+    "pet.baseline_trd_vs_hc",
+    "pet.ketamine_x_time",
+    "pet.change_vs_improvement",
+    "pet.response_prediction",
+]
+IEEG_POOLED = ["ieeg.slow_phase_duration", "ieeg.fast_phase_latency"]
 if PET_SITES:
-    POOLED += [
-        "pet.baseline_trd_vs_hc",
-        "pet.ketamine_x_time",
-        "pet.change_vs_improvement",
-        "pet.response_prediction",
-    ]
+    POOLED += PET_POOLED
+if IEEG_SITES:
+    POOLED += IEEG_POOLED
 
 
 wildcard_constraints:
@@ -69,7 +77,8 @@ def table_inputs(wildcards):
 
 
 def table_outputs():
-    return expand("results/tables/{table}.parquet", table=TABLES)
+    extra = ["ieeg_timecourses"] if IEEG_SITES else []
+    return expand("results/tables/{table}.parquet", table=TABLES + extra)
 
 
 def pooled_outputs():
@@ -77,12 +86,14 @@ def pooled_outputs():
 
 
 def figure_outputs():
-    if not PET_SITES:
-        return []
-    return [
-        *expand("results/figures/{analysis}.png", analysis=POOLED[1:]),
-        "results/figures/pet.change_vs_improvement.scatter.png",
-    ]
+    figures = []
+    if PET_SITES:
+        figures += expand("results/figures/{analysis}.png", analysis=PET_POOLED)
+        figures.append("results/figures/pet.change_vs_improvement.scatter.png")
+    if IEEG_SITES:
+        figures += expand("results/figures/{analysis}.png", analysis=IEEG_POOLED)
+        figures.append("results/figures/ieeg.timecourses.png")
+    return figures
 
 
 def fetch_manifests():

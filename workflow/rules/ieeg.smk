@@ -1,0 +1,79 @@
+# iEEG: per-site channel, response and timecourse tables, then the pooled ketamine effects.
+rule harmonize_ieeg:
+    input:
+        raw="resources/raw/{site}",
+        code=code(
+            "ieeg.py",
+            "ieeg_read.py",
+            "ieeg_signal.py",
+            "clinical.py",
+            "io.py",
+            "ids.py",
+        ),
+    output:
+        channels="results/sites/{site}/ieeg_channels.parquet",
+        responses="results/sites/{site}/ieeg_responses.parquet",
+        timecourses="results/sites/{site}/ieeg_timecourses.parquet",
+    log:
+        "logs/harmonize/{site}.ieeg.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        site=site_config,
+        config={k: config.get(k, {}) for k in ("pseudonymization", "ieeg")},
+        key=key_fingerprint(config),
+    script:
+        "../scripts/harmonize_ieeg.py"
+
+
+rule combine_ieeg_timecourses:
+    input:
+        tables=expand("results/sites/{site}/ieeg_timecourses.parquet", site=IEEG_SITES),
+        code=code("ieeg.py"),
+    output:
+        "results/tables/ieeg_timecourses.parquet",
+    log:
+        "logs/tables/ieeg_timecourses.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/combine_ieeg_timecourses.py"
+
+
+rule pooled_ieeg:
+    input:
+        responses="results/tables/ieeg_responses.parquet",
+        code=code("pooled/__init__.py", "pooled/ieeg.py", "figures.py"),
+    output:
+        result="results/pooled/ieeg.{name}.parquet",
+        figure="results/figures/ieeg.{name}.png",
+    log:
+        "logs/pooled/ieeg.{name}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        options=config.get("ieeg", {}),
+    script:
+        "../scripts/pooled_ieeg.py"
+
+
+rule figure_ieeg_timecourses:
+    input:
+        timecourses="results/tables/ieeg_timecourses.parquet",
+        code=code("figures.py"),
+    output:
+        "results/figures/ieeg.timecourses.png",
+    log:
+        "logs/figures/ieeg.timecourses.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/figure_ieeg_timecourses.py"
