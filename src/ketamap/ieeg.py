@@ -61,7 +61,7 @@ from ketamap.clinical import read_participants
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.ids import pseudonymize
 from ketamap.ieeg_read import Recording, read_recording
-from ketamap.io import read_tsv, shown_path
+from ketamap.io import read_tsv, resolve_session, shown_path
 from ketamap.schemas import get_table
 
 __all__ = [
@@ -198,32 +198,17 @@ def harmonize_site(site: dict, root: Path, key: bytes, options: dict | None = No
     results: list[_Result] = []
     seen: dict[tuple[str, str], str] = {}
     for rec in recs:
-        where = {"site": site_id, "file": rec.shown}
-        if rec.participant_id not in pseudonyms:
-            raise SiteDataError(
-                f"participant {rec.participant_id} is not in participants.tsv",
-                field="participant_id",
-                expected="every recorded participant listed in participants.tsv",
-                **where,
-            )
-        if rec.session_id not in conditions:
-            raise SiteDataError(
-                f"session {rec.session_id} is not mapped to a condition",
-                field="session_id",
-                expected=f"one of {sorted(conditions)}",
-                hint="add the session to sites[].reader.conditions in the config",
-                **where,
-            )
-        condition = conditions[rec.session_id]
-        pair = (rec.participant_id, condition)
-        if pair in seen:
-            raise SiteDataError(
-                f"a second recording for {rec.participant_id}, condition {condition!r} (the first is {seen[pair]})",
-                expected="one recording per participant and condition",
-                **where,
-            )
-        seen[pair] = rec.shown
-        subject_id = pseudonyms[rec.participant_id]
+        subject_id, condition = resolve_session(
+            site=site_id,
+            shown=rec.shown,
+            participant_id=rec.participant_id,
+            session_id=rec.session_id,
+            pseudonyms=pseudonyms,
+            mapping=conditions,
+            mapping_key="conditions",
+            seen=seen,
+            what="recording",
+        )
         results.append(_process(rec, site_id, root, subject_id, condition, opts))
 
     return _tables(site_id, results)

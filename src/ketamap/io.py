@@ -80,3 +80,48 @@ def shown_path(path: Path, root: Path | None) -> str:
         except ValueError:
             pass
     return str(path)
+
+
+def resolve_session(
+    *,
+    site: str,
+    shown: str,
+    participant_id: str,
+    session_id: str,
+    pseudonyms: dict[str, str],
+    mapping: dict[str, str],
+    mapping_key: str,
+    seen: dict[tuple[str, str], str],
+    what: str,
+) -> tuple[str, str]:
+    """Map one recording's participant and session to (pseudonym, shared label), checking both.
+
+    ``mapping`` is the site's session-label map (``reader.visits`` or ``reader.conditions``);
+    ``seen`` collects (participant, label) pairs so a second file for the same pair is an error.
+    """
+    where = {"site": site, "file": shown}
+    if participant_id not in pseudonyms:
+        raise SiteDataError(
+            f"participant {participant_id} is not in participants.tsv",
+            field="participant_id",
+            expected=f"every participant with a {what} listed in participants.tsv",
+            **where,
+        )
+    if session_id not in mapping:
+        raise SiteDataError(
+            f"session {session_id} is not mapped to a {mapping_key.rstrip('s')}",
+            field="session_id",
+            expected=f"one of {sorted(mapping)}",
+            hint=f"add the session to sites[].reader.{mapping_key} in the config",
+            **where,
+        )
+    label = mapping[session_id]
+    pair = (participant_id, label)
+    if pair in seen:
+        raise SiteDataError(
+            f"a second {what} for {participant_id}, {mapping_key.rstrip('s')} {label!r} (the first is {seen[pair]})",
+            expected=f"one {what} per participant and {mapping_key.rstrip('s')}",
+            **where,
+        )
+    seen[pair] = shown
+    return pseudonyms[participant_id], label

@@ -39,7 +39,7 @@ from ketamap import pet_image
 from ketamap.clinical import read_participants
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.ids import pseudonymize
-from ketamap.io import read_tsv, shown_path
+from ketamap.io import read_tsv, resolve_session, shown_path
 from ketamap.pet_image import LabelGrid, regional_means
 from ketamap.pet_sidecar import read_sidecar
 from ketamap.pet_timing import FRAME_TIME_UNITS, decay_correction, window_frames
@@ -247,31 +247,18 @@ def harmonize_site(
     regional_parts: list[pd.DataFrame] = []
 
     for scan in scans:
+        subject_id, visit = resolve_session(
+            site=site_id,
+            shown=scan.shown,
+            participant_id=scan.participant_id,
+            session_id=scan.session_id,
+            pseudonyms=pseudonyms,
+            mapping=visits,
+            mapping_key="visits",
+            seen=seen,
+            what="PET image",
+        )
         where = {"site": site_id, "file": scan.shown}
-        if scan.participant_id not in pseudonyms:
-            raise SiteDataError(
-                f"participant {scan.participant_id} is not in participants.tsv",
-                field="participant_id",
-                expected="every scanned participant listed in participants.tsv",
-                **where,
-            )
-        if scan.session_id not in visits:
-            raise SiteDataError(
-                f"session {scan.session_id} is not mapped to a visit",
-                field="session_id",
-                expected=f"one of {sorted(visits)}",
-                hint="add the session to sites[].reader.visits in the config",
-                **where,
-            )
-        visit = visits[scan.session_id]
-        pair = (scan.participant_id, visit)
-        if pair in seen:
-            raise SiteDataError(
-                f"a second PET image for {scan.participant_id}, visit {visit!r} (the first is {seen[pair]})",
-                expected="one PET image per participant and visit",
-                **where,
-            )
-        seen[pair] = scan.shown
 
         sidecar = read_sidecar(scan.sidecar, site=site_id, root=root)
         with pet_image.open_pet_image(
@@ -326,7 +313,6 @@ def harmonize_site(
                 **where,
             )
 
-        subject_id = pseudonyms[scan.participant_id]
         common = {
             "subject_id": subject_id,
             "site": site_id,
