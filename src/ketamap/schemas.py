@@ -14,6 +14,8 @@ dependency tree.
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import json
 import os
@@ -142,11 +144,25 @@ def load_tables(directory: Path | None = None) -> dict[str, Table]:
                 field=f"tables.{name}.fields",
                 expected="every field declared in schemas/columns.yaml",
             )
+        # A table may allow missing values in a column that is required elsewhere (the strata of
+        # pooled results: a row about no species has no species).
+        optional = set(spec.get("nullable", []))
+        unknown = sorted(optional - set(spec["fields"]))
+        if unknown:
+            raise SchemaError(
+                f"table {name!r} makes columns {unknown} nullable but does not list them",
+                file=path,
+                field=f"tables.{name}.nullable",
+                expected="a subset of the table's fields",
+            )
         tables[name] = Table(
             name=name,
             version=int(spec["version"]),
             description=" ".join(str(spec["description"]).split()),
-            columns=tuple(columns[f] for f in spec["fields"]),
+            columns=tuple(
+                dataclasses.replace(columns[f], nullable=True) if f in optional else columns[f]
+                for f in spec["fields"]
+            ),
             primary_key=tuple(spec["primary_key"]),
         )
     return tables
