@@ -349,6 +349,14 @@ def test_tables_match_schemas(edf_tables) -> None:
     to_arrow(tables.channels, "ieeg_channels")
     to_arrow(tables.responses, "ieeg_responses")
     to_arrow(tables.timecourses, "ieeg_timecourses")
+    to_arrow(tables.synchrony, "ieeg_synchrony")
+    # one synchrony row per recording, over the baseline slow-phase channels of its subject
+    assert len(tables.synchrony) == tables.responses.groupby(["subject_id", "condition"]).ngroups
+    slow = tables.responses.query("condition == 'baseline' and responsive_slow")
+    expected = slow.groupby("subject_id").size()
+    got = tables.synchrony.set_index(["subject_id", "condition"])["n_channels"]
+    for (sid, _condition), n in got.items():
+        assert n == expected.get(sid, 0)
     assert set(tables.responses["condition"]) == {"baseline", "ketamine"}
     assert tables.responses["n_epochs"].eq(N_PUFFS).all()
     assert tables.responses["subject_id"].str.fullmatch(r"KM[0-9A-F]{12}").all()

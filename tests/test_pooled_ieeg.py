@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ketamap.pooled.ieeg import analyze_fast_phase_latency, analyze_slow_phase_duration
+from ketamap.errors import KetamapError
+from ketamap.ieeg import synchrony
+from ketamap.pooled.ieeg import (
+    analyze_fast_phase_latency,
+    analyze_slow_phase_duration,
+    analyze_synchrony,
+)
 
 
 def simulate(
@@ -81,3 +87,58 @@ def test_channels_that_lose_the_slow_phase_count_as_zero() -> None:
     overall = analyze_slow_phase_duration(df)
     overall = overall[overall["region_group"].isna()].iloc[0]
     assert overall["estimate"] == pytest.approx(-0.7, abs=0.05)
+
+
+def simulate_trials(
+    rng: np.random.Generator, shared_sd: float, *, n_channels: int = 12, n_trials: int = 40
+) -> np.ndarray:
+    """Single-trial slow amplitudes of channels driven by a shared and a private log gain + noise."""
+    shared = rng.normal(0, shared_sd, n_trials)
+    private = rng.normal(0, 0.3, (n_channels, n_trials))
+    return 3.0 * np.exp(shared[None, :] + private) + rng.normal(0, 0.3, (n_channels, n_trials))
+
+
+def test_synchrony_excludes_pairs_sharing_a_contact_and_recovers_correlation() -> None:
+    rng = np.random.default_rng(5)
+    # Channels 0 and 1 share contact A2; their amplitudes are made identical, which must not count.
+    amp = rng.normal(size=(3, 200))
+    amp[1] = amp[0]
+    r, n_pairs = synchrony(amp, ["A1-A2", "A2-A3", "B1-B2"])
+    assert n_pairs == 2 and abs(r) < 0.2
+    r_all, n_all = synchrony(amp, ["A1-A2", "C2-C3", "B1-B2"])
+    assert n_all == 3 and r_all > 0.25  # the identical pair now counts
+    # Known correlation: two channels share a common factor with loading 0.6 -> r = 0.36.
+    common = rng.normal(size=20000)
+    x = np.vstack([0.6 * common + 0.8 * rng.normal(size=20000) for _ in range(2)])
+    assert synchrony(x, ["A1-A2", "B1-B2"])[0] == pytest.approx(0.36, abs=0.03)
+    assert np.isnan(synchrony(x[:1], ["A1-A2"])[0])
+
+
+def sync_table(seed: int, shared_ketamine: float, n_subjects: int = 8) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    names = [f"S{i}-S{i + 1}" for i in range(0, 24, 2)]  # no shared contacts
+    rows = []
+    for s in range(n_subjects):
+        for condition, sd in (("baseline", 0.5), ("ketamine", shared_ketamine)):
+            r, n_pairs = synchrony(simulate_trials(rng, sd), names)
+            rows.append(
+                dict(subject_id=f"KM{s:012X}", condition=condition, synchrony_r=r, n_pairs=n_pairs)
+            )
+    return pd.DataFrame(rows)
+
+
+def test_synchrony_drop_recovered_and_null_clean() -> None:
+    drop = analyze_synchrony(sync_table(11, 0.2)).iloc[0]
+    assert drop["estimate"] < 0 and drop["ci_high"] < 0 and drop["q_value"] < 0.05
+    assert drop["unit"] == "r" and drop["n"] == 8 and drop["df"] == 7
+    false_positives = sum(
+        analyze_synchrony(sync_table(100 + k, 0.5)).iloc[0]["p_value"] < 0.05 for k in range(40)
+    )
+    assert false_positives <= 6  # 5 % of 40 is 2; binomial 97.5th percentile ~ 5
+
+
+def test_synchrony_needs_two_subjects_in_both_conditions() -> None:
+    table = sync_table(3, 0.2, n_subjects=2)
+    table.loc[table["subject_id"] == table["subject_id"].iloc[0], "synchrony_r"] = np.nan
+    with pytest.raises(KetamapError, match="fewer than 2 subjects"):
+        analyze_synchrony(table)

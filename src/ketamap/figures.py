@@ -18,10 +18,18 @@ def forest_plot(
     result: pd.DataFrame, path: str | Path, *, title: str | None = None, null: float = 0.0
 ) -> None:
     """One row per region (or term): estimate and 95 % CI; rows with q < 0.05 drawn in colour."""
+    fig, ax = plt.subplots(figsize=(6, 0.32 * len(result) + 1.4))
+    _forest(fig, ax, result, title=title, null=null)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _forest(
+    fig: plt.Figure, ax: plt.Axes, result: pd.DataFrame, *, title: str | None, null: float
+) -> None:
     df = result.copy()
     df["label"] = df["region"].fillna(df["term"]).astype(str)
     df = df.sort_values("estimate", na_position="last").reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(6, 0.32 * len(df) + 1.4))
     y = np.arange(len(df))
     significant = (df["q_value"] < 0.05).to_numpy()
     est = df["estimate"].to_numpy(dtype=float)
@@ -47,6 +55,37 @@ def forest_plot(
         len(notes) == 1 and notes[0]
     ):  # a note shared by every row, such as the design check's verdict
         fig.text(0.01, 0.005, str(notes[0])[:160], fontsize=6, color="0.3")
+
+
+def paired_forest_plot(
+    result: pd.DataFrame,
+    per_subject: pd.DataFrame,
+    ylabel: str,
+    path: str | Path,
+    *,
+    order: tuple[str, ...] = ("baseline", "saline", "ketamine"),
+) -> None:
+    """Per-subject values of each condition joined by a line (left) beside the forest plot (right).
+
+    ``per_subject`` has columns subject_id, condition and value; conditions are drawn in ``order``.
+    """
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(9, max(3.2, 0.32 * len(result) + 1.6)), width_ratios=[1, 1.4]
+    )
+    conds = [c for c in order if c in set(per_subject["condition"])]
+    wide = per_subject.pivot_table(
+        index="subject_id", columns="condition", values="value", aggfunc="first"
+    ).reindex(columns=conds)
+    x = np.arange(len(conds))
+    for _, row in wide.iterrows():  # one line per subject (a few dozen at most)
+        left.plot(x, row.to_numpy(dtype=float), "-o", color="0.5", ms=3, lw=0.8)
+    left.plot(x, wide.mean().to_numpy(dtype=float), "-o", color="tab:red", lw=2, label="mean")
+    left.set_xticks(x, conds)
+    left.set_xlim(-0.4, len(conds) - 0.6)
+    left.set_ylabel(ylabel)
+    left.set_title(f"per subject (n = {len(wide)})", fontsize=10)
+    left.legend(fontsize=8, frameon=False)
+    _forest(fig, right, result, title=None, null=0.0)
     fig.tight_layout()
     _save(fig, path)
 

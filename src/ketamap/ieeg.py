@@ -72,6 +72,7 @@ __all__ = [
     "harmonize_site",
     "hfb_envelope",
     "parse_contact",
+    "synchrony",
 ]
 
 hfb_envelope = ieeg_signal.hfb_envelope
@@ -87,6 +88,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "min_duration_s": 0.05,
     "fast_window_s": [0.05, 0.4],
     "equivalence_margin_s": 0.03,
+    "synchrony_window_s": [0.4, 0.7],
 }
 EMOTION_REGIONS = {"amygdala", "insula", "acc", "ofc", "hippocampus"}
 IEEG_TYPES = {"seeg": "seeg", "ecog": "ecog"}
@@ -103,6 +105,7 @@ class IeegTables:
     channels: pd.DataFrame
     responses: pd.DataFrame
     timecourses: pd.DataFrame
+    synchrony: pd.DataFrame = field(default_factory=pd.DataFrame)
     qc: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
@@ -175,6 +178,7 @@ class _Result:
     method: str
     qc: dict[str, Any]
     times: np.ndarray
+    trial_amp: dict[str, np.ndarray]  # good channels: mean z in the synchrony window per epoch
 
 
 def harmonize_site(site: dict, root: Path, key: bytes, options: dict | None = None) -> IeegTables:
@@ -238,6 +242,17 @@ def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
     out["epoch_s"] = pair("epoch_s")
     out["baseline_s"] = pair("baseline_s")
     out["fast_window_s"] = pair("fast_window_s")
+    out["synchrony_window_s"] = pair("synchrony_window_s")
+    if not (
+        out["epoch_s"][0] <= out["synchrony_window_s"][0]
+        and out["synchrony_window_s"][1] <= out["epoch_s"][1]
+    ):
+        raise ConfigError(
+            "the synchrony window is not inside the epoch",
+            field="ieeg.synchrony_window_s",
+            expected=f"inside epoch_s {out['epoch_s']}",
+            **where,
+        )
     if not (
         out["epoch_s"][0] <= out["baseline_s"][0] and out["baseline_s"][1] <= out["epoch_s"][1]
     ):
@@ -524,7 +539,7 @@ def _process(
     env = ieeg_signal.hfb_envelope(reref, sfreq, opts["band_hz"], float(opts["sub_band_width_hz"]))
     del reref
     onsets = _puff_onsets(rec, site_id, root, stem)
-    z_avg, n_epochs, times = _epoch_z(env, onsets, opts, where)
+    z_avg, n_epochs, times, trial_amp = _epoch_z(env, onsets, opts, where)
     measures = _measures(z_avg, times, opts)
     measures.insert(0, "channel", good_names)
     method = _method_text(opts, line_hz, warnings)
@@ -561,6 +576,7 @@ def _process(
         method=method,
         qc=qc,
         times=times,
+        trial_amp=dict(zip(good_names, trial_amp, strict=True)),
     )
 
 
@@ -605,7 +621,9 @@ def _puff_onsets(rec: _Rec, site_id: str, root: Path, stem: str) -> np.ndarray:
 
 def _epoch_z(
     env: np.ndarray, onsets: np.ndarray, opts: dict[str, Any], where: dict[str, Any]
-) -> tuple[np.ndarray, int, np.ndarray]:
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """Baseline-z epoch average per channel, the epoch count, the time base and, per channel and
+    epoch, the mean z in the synchrony window (the single-trial slow-phase amplitude)."""
     e0, e1 = opts["epoch_s"]
     i0, i1 = round(e0 * FS), round(e1 * FS)
     offsets = np.arange(i0, i1 + 1)
@@ -627,7 +645,10 @@ def _epoch_z(
     sd = base.std(axis=1, ddof=1)
     sd[sd == 0] = np.nan
     z_avg = (epochs.mean(axis=1) - mu[:, None]) / sd[:, None]
-    return z_avg, int(ok.sum()), times
+    s0, s1 = opts["synchrony_window_s"]
+    smask = (times >= s0 - 1e-9) & (times <= s1 + 1e-9)
+    trial_amp = (epochs[:, :, smask].mean(axis=2) - mu[:, None]) / sd[:, None]
+    return z_avg, int(ok.sum()), times, trial_amp
 
 
 def _runs_start(mask: np.ndarray, k: int) -> int | None:
@@ -685,7 +706,8 @@ def _method_text(opts: dict[str, Any], line_hz: float, warnings: list[str]) -> s
         f"Hilbert amplitude, sub-band mean-normalised) at 100 Hz; notch {line_hz:g} Hz + harmonics; "
         f"{opts['reference']} reference; z vs baseline {list(opts['baseline_s'])} s; "
         f"fast peak in {list(opts['fast_window_s'])} s > {opts['threshold_z']:g} z; "
-        f"slow phase > {opts['threshold_z']:g} z for >= {float(opts['min_duration_s']):g} s from {SLOW_SEARCH_S:g} s"
+        f"slow phase > {opts['threshold_z']:g} z for >= {float(opts['min_duration_s']):g} s from {SLOW_SEARCH_S:g} s; "
+        f"synchrony window {list(opts['synchrony_window_s'])} s"
     )
     if warnings:
         text += "; WARNING: " + "; ".join(warnings)
@@ -776,8 +798,71 @@ def _tables(site_id: str, results: list[_Result]) -> IeegTables:
         channels=channels,
         responses=responses.reset_index(drop=True),
         timecourses=timecourses,
+        synchrony=_synchrony_table(site_id, results, responses),
         qc=qc,
     )
+
+
+def synchrony(amp: np.ndarray, channels: list[str]) -> tuple[float, int]:
+    """Cross-channel synchrony of single-trial amplitudes: the mean Fisher z of the Pearson
+    correlations across trials of every channel pair that shares no contact, back-transformed to r.
+
+    Bipolar channels sharing a contact (``LA1-LA2`` and ``LA2-LA3``) are left out: their common
+    contact correlates them whatever the brain does. Returns ``(r, n_pairs)``; r is NaN when no
+    pair is left or an amplitude does not vary.
+    """
+    n = len(channels)
+    if n < 2 or amp.shape[1] < 3:
+        return float("nan"), 0
+    contacts = [set(c.split("-")) for c in channels]
+    names = sorted(set().union(*contacts))
+    index = {c: i for i, c in enumerate(names)}
+    member = np.zeros((n, len(names)))
+    for i, cs in enumerate(contacts):  # a handful of names per channel
+        member[i, [index[c] for c in cs]] = 1.0
+    shares = (member @ member.T) > 0
+    upper = np.triu(np.ones((n, n), dtype=bool), k=1) & ~shares
+    if not upper.any():
+        return float("nan"), 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.corrcoef(amp)[upper]
+    if not np.isfinite(r).all():
+        return float("nan"), int(upper.sum())
+    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+    return float(np.tanh(z.mean())), int(upper.sum())
+
+
+def _synchrony_table(site_id: str, results: list[_Result], responses: pd.DataFrame) -> pd.DataFrame:
+    """Per subject and condition, the synchrony of the slow-phase amplitudes across the subject's
+    channels with a slow phase at baseline (one channel set for both conditions)."""
+    fields = get_table("ieeg_synchrony").field_names
+    slow = responses[(responses["condition"] == "baseline") & responses["responsive_slow"]]
+    slow_by_subject = slow.groupby("subject_id")["channel"].agg(list).to_dict()
+    rows = []
+    for r in results:
+        chans = [c for c in slow_by_subject.get(r.pid, []) if c in r.trial_amp]
+        amp = np.vstack([r.trial_amp[c] for c in chans]) if chans else np.empty((0, r.n_epochs))
+        value, n_pairs = synchrony(amp, chans)
+        rows.append(
+            {
+                "subject_id": r.pid,
+                "site": site_id,
+                "condition": r.condition,
+                "synchrony_r": value,
+                "n_channels": np.int32(len(chans)),
+                "n_pairs": np.int32(n_pairs),
+                "n_epochs": np.int32(r.n_epochs),
+                "method": r.method
+                + "; synchrony: mean Fisher z of the across-trial Pearson r of the single-trial "
+                "mean z in the synchrony window, over pairs of baseline slow-phase channels "
+                "sharing no contact",
+            }
+        )
+    out = pd.DataFrame(rows, columns=fields)
+    for c in ("n_channels", "n_pairs", "n_epochs"):
+        out[c] = out[c].astype("int32")
+    out["synchrony_r"] = out["synchrony_r"].astype(float)
+    return out
 
 
 def _group(region: Any) -> str | None:

@@ -15,7 +15,6 @@ dependency tree.
 from __future__ import annotations
 
 import dataclasses
-
 import functools
 import json
 import os

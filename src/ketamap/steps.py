@@ -278,6 +278,7 @@ def harmonize_ieeg(
     channels_out: str | Path,
     responses_out: str | Path,
     timecourses_out: str | Path,
+    synchrony_out: str | Path,
     config: dict[str, Any],
 ) -> None:
     """Harmonize one site's iEEG puff recordings into its per-site iEEG tables."""
@@ -287,6 +288,7 @@ def harmonize_ieeg(
     schemas.write_table(tables.channels, "ieeg_channels", channels_out)
     schemas.write_table(tables.responses, "ieeg_responses", responses_out)
     schemas.write_table(tables.timecourses, "ieeg_timecourses", timecourses_out)
+    schemas.write_table(tables.synchrony, "ieeg_synchrony", synchrony_out)
     good = int((tables.channels["channel_status"] == "good").sum())
     log.info(
         "site %s: %d channels (%d good), %d responses",
@@ -311,25 +313,43 @@ def combine_ieeg_timecourses(inputs: list[str], output: str | Path) -> None:
 def pooled_ieeg(
     analysis: str,
     responses: str | Path,
+    synchrony: str | Path,
     output: str | Path,
     figure: str | Path,
     options: dict[str, Any],
 ) -> None:
-    """One pooled iEEG analysis (ieeg.<name>) in the shared result shape, and its forest plot."""
+    """One pooled iEEG analysis (ieeg.<name>) in the shared result shape, and its figure: the
+    forest plot, and the per-subject values of the two conditions beside it."""
     from ketamap import figures
     from ketamap.pooled import ieeg as pooled
 
     table = schemas.read_table(responses, "ieeg_responses")
     if analysis == "ieeg.slow_phase_duration":
         result = pooled.analyze_slow_phase_duration(table)
+        per_subject = pooled.subject_slow_durations(table)
+        what = "mean slow-phase duration (s)\nof baseline slow channels"
     elif analysis == "ieeg.fast_phase_latency":
         result = pooled.analyze_fast_phase_latency(
             table, margin_s=float(options.get("equivalence_margin_s", 0.03))
         )
+        per_subject = pooled.subject_fast_latencies(table)
+        what = "mean fast-peak latency (s)"
+    elif analysis == "ieeg.synchrony":
+        sync = schemas.read_table(synchrony, "ieeg_synchrony")
+        result = pooled.analyze_synchrony(sync)
+        per_subject = sync.rename(columns={"synchrony_r": "value"})[
+            ["subject_id", "condition", "value"]
+        ]
+        what = "cross-channel synchrony (r)\nof slow-phase amplitudes"
     else:
         raise ValueError(f"unknown iEEG analysis {analysis!r}")
     schemas.write_table(result, RESULT_TABLE, output)
-    figures.forest_plot(result.assign(region=result["region_group"].fillna("all channels")), figure)
+    figures.paired_forest_plot(
+        result.assign(region=result["region_group"].fillna("all channels")),
+        per_subject,
+        what,
+        figure,
+    )
     log.info(
         "%s: %d rows, %d with q < 0.05",
         analysis,

@@ -17,7 +17,11 @@ TABLE_SITES = {"subjects": SITES, "clinical_scores": SITES}
 if PET_SITES:
     TABLE_SITES |= {"pet_regional": PET_SITES, "pet_sessions": PET_SITES}
 if IEEG_SITES:
-    TABLE_SITES |= {"ieeg_channels": IEEG_SITES, "ieeg_responses": IEEG_SITES}
+    TABLE_SITES |= {
+        "ieeg_channels": IEEG_SITES,
+        "ieeg_responses": IEEG_SITES,
+        "ieeg_synchrony": IEEG_SITES,
+    }
 TABLES = list(TABLE_SITES)
 POOLED = ["clinical.madrs_change"] if SCORE_SITES else []
 PET_POOLED = [
@@ -26,7 +30,7 @@ PET_POOLED = [
     "pet.change_vs_improvement",
     "pet.response_prediction",
 ]
-IEEG_POOLED = ["ieeg.slow_phase_duration", "ieeg.fast_phase_latency"]
+IEEG_POOLED = ["ieeg.slow_phase_duration", "ieeg.fast_phase_latency", "ieeg.synchrony"]
 if PET_SITES:
     POOLED += PET_POOLED
 if IEEG_SITES:

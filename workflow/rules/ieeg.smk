@@ -14,6 +14,7 @@ rule harmonize_ieeg:
         channels="results/sites/{site}/ieeg_channels.parquet",
         responses="results/sites/{site}/ieeg_responses.parquet",
         timecourses="results/sites/{site}/ieeg_timecourses.parquet",
+        synchrony="results/sites/{site}/ieeg_synchrony.parquet",
     log:
         "logs/harmonize/{site}.ieeg.log",
     threads: 1
@@ -47,6 +48,7 @@ rule combine_ieeg_timecourses:
 rule pooled_ieeg:
     input:
         responses="results/tables/ieeg_responses.parquet",
+        synchrony="results/tables/ieeg_synchrony.parquet",
         code=code("pooled/__init__.py", "pooled/ieeg.py", "figures.py"),
     output:
         result="results/pooled/ieeg.{name}.parquet",

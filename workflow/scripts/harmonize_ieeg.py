@@ -9,5 +9,6 @@ run_step(
     channels_out=snakemake.output.channels,  # noqa: F821
     responses_out=snakemake.output.responses,  # noqa: F821
     timecourses_out=snakemake.output.timecourses,  # noqa: F821
+    synchrony_out=snakemake.output.synchrony,  # noqa: F821
     config=snakemake.params.config,  # noqa: F821
 )
