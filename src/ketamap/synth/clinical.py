@@ -183,6 +183,14 @@ def validate(scenario: dict[str, Any], source: str | None) -> None:
                     expected="min below max, covering at least 0.1 % of the distribution",
                 )
         labels = site["session_labels"]
+        if "baseline" not in labels:
+            raise ConfigError(
+                "a human site needs a baseline session label",
+                site=site["id"],
+                file=source,
+                field=f"{where}.session_labels.baseline",
+                expected="a label like ses-pre",
+            )
         if "epilepsy" in groups and labels.get("ketamine") in (None, labels["baseline"]):
             raise ConfigError(
                 "epilepsy patients need a ketamine session label distinct from baseline",

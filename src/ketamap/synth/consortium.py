@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ketamap.errors import ConfigError
-from ketamap.synth import clinical, ieeg, pet
+from ketamap.synth import behaviour, clinical, ieeg, pet
 from ketamap.synth._io import write_json
 from ketamap.synth._modality import Modality
 from ketamap.synth.scenario import load_scenario
 
-MODULES: tuple[Modality, ...] = (clinical, pet, ieeg)
+MODULES: tuple[Modality, ...] = (clinical, pet, ieeg, behaviour)
 GROUND_TRUTH = "ground_truth.json"
 
 
