@@ -18,6 +18,7 @@ include: "workflow/rules/clinical.smk"
 include: "workflow/rules/pooled.smk"
 include: "workflow/rules/pet.smk"
 include: "workflow/rules/ieeg.smk"
+include: "workflow/rules/behaviour.smk"
 include: "workflow/rules/manifest.smk"
 
 

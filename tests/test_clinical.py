@@ -211,3 +211,24 @@ def test_missing_final_newline_and_empty_file(site_dir) -> None:
     (site_dir / "participants.tsv").write_text("")
     with pytest.raises(SiteDataError, match=r"file 'participants.tsv': file is empty"):
         harmonize_site(site_entry(), site_dir, DEMO_KEY)
+
+
+def test_mouse_participants_age_in_weeks_and_naive_group(tmp_path) -> None:
+
+    (tmp_path / "participants.tsv").write_text(
+        "participant_id\tspecies\tstrain\tsex\tage_weeks\tgroup\n"
+        "sub-m001\tMus musculus\tC57BL/6J\tM\t12\tnaive\n"
+        "sub-m002\tMus musculus\tC57BL/6J\tF\tn/a\twildtype\n"
+    )
+    site = {"id": "lab_a", "trial": "mouse-puff", "species": "mouse", "modality": "behaviour"}
+    tables = harmonize_site(site, tmp_path, b"k")
+    subjects = tables.subjects.set_index("sex")
+    assert list(tables.subjects["group"]) == ["naive", "naive"]
+    assert subjects.loc["male", "age_years"] == pytest.approx(12 * 7 / 365.25)
+    assert np.isnan(subjects.loc["female", "age_years"])
+    assert tables.clinical_scores.empty
+    (tmp_path / "participants.tsv").write_text(
+        "participant_id\tsex\tage_weeks\tgroup\nsub-m001\tM\ttwelve\tnaive\n"
+    )
+    with pytest.raises(SiteDataError, match="age_weeks"):
+        harmonize_site(site, tmp_path, b"k")

@@ -142,3 +142,17 @@ def test_synchrony_needs_two_subjects_in_both_conditions() -> None:
     table.loc[table["subject_id"] == table["subject_id"].iloc[0], "synchrony_r"] = np.nan
     with pytest.raises(KetamapError, match="fewer than 2 subjects"):
         analyze_synchrony(table)
+
+
+def test_slow_phase_falls_back_to_subject_level_when_mixedlm_is_singular() -> None:
+    table = simulate(9, n_subjects=6)
+    # keep one slow channel per subject: two observations per subject, a saturated design
+    slow = table[table["responsive_slow"]]
+    first = slow.groupby("subject_id")["channel"].first()
+    keep = table.set_index(["subject_id", "channel"]).index.isin(list(first.items()))
+    result = analyze_slow_phase_duration(table[keep])
+    overall = result[result["region_group"].isna()].iloc[0]
+    assert overall["estimate"] < 0 and overall["ci_low"] <= 0.7 * 0.55 - 0.7 <= overall["ci_high"]
+    assert overall["n"] == 6 and np.isfinite(overall["p_value"])
+    if "subject-level" in str(overall["note"]):
+        assert overall["df"] == 5

@@ -270,7 +270,7 @@ def test_dlc_files(out: Path) -> None:
         assert abs(rate / 40.0 - 1) < 0.01
         assert puffs["frame"].max() < len(df)
         cues = pd.read_csv(csv.parent / f"{stem}_cues.csv")
-        assert list(cues.columns) == ["cue_s", "reward_s"] and len(cues) == 16
+        assert list(cues.columns) == ["cue_s", "reward_s"] and len(cues) == 32
         licks = pd.read_csv(csv.parent / f"{stem}_licks.csv")
         assert list(licks.columns) == ["time_s"] and len(licks) > 50
 

@@ -545,3 +545,65 @@ def test_ieeg_pipeline_recovers_the_ketamine_effect_and_leaks_no_canary(tmp_path
     # threshold mid-phase and is cut short.
     assert len(err) > 20 and abs(err.median()) < 0.1, err.describe()
     assert (err.abs() < 0.1).mean() >= 0.6 and err.max() < 0.1, err.describe()  # measured 0.70
+
+
+def test_behaviour_and_cross_species_recover_the_planted_effects(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    snakemake(project, "--config", "scenario=config/scenarios/behaviour_small.yaml")
+    truth_path = project / "resources/demo/sites/ground_truth.json"
+    rec = compare(truth_path, project / "results/pooled")
+    key = ["analysis", "term", "species", "measure", "value", "estimate", "ci_low", "ci_high"]
+    beh = rec[rec["analysis"].str.match(r"(behaviour|mouse|cross_species)\.")]
+    assert beh["found"].all(), beh.loc[~beh["found"], key]
+    # Every planted effect and null in both species: interval covers the truth, sign right.
+    assert beh["covered"].all() and beh["sign_ok"].all(), beh[[*key, "q_value"]]
+    # The eyelid effects and the saline train effect are large for this small scenario; the
+    # train x drug interaction (0.15) needs more mice than it has (make run's default has them).
+    effects = beh[beh["value"].abs() >= 0.2]
+    assert len(effects) >= 5 and (effects["q_value"] < 0.05).all(), effects[[*key, "q_value"]]
+    assert beh["null_ok"].all(), beh[[*key, "q_value"]]
+    # The reflex blink is equivalent (TOST) in both species.
+    reflex = schemas.read_table(
+        project / "results/pooled/behaviour.reflex_blink.parquet", "pooled_result"
+    )
+    tost = reflex[reflex["term"] == "equivalence_tost"]
+    assert set(tost["species"]) == {"human", "mouse"} and (tost["p_value"] < 0.05).all(), tost
+    # Human and mouse eyelid responses have the same shape; the iEEG rows sit beside them.
+    sig = schemas.read_table(
+        project / "results/pooled/cross_species.timing_signature.parquet", "pooled_result"
+    )
+    shape = sig[sig["term"].str.startswith("shape_similarity")]
+    assert len(shape) == 2 and (shape["estimate"] > 0.5).all(), shape
+    hfb = sig[sig["measure"] == "hfb"].set_index("term")
+    assert hfb.loc["ketamine_effect_slow", "ci_high"] < 0, hfb
+    assert (
+        hfb.loc["ketamine_effect_fast", "ci_low"] <= 0 <= hfb.loc["ketamine_effect_fast", "ci_high"]
+    )
+    # Tables: both species, mice in subjects, frame rates of both labs.
+    puffs = schemas.read_table(
+        project / "results/tables/behaviour_puffs.parquet", "behaviour_puffs"
+    )
+    assert set(puffs["species"]) == {"human", "mouse"}
+    # The DLC lab's rate is the one fitted from its puff log (the video clock drifts slightly).
+    rates = puffs["frame_rate_hz"].to_numpy()
+    for nominal in (30.0, 40.0, 60.0):
+        assert (abs(rates / nominal - 1) < 0.01).any(), nominal
+    subjects = schemas.read_table(project / "results/tables/subjects.parquet", "subjects")
+    mice = subjects[subjects["species"] == "mouse"]
+    assert len(mice) and set(mice["group"]) == {"naive"}
+    assert set(puffs.loc[puffs["species"] == "mouse", "subject_id"]) <= set(mice["subject_id"])
+    for figure in (
+        "behaviour.eyelid.png",
+        "behaviour.reward.png",
+        "behaviour.cross_species.png",
+        "mouse.reward_seeking_after_train.png",
+    ):
+        assert (project / "results/figures" / figure).read_bytes()[:4] == b"\x89PNG"
+    # Privacy: the NWB subject names and EDF patient names reach no output or log.
+    canaries = json.loads(truth_path.read_text())["canaries"]
+    assert any("Doolittle" in c for c in canaries)
+    for path in [*(project / "results").rglob("*"), *(project / "logs").rglob("*")]:
+        if path.is_file():
+            blob = path.read_bytes()
+            for canary in canaries:
+                assert canary.encode() not in blob, path

@@ -79,7 +79,29 @@ def read_participants(site: dict, root: Path) -> pd.DataFrame:
     """Read and check ``participants.tsv``: ids unique, every value mapped to the shared vocabulary."""
     site_id = site["id"]
     path = root / "participants.tsv"
-    df = read_tsv(path, site=site_id, root=root, required=PARTICIPANT_COLUMNS)
+    mouse = site.get("species") == "mouse"
+    # Animal facilities state age in weeks (age_weeks) rather than BIDS' age in years.
+    required = [c for c in PARTICIPANT_COLUMNS if not (mouse and c == "age")]
+    df = read_tsv(path, site=site_id, root=root, required=required)
+    if mouse and "age" not in df.columns:
+        if "age_weeks" not in df.columns:
+            raise SiteDataError(
+                "participants.tsv has neither age nor age_weeks",
+                site=site_id,
+                file="participants.tsv",
+                field="age_weeks",
+                expected="the animals' age in weeks (age_weeks) or years (age)",
+            )
+        weeks = pd.to_numeric(df["age_weeks"], errors="coerce")
+        if (weeks.isna() & df["age_weeks"].notna()).any():
+            raise SiteDataError(
+                f"ages {df.loc[weeks.isna() & df['age_weeks'].notna(), 'age_weeks'].tolist()[:5]} cannot be read",
+                site=site_id,
+                file="participants.tsv",
+                field="age_weeks",
+                expected="a number of weeks or n/a",
+            )
+        df["age"] = (weeks * 7 / 365.25).map(lambda v: None if pd.isna(v) else repr(float(v)))
     where = {"site": site_id, "file": "participants.tsv"}
     ids = df["participant_id"]
     if ids.isna().any():

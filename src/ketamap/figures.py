@@ -156,3 +156,174 @@ def timecourse_plot(timecourses: pd.DataFrame, path: str | Path) -> None:
     axes[0][0].legend(fontsize=8, frameon=False)
     fig.tight_layout()
     _save(fig, path)
+
+
+_DRUG_COLOURS = {"baseline": "0.3", "saline": "0.3", "ketamine": "tab:red"}
+
+
+def _subject_mean_curves(tc: pd.DataFrame) -> pd.DataFrame:
+    """Mean and SEM over subjects of the per-subject closure curves, per species and condition."""
+    g = tc.groupby(["species", "condition", "time_s"], sort=True)["closure"]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["sem"] = out["std"] / np.sqrt(out["count"].clip(lower=1))
+    return out
+
+
+def eyelid_plot(timecourses: pd.DataFrame, path: str | Path) -> None:
+    """Puff-locked eyelid closure by species (panels) and drug (lines), mean +/- SEM over subjects."""
+    curves = _subject_mean_curves(timecourses)
+    species = sorted(curves["species"].unique())
+    fig, axes = plt.subplots(
+        1, max(1, len(species)), figsize=(4.4 * max(1, len(species)), 3.2), squeeze=False
+    )
+    for ax, sp in zip(axes[0], species, strict=False):
+        for condition, part in curves[curves["species"] == sp].groupby("condition", sort=True):
+            colour = _DRUG_COLOURS.get(str(condition), "tab:blue")
+            ax.plot(part["time_s"], part["mean"], color=colour, lw=1.3, label=str(condition))
+            ax.fill_between(
+                part["time_s"],
+                part["mean"] - part["sem"],
+                part["mean"] + part["sem"],
+                color=colour,
+                alpha=0.2,
+                lw=0,
+            )
+        ax.axvline(0, color="0.7", lw=0.8, ls="--")
+        n = timecourses.loc[timecourses["species"] == sp, "subject_id"].nunique()
+        ax.set_title(f"{sp} (n = {n})", fontsize=10)
+        ax.set_xlabel("time from puff (s)")
+        ax.legend(fontsize=8, frameon=False)
+    axes[0][0].set_ylabel("eyelid closure (0 open, 1 shut)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def reward_plot(cues: pd.DataFrame, path: str | Path, *, bin_s: float = 60.0) -> None:
+    """Anticipatory licking around the eight-puff train: fraction of cues with an anticipatory
+    lick in time bins relative to the train, per drug (mean +/- SEM over mice)."""
+    df = cues.copy()
+    df["bin"] = np.floor(df["time_from_train_s"] / bin_s) * bin_s + bin_s / 2
+    df["anticipatory"] = df["anticipatory"].astype(float)
+    per_mouse = (
+        df.groupby(["condition", "subject_id", "bin"], sort=True)["anticipatory"]
+        .mean()
+        .reset_index()
+    )
+    g = per_mouse.groupby(["condition", "bin"], sort=True)["anticipatory"].agg(
+        ["mean", "std", "count"]
+    )
+    g = g.reset_index()
+    fig, ax = plt.subplots(figsize=(5.6, 3.2))
+    for condition, part in g.groupby("condition", sort=True):
+        colour = _DRUG_COLOURS.get(str(condition), "tab:blue")
+        sem = (part["std"] / np.sqrt(part["count"].clip(lower=1))).to_numpy(
+            dtype=float, na_value=np.nan
+        )
+        ax.errorbar(
+            part["bin"].to_numpy(dtype=float) / 60,
+            part["mean"].to_numpy(dtype=float, na_value=np.nan),
+            yerr=np.nan_to_num(sem),
+            color=colour,
+            marker="o",
+            ms=3,
+            lw=1.2,
+            capsize=2,
+            label=str(condition),
+        )
+    ax.axvline(0, color="0.7", lw=0.8, ls="--")
+    ax.set_xlabel("time from the first puff of the train (min)")
+    ax.set_ylabel("cues with an anticipatory lick")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(
+        f"reward seeking around the train (n = {df['subject_id'].nunique()} mice)", fontsize=10
+    )
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def cross_species_panel(
+    eyelid: pd.DataFrame,
+    hfb: pd.DataFrame | None,
+    signature: pd.DataFrame,
+    path: str | Path,
+) -> None:
+    """The cross-species panel: on one time base the human emotion-region HFB response, the human
+    and the mouse eyelid closure (each scaled to its control peak), by drug; and the ketamine
+    effects on the fast and the slow component side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), width_ratios=[1.5, 1])
+    ax = axes[0]
+    styles = {"human": "-", "mouse": ":"}
+    curves = _subject_mean_curves(eyelid)
+    for (sp, condition), part in curves.groupby(["species", "condition"], sort=True):
+        control = curves[(curves["species"] == sp) & (curves["condition"] != "ketamine")]
+        scale = float(np.nanmax(control["mean"])) if len(control) else 1.0
+        ax.plot(
+            part["time_s"],
+            part["mean"] / (scale or 1.0),
+            styles.get(str(sp), "-"),
+            color=_DRUG_COLOURS.get(str(condition), "tab:blue"),
+            lw=1.3,
+            label=f"{sp} eyelid, {condition}",
+        )
+    if hfb is not None and len(hfb):
+        emo = hfb[hfb["region_group"] == "emotion"].copy()
+        n = emo["n_channels"].astype(float)
+        emo["_s"] = n * emo["mean_z"].astype(float)
+        emo["_n"] = n
+        g = emo.groupby(["condition", "time_s"], sort=True)[["_s", "_n"]].sum().reset_index()
+        g["z"] = g["_s"] / g["_n"]
+        base_peak = float(np.nanmax(g.loc[g["condition"] == "baseline", "z"])) if len(g) else 1.0
+        for condition, part in g.groupby("condition", sort=True):
+            ax.plot(
+                part["time_s"],
+                part["z"] / (base_peak or 1.0),
+                "--",
+                color=_DRUG_COLOURS.get(str(condition), "tab:blue"),
+                lw=1.0,
+                alpha=0.8,
+                label=f"human HFB (emotion), {condition!s}",
+            )
+    ax.axvline(0, color="0.7", lw=0.8, ls="--")
+    ax.set_xlim(-0.5, 3.0)
+    ax.set_xlabel("time from puff (s)")
+    ax.set_ylabel("response / control peak")
+    ax.legend(fontsize=6, frameon=False, ncol=2)
+
+    ax = axes[1]
+    rows = signature[signature["term"].str.startswith("ketamine_effect")].copy()
+    rows = rows.sort_values(["measure", "species", "term"]).reset_index(drop=True)
+    y = np.arange(len(rows))
+    colours = np.where(rows["term"].str.endswith("fast"), "tab:blue", "tab:orange")
+    for i, r in rows.iterrows():
+        ax.errorbar(
+            r["estimate"],
+            i,
+            xerr=[[r["estimate"] - r["ci_low"]], [r["ci_high"] - r["estimate"]]],
+            fmt="o",
+            color=colours[int(str(i))],
+            capsize=2,
+        )
+    ax.set_yticks(
+        y,
+        [
+            f"{sp} {me} {str(te).rsplit('_', 1)[-1]} ({un})"
+            for sp, me, te, un in zip(
+                rows["species"], rows["measure"], rows["term"], rows["unit"], strict=True
+            )
+        ],
+        fontsize=7,
+    )
+    ax.axvline(0, color="0.7", lw=0.8, ls="--")
+    sim = signature[signature["term"].str.startswith("shape_similarity")]
+    text = ", ".join(
+        f"{t.replace('shape_similarity_', '')} r = {e:.2f}"
+        for t, e in zip(sim["term"], sim["estimate"], strict=True)
+    )
+    ax.set_title("ketamine effect: fast (blue) vs slow (orange)", fontsize=10)
+    ax.set_xlabel("estimate, 95 % CI (unit per row)", fontsize=8)
+    axes[0].set_title(
+        f"puff responses on one time base; human-mouse eyelid shape {text}", fontsize=8
+    )
+    fig.tight_layout()
+    _save(fig, path)

@@ -17,7 +17,7 @@ from ketamap import schemas
 from ketamap.errors import KetamapError
 from ketamap.pooled import RESULT_TABLE
 
-STRATA = ("arm", "region", "species", "region_group", "condition")
+STRATA = ("arm", "region", "species", "region_group", "measure", "condition")
 
 
 def compare(truth_path: str | Path, pooled_dir: str | Path, alpha: float = 0.05) -> pd.DataFrame:

@@ -363,3 +363,120 @@ def figure_ieeg_timecourses(timecourses: str | Path, figure: str | Path) -> None
     from ketamap import figures
 
     figures.timecourse_plot(schemas.read_table(timecourses, "ieeg_timecourses"), figure)
+
+
+def harmonize_behaviour(
+    site: dict[str, Any],
+    raw: str | Path,
+    puffs_out: str | Path,
+    timecourses_out: str | Path,
+    reward_out: str | Path,
+    cues_out: str | Path,
+    config: dict[str, Any],
+) -> None:
+    """Harmonize one site's eyelid tracking (and, for mice, licking) into its behaviour tables."""
+    from ketamap import behaviour
+
+    options = {
+        k: v
+        for k, v in config.get("behaviour", {}).items()
+        if k in behaviour.DEFAULTS  # the pooled options live in the same config section
+    }
+    tables = behaviour.harmonize_site(site, Path(raw), load_key(config), options)
+    schemas.write_table(tables.puffs, "behaviour_puffs", puffs_out)
+    schemas.write_table(tables.timecourses, "behaviour_timecourses", timecourses_out)
+    schemas.write_table(tables.reward, "reward_seeking", reward_out)
+    schemas.write_table(tables.cues, "reward_cues", cues_out)
+    log.info(
+        "site %s: %d puffs of %d subjects, median tracking quality %.3f, %d reward epochs",
+        site["id"],
+        len(tables.puffs),
+        tables.puffs["subject_id"].nunique(),
+        float(tables.puffs["tracking_quality"].median()) if len(tables.puffs) else float("nan"),
+        len(tables.reward),
+    )
+
+
+def pooled_behaviour(
+    analysis: str,
+    puffs: str | Path,
+    timecourses: str | Path,
+    reward: str | Path,
+    ieeg_responses: str | Path | None,
+    output: str | Path,
+    figure: str | Path,
+    options: dict[str, Any],
+    seed: int,
+) -> None:
+    """One pooled behaviour or cross-species analysis in the shared result shape, and its figure."""
+    from ketamap import figures
+    from ketamap.pooled import behaviour as pooled
+
+    beh = options.get("behaviour", {})
+    table = schemas.read_table(puffs, "behaviour_puffs")
+    if analysis == "behaviour.reflex_blink":
+        result = pooled.analyze_reflex_blink(
+            table, margin=float(beh.get("equivalence_margin", 0.1))
+        )
+    elif analysis == "behaviour.sustained_closure":
+        result = pooled.analyze_sustained_closure(table)
+    elif analysis == "mouse.reward_seeking_after_train":
+        result = pooled.analyze_reward_seeking(schemas.read_table(reward, "reward_seeking"))
+    elif analysis == "cross_species.timing_signature":
+        responses = schemas.read_table(ieeg_responses, "ieeg_responses") if ieeg_responses else None
+        window = beh.get("similarity_window_s", [-0.5, 2.0])
+        result = pooled.analyze_timing_signature(
+            table,
+            schemas.read_table(timecourses, "behaviour_timecourses"),
+            responses,
+            window_s=(float(window[0]), float(window[1])),
+            n_boot=int(beh.get("bootstrap", 2000)),
+            seed=seed,
+        )
+    else:
+        raise ValueError(f"unknown behaviour analysis {analysis!r}")
+    schemas.write_table(result, RESULT_TABLE, output)
+    labels = result.apply(
+        lambda r: " ".join(
+            str(v) for v in (r["term"], r["species"], r["measure"]) if isinstance(v, str)
+        ),
+        axis=1,
+    )
+    figures.forest_plot(result.assign(region=labels), figure)
+    log.info(
+        "%s: %d rows, %d with q < 0.05",
+        analysis,
+        len(result),
+        int((result["q_value"] < 0.05).sum()),
+    )
+
+
+def figure_behaviour(
+    kind: str,
+    output: str | Path,
+    *,
+    timecourses: str | Path | None = None,
+    cues: str | Path | None = None,
+    ieeg_timecourses: str | Path | None = None,
+    signature: str | Path | None = None,
+) -> None:
+    """The behaviour figures: eyelid closure by species and drug, reward seeking around the train,
+    and the cross-species panel."""
+    from ketamap import figures
+
+    if kind == "eyelid":
+        assert timecourses is not None
+        figures.eyelid_plot(schemas.read_table(timecourses, "behaviour_timecourses"), output)
+    elif kind == "reward":
+        assert cues is not None
+        figures.reward_plot(schemas.read_table(cues, "reward_cues"), output)
+    elif kind == "cross_species":
+        assert timecourses is not None and signature is not None
+        figures.cross_species_panel(
+            schemas.read_table(timecourses, "behaviour_timecourses"),
+            schemas.read_table(ieeg_timecourses, "ieeg_timecourses") if ieeg_timecourses else None,
+            schemas.read_table(signature, RESULT_TABLE),
+            output,
+        )
+    else:
+        raise ValueError(f"unknown behaviour figure {kind!r}")

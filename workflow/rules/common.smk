@@ -12,6 +12,13 @@ PET_SITES = (
     else []
 )
 IEEG_SITES = [s["id"] for s in config["sites"] if s["modality"] == "ieeg"]
+MOUSE_SITES = [s["id"] for s in config["sites"] if s["modality"] == "behaviour"]
+EYELID_SITES = [
+    s["id"]
+    for s in config["sites"]
+    if s["modality"] == "ieeg" and s.get("reader", {}).get("eyelid")
+]
+BEHAVIOUR_SITES = [s for s in SITES if s in MOUSE_SITES or s in EYELID_SITES]
 SCORE_SITES = [s["id"] for s in config["sites"] if "visits" in s.get("reader", {})]
 TABLE_SITES = {"subjects": SITES, "clinical_scores": SITES}
 if PET_SITES:
@@ -21,6 +28,16 @@ if IEEG_SITES:
         "ieeg_channels": IEEG_SITES,
         "ieeg_responses": IEEG_SITES,
         "ieeg_synchrony": IEEG_SITES,
+    }
+if BEHAVIOUR_SITES:
+    TABLE_SITES |= {
+        t: BEHAVIOUR_SITES
+        for t in (
+            "behaviour_puffs",
+            "behaviour_timecourses",
+            "reward_seeking",
+            "reward_cues",
+        )
     }
 TABLES = list(TABLE_SITES)
 POOLED = ["clinical.madrs_change"] if SCORE_SITES else []
@@ -35,6 +52,19 @@ if PET_SITES:
     POOLED += PET_POOLED
 if IEEG_SITES:
     POOLED += IEEG_POOLED
+BEHAVIOUR_POOLED = (
+    ["behaviour.reflex_blink", "behaviour.sustained_closure"] if BEHAVIOUR_SITES else []
+)
+if MOUSE_SITES:
+    BEHAVIOUR_POOLED.append("mouse.reward_seeking_after_train")
+if MOUSE_SITES and EYELID_SITES:
+    BEHAVIOUR_POOLED.append("cross_species.timing_signature")
+POOLED += BEHAVIOUR_POOLED
+BEHAVIOUR_FIGURES = (["eyelid"] if BEHAVIOUR_SITES else []) + (
+    ["reward"] if MOUSE_SITES else []
+)
+if "cross_species.timing_signature" in BEHAVIOUR_POOLED:
+    BEHAVIOUR_FIGURES.append("cross_species")
 
 
 wildcard_constraints:
@@ -97,6 +127,8 @@ def figure_outputs():
     if IEEG_SITES:
         figures += expand("results/figures/{analysis}.png", analysis=IEEG_POOLED)
         figures.append("results/figures/ieeg.timecourses.png")
+    figures += expand("results/figures/{analysis}.png", analysis=BEHAVIOUR_POOLED)
+    figures += expand("results/figures/behaviour.{kind}.png", kind=BEHAVIOUR_FIGURES)
     return figures
 
 
@@ -113,3 +145,24 @@ def all_targets():
         *figure_outputs(),
         "results/manifest.json",
     ]
+
+
+def ieeg_responses_input(wildcards):
+    """The cross-species analysis also reads the human iEEG responses, when there are any."""
+    if wildcards.analysis.startswith("cross_species.") and IEEG_SITES:
+        return ["results/tables/ieeg_responses.parquet"]
+    return []
+
+
+def behaviour_figure_inputs(wildcards):
+    if wildcards.kind == "eyelid":
+        return {"timecourses": "results/tables/behaviour_timecourses.parquet"}
+    if wildcards.kind == "reward":
+        return {"cues": "results/tables/reward_cues.parquet"}
+    inputs = {
+        "timecourses": "results/tables/behaviour_timecourses.parquet",
+        "signature": "results/pooled/cross_species.timing_signature.parquet",
+    }
+    if IEEG_SITES:
+        inputs["ieeg_timecourses"] = "results/tables/ieeg_timecourses.parquet"
+    return inputs

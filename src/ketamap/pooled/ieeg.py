@@ -53,19 +53,37 @@ def _fit_difference(
     """Ketamine minus baseline of ``value``: MixedLM, random intercept per subject.
 
     Inference uses a t reference with between-within degrees of freedom (observations - subjects -
-    1 within-subject term); statsmodels offers no Kenward-Roger correction.
+    1 within-subject term); statsmodels offers no Kenward-Roger correction. When the mixed model
+    cannot be fitted (a singular Hessian, e.g. with one channel per subject), the contrast falls
+    back to the subject-level paired t on each subject's mean difference, which is valid whatever
+    the channel correlation, and the note says so.
     """
-    fit, note = fit_mixed(
-        lambda: smf.mixedlm(f"{value} ~ ketamine", data=long, groups=long["subject_id"]).fit(
-            reml=True, method=["lbfgs", "powell"]
+    n_obs, n_subjects = len(long), int(long["subject_id"].nunique())
+    try:
+        fit, note = fit_mixed(
+            lambda: smf.mixedlm(f"{value} ~ ketamine", data=long, groups=long["subject_id"]).fit(
+                reml=True, method=["lbfgs", "powell"]
+            )
         )
-    )
-    n_obs, n_subjects = int(fit.nobs), int(long["subject_id"].nunique())
+        beta, se = float(fit.params["ketamine"]), float(fit.bse["ketamine"])
+        if np.isfinite(beta) and np.isfinite(se) and se > 0:
+            return beta, se, float(max(n_obs - n_subjects - 1, 1)), n_subjects, n_obs, note
+    except (np.linalg.LinAlgError, ValueError):
+        pass
+    per_subject = long.groupby(["subject_id", "ketamine"])[value].mean().unstack("ketamine")
+    d = (per_subject[1.0] - per_subject[0.0]).dropna().to_numpy(dtype=float)
+    if len(d) < 2:
+        raise KetamapError(
+            f"the {value} contrast cannot be estimated",
+            field=value,
+            expected="two or more subjects",
+        )
+    note = "MixedLM could not be fitted (singular); subject-level paired t on per-subject means"
     return (
-        float(fit.params["ketamine"]),
-        float(fit.bse["ketamine"]),
-        float(max(n_obs - n_subjects - 1, 1)),
-        n_subjects,
+        float(d.mean()),
+        float(d.std(ddof=1) / np.sqrt(len(d))),
+        float(len(d) - 1),
+        len(d),
         n_obs,
         note,
     )

@@ -1,0 +1,355 @@
+"""Pooled behaviour and cross-species analyses of the eye puff, in the shared result shape.
+
+Every drug contrast is within subject: humans are recorded at baseline and under ketamine, mice
+under saline and under ketamine. ``control`` below is baseline (humans) or saline (mice).
+
+- ``behaviour.reflex_blink``: reflex closure (peak closure in the reflex window), ketamine minus
+  control per species, with a TOST equivalence row against ``behaviour.equivalence_margin``.
+- ``behaviour.sustained_closure``: sustained closure, ketamine minus control per species and the
+  species x drug interaction (human minus mouse drug effect).
+- ``mouse.reward_seeking_after_train``: anticipatory-lick fraction after minus before the
+  eight-puff train under saline and under ketamine, and the train x drug interaction.
+- ``cross_species.timing_signature``: the ketamine effect on the fast and the slow component side
+  by side (eyelid reflex vs sustained closure in both species, fast HFB peak vs slow-phase duration
+  in the human iEEG), and the similarity of the human and mouse eyelid response shapes on the
+  common 100 Hz time base.
+
+Model: each subject contributes one mean per condition (over its puffs or cues). With two balanced
+conditions per subject, the random-intercept model ``y ~ species * drug + (1 | subject)`` has
+within-subject estimates and t tests that are exactly those of the per-subject differences
+``d = ketamine - control``: an OLS of d on species (statsmodels) gives the per-species effects,
+their interaction and t with n - k degrees of freedom. Fitting the mixed model itself on such a
+saturated design makes statsmodels' MixedLM fail to invert its Hessian, so the equivalent form is
+used (tests check it against the paired t).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats
+
+from ketamap.errors import KetamapError
+from ketamap.pooled import bh_qvalues, result_frame
+
+CONTROL = {"baseline": "control", "saline": "control", "ketamine": "ketamine"}
+SPECIES = ("human", "mouse")
+
+
+def subject_differences(table: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Per subject: species, mean ``value`` under control and ketamine, and their difference ``d``.
+
+    Subjects without both conditions (or without a value in one) are dropped.
+    """
+    df = table.dropna(subset=[value]).assign(drug=table["condition"].map(CONTROL))
+    means = df.pivot_table(
+        index=["subject_id", "species"], columns="drug", values=value, aggfunc="mean"
+    )
+    for col in ("control", "ketamine"):
+        if col not in means.columns:
+            means[col] = np.nan
+    means = means.dropna(subset=["control", "ketamine"]).reset_index()
+    means["d"] = means["ketamine"] - means["control"]
+    return means
+
+
+def _ols_effects(
+    diffs: pd.DataFrame,
+) -> tuple[dict[str, tuple[float, float]], float, dict[str, int]]:
+    """Per-species mean difference and SE from one OLS of d on species (pooled variance)."""
+    present = [s for s in SPECIES if (diffs["species"] == s).sum() >= 2]
+    if not present:
+        raise KetamapError(
+            "fewer than 2 subjects with both conditions in every species",
+            field="condition",
+            expected="control (baseline or saline) and ketamine sessions for each subject",
+        )
+    part = diffs[diffs["species"].isin(present)]
+    x = pd.DataFrame({s: (part["species"] == s).astype(float) for s in present})
+    fit = sm.OLS(part["d"].to_numpy(dtype=float), x.to_numpy()).fit()
+    out = {s: (float(fit.params[i]), float(fit.bse[i])) for i, s in enumerate(present)}
+    counts = {s: int((part["species"] == s).sum()) for s in present}
+    return out, float(fit.df_resid), counts
+
+
+def _row(
+    term: str, species: str | None, est: float, se: float, df: float, n: int, unit: str, method: str
+) -> dict:
+    tcrit = stats.t.ppf(0.975, df)
+    return dict(
+        term=term,
+        species=species,
+        estimate=est,
+        ci_low=est - tcrit * se,
+        ci_high=est + tcrit * se,
+        p_value=float(2 * stats.t.sf(abs(est / se), df)) if se > 0 else np.nan,
+        n=n,
+        unit=unit,
+        statistic=est / se if se > 0 else np.nan,
+        df=df,
+        method=method,
+    )
+
+
+def analyze_reflex_blink(puffs: pd.DataFrame, *, margin: float) -> pd.DataFrame:
+    """``behaviour.reflex_blink``: ketamine minus control reflex closure, per species, with TOST."""
+    diffs = subject_differences(puffs, "reflex_closure")
+    effects, df, counts = _ols_effects(diffs)
+    method = (
+        "per-subject mean reflex closure, ketamine minus control; OLS of the differences on "
+        "species (= random-intercept model with two balanced conditions), t with n - k df"
+    )
+    rows = []
+    for species, (est, se) in effects.items():
+        diff = _row(
+            "ketamine_minus_control", species, est, se, df, counts[species], "fraction", method
+        )
+        rows.append(diff)
+        t90 = stats.t.ppf(0.95, df)
+        rows.append(
+            dict(
+                diff,
+                term="equivalence_tost",
+                ci_low=est - t90 * se,
+                ci_high=est + t90 * se,
+                p_value=float(
+                    max(stats.t.sf((est + margin) / se, df), stats.t.cdf((est - margin) / se, df))
+                ),
+                statistic=float(min((est + margin) / se, (margin - est) / se)),
+                method=f"TOST of the same contrast against +/- {margin:g}; interval is the 90 % CI",
+                note=f"equivalence margin +/- {margin:g} closure; a small p means the reflex is unchanged",
+            )
+        )
+    out = result_frame(rows)
+    # The TOST p answers another question: BH within the difference rows, TOST rows kept as is.
+    tost = out["term"] == "equivalence_tost"
+    out.loc[tost, "q_value"] = out.loc[tost, "p_value"]
+    out.loc[~tost, "q_value"] = bh_qvalues(out.loc[~tost, "p_value"].to_numpy(dtype=float))
+    out["analysis"] = "behaviour.reflex_blink"
+    return out
+
+
+def analyze_sustained_closure(puffs: pd.DataFrame) -> pd.DataFrame:
+    """``behaviour.sustained_closure``: species x drug on sustained closure (per species + interaction)."""
+    diffs = subject_differences(puffs, "sustained_closure")
+    effects, df, counts = _ols_effects(diffs)
+    method = (
+        "per-subject mean sustained closure; species x drug with a random intercept per subject, "
+        "fitted as the OLS of ketamine - control differences on species; t with n - k df"
+    )
+    rows = [
+        _row("ketamine_minus_control", s, est, se, df, counts[s], "fraction", method)
+        for s, (est, se) in effects.items()
+    ]
+    if len(effects) == 2:
+        (eh, sh), (em, sm_) = effects["human"], effects["mouse"]
+        rows.append(
+            _row(
+                "species_x_drug",
+                None,
+                eh - em,
+                float(np.hypot(sh, sm_)),
+                df,
+                sum(counts.values()),
+                "fraction",
+                method + "; human minus mouse ketamine effect",
+            )
+        )
+    out = result_frame(rows)
+    out["analysis"] = "behaviour.sustained_closure"
+    return out
+
+
+def analyze_reward_seeking(reward: pd.DataFrame) -> pd.DataFrame:
+    """``mouse.reward_seeking_after_train``: train effect (post - pre anticipatory fraction) per drug
+    and the train x drug interaction (ketamine minus saline train effect), within mouse."""
+    wide = reward.pivot_table(
+        index="subject_id", columns=["condition", "epoch"], values="anticipatory_fraction"
+    )
+    needed = [(c, e) for c in ("saline", "ketamine") for e in ("pre_train", "post_train")]
+    missing = [f"{c}/{e}" for c, e in needed if (c, e) not in wide.columns]
+    if missing:
+        raise KetamapError(
+            f"reward seeking lacks {missing}",
+            field="epoch",
+            expected="pre_train and post_train epochs in saline and ketamine sessions",
+        )
+    wide = wide[needed].dropna()
+    if len(wide) < 2:
+        raise KetamapError(
+            "fewer than 2 mice with all four condition x epoch cells", field="anticipatory_fraction"
+        )
+    sal = (wide[("saline", "post_train")] - wide[("saline", "pre_train")]).to_numpy(dtype=float)
+    ket = (wide[("ketamine", "post_train")] - wide[("ketamine", "pre_train")]).to_numpy(dtype=float)
+    n = len(wide)
+    df = float(n - 1)
+    rows = []
+    for term, d, what in (
+        ("train_effect_saline", sal, "post - pre train, saline"),
+        ("train_effect_ketamine", ket, "post - pre train, ketamine"),
+        ("train_x_drug", ket - sal, "(post - pre) ketamine minus (post - pre) saline"),
+    ):
+        rows.append(
+            _row(
+                term,
+                "mouse",
+                float(d.mean()),
+                float(d.std(ddof=1) / np.sqrt(n)),
+                df,
+                n,
+                "fraction",
+                f"anticipatory-lick fraction, {what}; within-mouse contrast of the train x drug "
+                "random-intercept model (one-sample t of per-mouse contrasts)",
+            )
+        )
+    out = result_frame(rows)
+    out["analysis"] = "mouse.reward_seeking_after_train"
+    return out
+
+
+def shape_similarity(
+    timecourses: pd.DataFrame, *, window_s: tuple[float, float], n_boot: int, seed: int
+) -> list[dict]:
+    """Pearson r of the human and mouse mean eyelid-closure curves per drug condition, with a
+    percentile bootstrap over subjects (each species resampled on its own)."""
+    tc = timecourses[
+        (timecourses["time_s"] >= window_s[0] - 1e-9)
+        & (timecourses["time_s"] <= window_s[1] + 1e-9)
+    ].assign(drug=lambda d: d["condition"].map(CONTROL))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for drug in ("control", "ketamine"):
+        curves = {}
+        for species in SPECIES:
+            part = tc[(tc["species"] == species) & (tc["drug"] == drug)]
+            curves[species] = part.pivot_table(
+                index="subject_id", columns="time_s", values="closure"
+            )
+        if any(len(c) < 2 for c in curves.values()):
+            continue
+        times = curves["human"].columns.intersection(curves["mouse"].columns)
+        h = curves["human"][times].to_numpy(dtype=float)
+        m = curves["mouse"][times].to_numpy(dtype=float)
+
+        def corr(hh: np.ndarray, mm: np.ndarray) -> np.ndarray:
+            a, b = np.nanmean(hh, axis=-2), np.nanmean(mm, axis=-2)
+            ok = np.isfinite(a) & np.isfinite(b)
+            a = np.where(ok, a, 0.0)
+            b = np.where(ok, b, 0.0)
+            k = ok.sum(axis=-1, keepdims=True)
+            a = np.where(ok, a - a.sum(axis=-1, keepdims=True) / k, 0.0)
+            b = np.where(ok, b - b.sum(axis=-1, keepdims=True) / k, 0.0)
+            return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+
+        r = float(corr(h, m))
+        # Bootstrap resamples: (n_boot, subjects, time) index arrays, vectorised.
+        hb = h[rng.integers(0, len(h), (n_boot, len(h)))]
+        mb = m[rng.integers(0, len(m), (n_boot, len(m)))]
+        boot = corr(hb, mb)
+        lo, hi = np.nanpercentile(boot, [2.5, 97.5])
+        rows.append(
+            dict(
+                term=f"shape_similarity_{drug}",
+                measure="eyelid",
+                estimate=r,
+                ci_low=float(lo),
+                ci_high=float(hi),
+                n=len(h) + len(m),
+                unit="r",
+                method=(
+                    f"Pearson r of the human and mouse mean closure curves on the 100 Hz base over "
+                    f"{list(window_s)} s; percentile bootstrap over subjects ({n_boot}, seed {seed})"
+                ),
+            )
+        )
+    return rows
+
+
+def analyze_timing_signature(
+    puffs: pd.DataFrame,
+    timecourses: pd.DataFrame,
+    ieeg_responses: pd.DataFrame | None,
+    *,
+    window_s: tuple[float, float],
+    n_boot: int,
+    seed: int,
+) -> pd.DataFrame:
+    """``cross_species.timing_signature``: fast vs slow ketamine effects in both species and the
+    similarity of their eyelid response shapes."""
+    rows = []
+    for term, value in (
+        ("ketamine_effect_fast", "reflex_closure"),
+        ("ketamine_effect_slow", "sustained_closure"),
+    ):
+        effects, df, counts = _ols_effects(subject_differences(puffs, value))
+        for species, (est, se) in effects.items():
+            rows.append(
+                dict(
+                    _row(
+                        term,
+                        species,
+                        est,
+                        se,
+                        df,
+                        counts[species],
+                        "fraction",
+                        f"eyelid {value.replace('_', ' ')}, ketamine minus control, per-subject means",
+                    ),
+                    measure="eyelid",
+                )
+            )
+    if ieeg_responses is not None and len(ieeg_responses):
+        rows.extend(_hfb_rows(ieeg_responses))
+    rows.extend(shape_similarity(timecourses, window_s=window_s, n_boot=n_boot, seed=seed))
+    out = result_frame(rows)
+    out["analysis"] = "cross_species.timing_signature"
+    return out
+
+
+def _hfb_rows(responses: pd.DataFrame) -> list[dict]:
+    """Human iEEG fast and slow components as relative change (ketamine / baseline - 1) of each
+    subject's mean fast-peak amplitude (fast channels) and slow-phase duration (baseline slow
+    channels; 0 s where lost), paired over subjects; the CI is the delta method on the ratio."""
+    rows = []
+    for term, value, flag in (
+        ("ketamine_effect_fast", "fast_peak_amplitude_z", "responsive_fast"),
+        ("ketamine_effect_slow", "slow_duration_s", "responsive_slow"),
+    ):
+        base = responses[(responses["condition"] == "baseline") & responses[flag]]
+        keep = base[["subject_id", "channel"]]
+        both = responses.merge(keep, on=["subject_id", "channel"])
+        vals = both[value].where(both[flag] | (both["condition"] == "baseline"), 0.0)
+        means = both.assign(v=vals).pivot_table(
+            index="subject_id", columns="condition", values="v", aggfunc="mean"
+        )
+        if not {"baseline", "ketamine"} <= set(means.columns):
+            continue
+        means = means.dropna(subset=["baseline", "ketamine"])
+        n = len(means)
+        if n < 2:
+            continue
+        b = means["baseline"].to_numpy(dtype=float)
+        k = means["ketamine"].to_numpy(dtype=float)
+        ratio = k.mean() / b.mean()
+        # Delta-method SE of the ratio of paired means.
+        cov = np.cov(np.vstack([k, b]), ddof=1) / n
+        grad = np.array([1 / b.mean(), -k.mean() / b.mean() ** 2])
+        se = float(np.sqrt(grad @ cov @ grad))
+        rows.append(
+            dict(
+                _row(
+                    term,
+                    "human",
+                    float(ratio - 1),
+                    se,
+                    float(n - 1),
+                    n,
+                    "relative change",
+                    f"iEEG {value.replace('_', ' ')}: mean ketamine / mean baseline - 1 over "
+                    "subjects; delta-method SE, t with n - 1 df",
+                ),
+                measure="hfb",
+            )
+        )
+    return rows

@@ -1,0 +1,65 @@
+# Behaviour: per-site eyelid and reward tables (mouse labs, iEEG sessions with eyelid video), then
+# the pooled behaviour, mouse and cross-species analyses and their figures.
+rule harmonize_behaviour:
+    input:
+        raw="resources/raw/{site}",
+        code=code("behaviour.py", "behaviour_read.py", "io.py", "ids.py", "clinical.py"),
+    output:
+        puffs="results/sites/{site}/behaviour_puffs.parquet",
+        timecourses="results/sites/{site}/behaviour_timecourses.parquet",
+        reward="results/sites/{site}/reward_seeking.parquet",
+        cues="results/sites/{site}/reward_cues.parquet",
+    log:
+        "logs/harmonize/{site}.behaviour.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        site=site_config,
+        config={k: config.get(k, {}) for k in ("pseudonymization", "behaviour")},
+        key=key_fingerprint(config),
+    script:
+        "../scripts/harmonize_behaviour.py"
+
+
+rule pooled_behaviour:
+    input:
+        puffs="results/tables/behaviour_puffs.parquet",
+        timecourses="results/tables/behaviour_timecourses.parquet",
+        reward="results/tables/reward_seeking.parquet",
+        ieeg=ieeg_responses_input,
+        code=code("pooled/__init__.py", "pooled/behaviour.py", "figures.py"),
+    output:
+        result="results/pooled/{analysis}.parquet",
+        figure="results/figures/{analysis}.png",
+    log:
+        "logs/pooled/{analysis}.log",
+    wildcard_constraints:
+        analysis="behaviour\.(reflex_blink|sustained_closure)|mouse\.reward_seeking_after_train|cross_species\.timing_signature",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        options={k: config.get(k, {}) for k in ("behaviour",)},
+        seed=config.get("seed", 0),
+    script:
+        "../scripts/pooled_behaviour.py"
+
+
+rule figure_behaviour:
+    input:
+        unpack(behaviour_figure_inputs),
+    output:
+        "results/figures/behaviour.{kind}.png",
+    log:
+        "logs/figures/behaviour.{kind}.log",
+    wildcard_constraints:
+        kind="eyelid|reward|cross_species",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/figure_behaviour.py"
