@@ -26,3 +26,16 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# Targets of the dvc.yaml stages (dvc repro): every consortium table; every pooled result and figure.
+rule all_tables:
+    input:
+        table_outputs(),
+
+
+rule all_pooled:
+    input:
+        pooled_outputs(),
+        figure_outputs(),
+        metrics_outputs(),

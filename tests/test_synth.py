@@ -83,7 +83,12 @@ def null_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("path", [DEFAULT, SMALL, NULL], ids=lambda p: p.stem)
 def test_shipped_scenarios_load_with_defaults(path: Path) -> None:
     scenario = load_scenario(path)
-    assert [s["id"] for s in scenario["sites"]] == ["ycu_rct", "keio_hc", "ycu_obs"]
+    ids = [s["id"] for s in scenario["sites"]]
+    assert ids[:3] == ["ycu_rct", "keio_hc", "ycu_obs"]
+    # the default also holds the eye-puff study: two iEEG sites and two mouse labs
+    assert ids[3:] == (
+        ["site_a_ieeg", "site_b_ieeg", "lab_nwb_mice", "lab_dlc_mice"] if path == DEFAULT else []
+    )
     assert scenario["clinical"]["remission_threshold"] == 10
     assert all("trailing_newline" in s for s in scenario["sites"])
 
@@ -277,7 +282,8 @@ def _entries(out: Path) -> dict[tuple[str, str | None], float]:
     truth = json.loads((out / "ground_truth.json").read_text())
     analyses = {e["analysis"] for e in truth["entries"]}
     assert "clinical.madrs_change" in analyses
-    assert all(a == "clinical.madrs_change" or a.startswith("pet.") for a in analyses)
+    known = ("clinical.", "pet.", "ieeg.", "behaviour.", "mouse.", "cross_species.")
+    assert all(a.startswith(known) for a in analyses), analyses
     return {
         (e["term"], e["arm"]): e["value"]
         for e in truth["entries"]
@@ -375,7 +381,21 @@ def test_missing_post_scores_are_written_as_na(tmp_path: Path) -> None:
 def test_site_configs_match_what_was_written(default_out: Path) -> None:
     configs = site_configs(load_scenario(DEFAULT), "git@registry:consortium", "v1")
     by_id = {c["id"]: c for c in configs}
-    assert list(by_id) == ["ycu_rct", "keio_hc", "ycu_obs"]
+    assert list(by_id)[:3] == ["ycu_rct", "keio_hc", "ycu_obs"]
+    # the config shipped in config/config.yaml reads exactly what the default scenario writes
+    shipped = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["sites"]
+    assert [s["id"] for s in shipped] == list(by_id)
+    for site in shipped:
+        expected = {k: v for k, v in by_id[site["id"]].items() if k not in ("path", "registry")}
+        got = {k: v for k, v in site.items() if k not in ("path", "registry")}
+        assert got == expected, site["id"]
+    assert by_id["lab_dlc_mice"]["reader"] == {
+        "conditions": {"ses-saline": "saline", "ses-ketamine": "ketamine"},
+        "format": "dlc",
+        "frame_rate_hz": 40,
+    }
+    assert by_id["site_a_ieeg"]["reader"]["eyelid"] is True
+    configs = [c for c in configs if c["modality"] == "pet"]
     rct = by_id["ycu_rct"]
     assert rct == {
         "id": "ycu_rct",

@@ -516,15 +516,13 @@ def test_null_scenario_plants_no_pet_effect() -> None:
 
 def test_default_scenario_plants_the_published_pattern() -> None:
     scenario = load_scenario(DEFAULT)
-    shared = {s["id"]: s["pet"]["scanner"] for s in scenario["sites"]}
+    pet_sites = [s for s in scenario["sites"] if s["modality"] == "pet"]
+    shared = {s["id"]: s["pet"]["scanner"] for s in pet_sites}
     assert shared["ycu_rct"] == shared["keio_hc"] != shared["ycu_obs"]
     scanners = {s["id"]: s for s in scenario["pet"]["scanners"]}
     assert scanners["scanner_a"]["orientation"] != scanners["scanner_b"]["orientation"]
     assert scanners["scanner_a"]["voxel_mm"] != scanners["scanner_b"]["voxel_mm"]
-    units = {
-        s.get("pet", {}).get("units") or scanners[shared[s["id"]]]["units"]
-        for s in scenario["sites"]
-    }
+    units = {s.get("pet", {}).get("units") or scanners[shared[s["id"]]]["units"] for s in pet_sites}
     assert units == {"Bq/mL", "BQML", "kBq/mL"}
     effects = scenario["pet"]["effects"]
     ket = {e["region"]: e["value"] for e in effects["ketamine_x_time_pct"]}

@@ -132,6 +132,10 @@ def figure_outputs():
     return figures
 
 
+def metrics_outputs():
+    return ["results/metrics/clinical.json"] if SCORE_SITES else []
+
+
 def fetch_manifests():
     return expand("resources/raw/{site}.fetch.json", site=SITES) + (
         ["resources/raw/atlas.fetch.json"] if PET_SITES else []

@@ -42,7 +42,8 @@ def subject_differences(table: pd.DataFrame, value: str) -> pd.DataFrame:
 
     Subjects without both conditions (or without a value in one) are dropped.
     """
-    df = table.dropna(subset=[value]).assign(drug=table["condition"].map(CONTROL))
+    df = table.dropna(subset=[value]).reset_index(drop=True)
+    df["drug"] = df["condition"].map(CONTROL)
     means = df.pivot_table(
         index=["subject_id", "species"], columns="drug", values=value, aggfunc="mean"
     )
@@ -216,7 +217,8 @@ def shape_similarity(
     tc = timecourses[
         (timecourses["time_s"] >= window_s[0] - 1e-9)
         & (timecourses["time_s"] <= window_s[1] + 1e-9)
-    ].assign(drug=lambda d: d["condition"].map(CONTROL))
+    ].reset_index(drop=True)
+    tc = tc.assign(drug=tc["condition"].map(CONTROL))
     rng = np.random.default_rng(seed)
     rows = []
     for drug in ("control", "ketamine"):
