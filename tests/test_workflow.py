@@ -399,10 +399,10 @@ def test_confounded_design_is_flagged_not_harmonized(tmp_path: Path) -> None:
     )
 
 
-def _broken_registry(base: Path, breaks: dict[str, callable]) -> Path:
-    """The small scenario's datasets, some broken, released into a registry outside the workflow."""
+def _broken_registry(base: Path, breaks: dict[str, callable], scenario: str = "small") -> Path:
+    """A scenario's datasets, some broken, released into a registry outside the workflow."""
     sites = base / "sites"
-    synth.generate(REPO / "config/scenarios/small.yaml", sites)
+    synth.generate(REPO / f"config/scenarios/{scenario}.yaml", sites)
     for site, breaker in breaks.items():
         breaker(sites / site)
     build_registry(sites, base / "registry", str(base / "remote"), "v1")
@@ -607,3 +607,37 @@ def test_behaviour_and_cross_species_recover_the_planted_effects(tmp_path: Path)
             blob = path.read_bytes()
             for canary in canaries:
                 assert canary.encode() not in blob, path
+
+
+def test_bad_mouse_lab_fails_alone_naming_file_and_field(tmp_path: Path) -> None:
+    def empty_lick_log(site_dir: Path) -> None:
+        log = sorted(site_dir.rglob("*_licks.csv"))[0]
+        log.write_text("time_s\n")
+
+    registry = _broken_registry(
+        tmp_path, {"lab_dlc_mice": empty_lick_log}, scenario="behaviour_small"
+    )
+
+    def real_registry(config: dict) -> None:
+        del config["demo"]
+        for site in config["sites"]:
+            site["registry"] = str(registry)
+
+    project = make_project(tmp_path / "p", scenario="behaviour_small", config_edit=real_registry)
+    targets = [
+        f"results/sites/{site}/behaviour_puffs.parquet" for site in ("lab_nwb_mice", "lab_dlc_mice")
+    ]
+    out = snakemake(project, *targets, "results/tables/behaviour_puffs.parquet", check=False)
+    assert out.returncode != 0
+    assert re.search(
+        r"site 'lab_dlc_mice', file '[^']*_licks\.csv', field 'time_s'", out.stdout + out.stderr
+    ), (out.stdout + out.stderr)[-3000:]
+    log = (project / "logs/harmonize/lab_dlc_mice.behaviour.log").read_text()
+    assert "Traceback" not in log and "_licks.csv" in log
+    # The other lab finished; no consortium behaviour table was written from partial input.
+    puffs = schemas.read_table(
+        project / "results/sites/lab_nwb_mice/behaviour_puffs.parquet", "behaviour_puffs"
+    )
+    assert len(puffs) and set(puffs["species"]) == {"mouse"}
+    assert not (project / "results/sites/lab_dlc_mice/behaviour_puffs.parquet").exists()
+    assert not (project / "results/tables/behaviour_puffs.parquet").exists()
