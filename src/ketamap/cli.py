@@ -58,7 +58,11 @@ def _recovery(args: argparse.Namespace) -> None:
     cols = [
         "analysis",
         "term",
-        *[c for c in ("arm",) if c in df.columns],
+        *[
+            c
+            for c in ("arm", "region", "region_group", "species", "measure")
+            if c in df.columns and df[c].notna().any()
+        ],
         "value",
         "estimate",
         "ci_low",
