@@ -332,7 +332,15 @@ def test_mouse_effects_in_raw_data(out: Path) -> None:
 
 def test_truth_and_canaries(out: Path) -> None:
     truth = json.loads((out / "ground_truth.json").read_text())
-    got = {(e["analysis"], e["term"], e.get("species")): e for e in truth["entries"]}
+    got = {
+        (e["analysis"], e["term"], e.get("species")): e
+        for e in truth["entries"]
+        if e.get("measure") != "hfb"
+    }
+    hfb = {e["term"]: e for e in truth["entries"] if e.get("measure") == "hfb"}
+    assert hfb["ketamine_effect_fast"]["value"] == 0.0
+    assert hfb["ketamine_effect_slow"]["value"] == pytest.approx(0.55 - 1)
+    assert {e["unit"] for e in hfb.values()} == {"relative change"}
     for sp in ("human", "mouse"):
         assert got[("behaviour.reflex_blink", "ketamine_minus_control", sp)]["value"] == 0.0
         slow = got[("behaviour.sustained_closure", "ketamine_minus_control", sp)]["value"]
@@ -351,7 +359,7 @@ def test_truth_and_canaries(out: Path) -> None:
     for e in truth["entries"]:
         if e["analysis"].startswith(("behaviour.", "mouse.", "cross_species.")):
             assert e["arm"] is None and e["region"] is None and e["region_group"] is None
-            assert e["unit"] == "fraction"
+            assert e["unit"] == ("relative change" if e.get("measure") == "hfb" else "fraction")
     mouse_canaries = [c for c in truth["canaries"] if c.startswith("Canary Janet")]
     assert len(mouse_canaries) == 4
     found = set()

@@ -837,12 +837,37 @@ def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
                 estimand="mean closure over the sustained window, ketamine minus control session",
             )
         )
-        entries.append(
-            entry("cross_species.timing_signature", "ketamine_effect_fast", sp, fast, "eyelid")
-        )
-        entries.append(
-            entry("cross_species.timing_signature", "ketamine_effect_slow", sp, slow[sp], "eyelid")
-        )
+        if len(species) == 2:  # the cross-species analysis needs both species
+            entries.append(
+                entry("cross_species.timing_signature", "ketamine_effect_fast", sp, fast, "eyelid")
+            )
+            entries.append(
+                entry(
+                    "cross_species.timing_signature", "ketamine_effect_slow", sp, slow[sp], "eyelid"
+                )
+            )
+    if len(species) == 2:
+        # Beside the eyelid: the human iEEG components as relative change (ketamine / baseline - 1)
+        # of the fast-peak amplitude (unchanged) and of the slow-phase duration (the planted factor).
+        responses = scenario["ieeg"]["responses"]
+        for term, value, what in (
+            ("ketamine_effect_fast", 0.0, "fast-peak HFB amplitude"),
+            (
+                "ketamine_effect_slow",
+                float(responses["ketamine_duration_factor"]) - 1.0,
+                "slow-phase duration",
+            ),
+        ):
+            e = entry(
+                "cross_species.timing_signature",
+                term,
+                "human",
+                value,
+                "hfb",
+                estimand=f"human iEEG {what}, ketamine / baseline - 1",
+            )
+            e["unit"] = "relative change"
+            entries.append(e)
     if len(slow) == 2:
         entries.append(
             entry(
