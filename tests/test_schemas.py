@@ -36,7 +36,7 @@ def test_write_is_sorted_validated_and_byte_identical(tmp_path) -> None:
     schemas.write_table(_subjects().iloc[::-1], "subjects", b)
     assert a.read_bytes() == b.read_bytes()
     meta = pq.read_schema(a).metadata
-    assert meta[b"ketamap.table"] == b"subjects" and meta[b"ketamap.schema_version"] == b"1"
+    assert meta[b"ketamap.table"] == b"subjects" and meta[b"ketamap.schema_version"] == b"2"
     assert pq.read_metadata(a).row_group(0).column(0).compression == "ZSTD"
     df = schemas.read_table(a, "subjects")
     assert df["subject_id"].tolist() == ["KM000000000001", "KM000000000002"]
@@ -90,7 +90,7 @@ def test_read_checks_table_and_version(tmp_path) -> None:
     path = tmp_path / "s.parquet"
     schemas.write_table(_subjects(), "subjects", path)
     with pytest.raises(
-        SchemaError, match=r"holds table 'subjects' version 1; expected table 'clinical_scores'"
+        SchemaError, match=r"holds table 'subjects' version 2; expected table 'clinical_scores'"
     ):
         schemas.read_table(path, "clinical_scores")
 
