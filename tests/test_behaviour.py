@@ -647,3 +647,22 @@ def test_missing_eyelid_sidecar(tmp_path: Path) -> None:
     with pytest.raises(SiteDataError, match=r"file not found") as err:
         harmonize_site(site, root, DEMO_KEY)
     assert "sub-P07_ses-base_task-puff_eyelid.json" in str(err.value)
+
+
+def test_timecourse_grid_point_a_rounding_error_before_a_frame_after_a_gap() -> None:
+    """A grid point that is a tracked frame up to float rounding is on that frame, even when the
+    frame ends a tracking gap (found by benchmarks/behaviour_eyelid.py)."""
+    fps = 60.0
+    t = np.arange(0, 20, 1 / fps)
+    passed = np.ones(t.size, bool)
+    puff = 10.0
+    # a 6-frame gap ending exactly at puff + 0.5 s, whose frame time sits 1e-14 after the grid point
+    end = int(np.searchsorted(t, puff + 0.5))
+    t[end] = puff + 0.5 + 1e-14
+    passed[end - 6 : end] = False
+    ap = np.where(passed, 10.0, np.nan)
+    trace = EyeTrace(t, ap, passed, fps, "test")
+    grid, curves = closure_timecourse(trace, np.array([puff]), np.array([10.0]), _checked())
+    at = np.flatnonzero(np.isclose(grid, 0.5))[0]
+    assert curves[0, at] == pytest.approx(0.0)  # on the frame, not inside the gap
+    assert np.isnan(curves[0, at - 1])  # the gap itself stays missing

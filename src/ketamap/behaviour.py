@@ -329,10 +329,14 @@ def closure_timecourse(
     lc, rc = np.clip(left, 0, t_ok.size - 1), np.clip(right, 0, t_ok.size - 1)
     tl, tr, al, ar = t_ok[lc], t_ok[rc], a_ok[lc], a_ok[rc]
     exact = (left >= 0) & (np.abs(g - tl) <= EPS)
+    # A grid point a rounding error before a tracked frame is on that frame (as in puff_measures),
+    # even when a gap precedes it.
+    exact_right = ~exact & (right < t_ok.size) & (np.abs(tr - g) <= EPS)
     between = (left >= 0) & (right < t_ok.size) & (tr - tl <= MAX_GAP_FRAMES / trace.frame_rate_hz)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = np.where(exact, al, al + (ar - al) * (g - tl) / (tr - tl))
-    value = np.where(exact | between, value, np.nan)
+    value = np.where(exact_right, ar, value)
+    value = np.where(exact | exact_right | between, value, np.nan)
     nxt = np.append(puffs[1:], np.inf)
     value = np.where(g < nxt[:, None], value, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -251,6 +251,20 @@ def _read_dlc_csv(path: Path, where: dict[str, Any]) -> pd.DataFrame:
             **where,
         )
     try:
+        # Fast path: pandas' C float parser, the missing spellings as NaN. Only when some column
+        # does not parse as numbers is the file re-read as text, to name the offending cell.
+        fast = pd.read_csv(
+            path,
+            header=list(range(n_header)),
+            index_col=0,
+            na_values=sorted(MISSING),
+            keep_default_na=False,
+            skipinitialspace=True,
+            encoding="utf-8-sig",
+        )
+        if all(pd.api.types.is_numeric_dtype(t) for t in fast.dtypes):
+            fast.columns = fast.columns.set_names(expected_labels)
+            return fast.astype(float)
         df = pd.read_csv(
             path,
             header=list(range(n_header)),
