@@ -223,6 +223,14 @@ def harmonize_site(
             field=f"sites[{site_id}].reader.frame_time_unit",
             expected=f"one of {list(FRAME_TIME_UNITS)}",
         )
+    declared = reader.get("scanner_id")
+    if declared is not None and (not isinstance(declared, str) or not declared.strip()):
+        raise ConfigError(
+            f"scanner_id {declared!r}",
+            file="config/config.yaml",
+            field=f"sites[{site_id}].reader.scanner_id",
+            expected="a non-empty label naming the physical scanner",
+        )
     visits: dict[str, str] | None = reader.get("visits")
     if not visits:
         raise ConfigError(
@@ -313,6 +321,7 @@ def harmonize_site(
                 **where,
             )
 
+        batch = sidecar.batch(site=site_id, key=key, declared=declared)
         common = {
             "subject_id": subject_id,
             "site": site_id,
@@ -324,6 +333,7 @@ def harmonize_site(
             {
                 **common,
                 "scanner": sidecar.scanner,
+                "batch": batch,
                 "tracer": sidecar.tracer,
                 "frames_used": len(frames.indices),
                 "injected_dose_mbq": sidecar.injected_dose_mbq,
@@ -347,6 +357,7 @@ def harmonize_site(
                     "activity_kbq_ml": activity[kept],
                     "reference_region": reference,
                     "scanner": sidecar.scanner,
+                    "batch": batch,
                     "pvc_method": pvc,
                     "n_voxels": counts[kept].astype(np.int64),
                 }
@@ -446,5 +457,7 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
             site=site_id,
             file=str(root.name),
             expected="sub-<label>/ses-<label>/pet/*_pet.nii.gz with a _pet.json sidecar",
+            hint="a site that sends participants and symptom scores only is configured with "
+            "modality: clinical",
         )
     return scans

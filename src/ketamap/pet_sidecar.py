@@ -18,11 +18,18 @@ Decisions (documented in the report of the PET issue):
   required and the session carries a warning. ``CNTS`` is rejected: counts are not quantitative.
 * A single number in ``FrameTimesStart``/``FrameDuration`` (what dcm2niix writes for a static scan) is
   read as a one-frame list.
+* The acquisition batch (:func:`batch_label`) is the physical scanner: manufacturer and model, plus
+  the device (``DeviceSerialNumber``), else a scanner id the site's config declares, else the
+  institution (``InstitutionName`` + ``InstitutionAddress``), else the site. Serial and institution
+  are kept in memory only and enter the label as a keyed hash (HMAC with the pseudonymization key);
+  they never reach a table or a log.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,14 +148,58 @@ class PetSidecar:
     decay_corrected: bool
     decay_correction_time: float | None
     warnings: list[str] = field(default_factory=list)
+    # ("serial", DeviceSerialNumber) or ("institution", InstitutionName + address): private, used
+    # only through batch_label's keyed hash, never printed.
+    device: tuple[str, str] | None = field(default=None, repr=False)
 
     @property
     def scanner(self) -> str:
         return f"{self.manufacturer} {self.model}"
 
+    def batch(self, *, site: str, key: bytes, declared: str | None = None) -> str:
+        """The acquisition batch of this scan (see :func:`batch_label`)."""
+        return batch_label(
+            self.manufacturer, self.model, device=self.device, declared=declared, site=site, key=key
+        )
+
     @property
     def n_frames(self) -> int:
         return len(self.frame_starts)
+
+
+def batch_label(
+    manufacturer: str,
+    model: str,
+    *,
+    device: tuple[str, str] | None,
+    declared: str | None,
+    site: str,
+    key: bytes,
+) -> str:
+    """The acquisition batch a scan belongs to, as written to the tables.
+
+    Two scanners of the same make and model are different batches (each has its own calibration),
+    so the label adds what identifies the physical device, in this order: the sidecar's
+    ``DeviceSerialNumber`` (``device <hash>``); a scanner id declared in the site's config
+    (``declared <id>``, written as given); the sidecar's institution (``institution <hash>``);
+    else the site (``site <id>``: scanners of different sites are assumed to differ unless a
+    serial, a declaration or an institution says they are the same). Hashes are
+    HMAC-SHA256(key, ...) truncated to 8 hex digits: consistent across the sites of a consortium
+    sharing the key, not reversible by trying serial numbers without it.
+    """
+    scanner = f"{manufacturer} {model}"
+    if device is not None and device[0] == "serial":
+        return f"{scanner} (device {_keyed(key, 'serial', scanner, device[1])})"
+    if declared:
+        return f"{scanner} (declared {declared})"
+    if device is not None:
+        return f"{scanner} (institution {_keyed(key, 'institution', device[1])})"
+    return f"{scanner} (site {site})"
+
+
+def _keyed(key: bytes, *parts: str) -> str:
+    message = "\x1f".join(("ketamap scanner batch", *parts)).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:8]
 
 
 def read_sidecar(path: Path, *, site: str, root: Path | None = None) -> PetSidecar:
@@ -274,6 +325,7 @@ def parse_sidecar(data: dict[str, Any], *, site: str, file: str) -> PetSidecar:
 
     corrected = _boolean(data, "ImageDecayCorrected", where)
     correction_time = _number(data, "ImageDecayCorrectionTime", where) if corrected else None
+    device = _device(data, where)
 
     return PetSidecar(
         file=file,
@@ -295,7 +347,45 @@ def parse_sidecar(data: dict[str, Any], *, site: str, file: str) -> PetSidecar:
         decay_corrected=corrected,
         decay_correction_time=correction_time,
         warnings=warnings,
+        device=device,
     )
+
+
+def _device(data: dict[str, Any], where: dict[str, str]) -> tuple[str, str] | None:
+    """What identifies the physical scanner, when the sidecar says: its serial, else its institution.
+
+    Both fields are optional in BIDS; a value that is neither text nor a number is an error (so a
+    malformed header is not silently read as "no serial"). The values are never put in a message.
+    """
+    found: dict[str, str] = {}
+    for name in ("DeviceSerialNumber", "InstitutionName", "InstitutionAddress"):
+        value = data.get(name)
+        if value is None or isinstance(value, bool):
+            if isinstance(value, bool):
+                raise SiteDataError(
+                    "a boolean", field=name, expected="a text value or a number", **where
+                )
+            continue
+        if isinstance(value, int | float):
+            value = str(value)
+        if not isinstance(value, str):
+            raise SiteDataError(
+                f"a {type(value).__name__}",
+                field=name,
+                expected="a text value or a number",
+                **where,
+            )
+        text = " ".join(value.split())
+        if text and text.lower() not in (NA, "unknown", "none"):
+            found[name] = text
+    if "DeviceSerialNumber" in found:
+        return ("serial", found["DeviceSerialNumber"])
+    if "InstitutionName" in found:
+        return (
+            "institution",
+            "\x1f".join((found["InstitutionName"], found.get("InstitutionAddress", ""))),
+        )
+    return None
 
 
 def _absent(data: dict[str, Any], name: str) -> bool:

@@ -38,8 +38,8 @@ neighbours stays in ``forward_value``); ``planted_value`` is the tissue truth; `
 region's fraction of a small change of its own tissue SUVR that the measurement recovers.
 Analyses: ``pet.baseline_trd_vs_hc`` (trd_minus_hc, SUVR), ``pet.ketamine_x_time``
 (ketamine_x_time, % change, ketamine minus placebo), ``pet.change_vs_improvement`` (slope, % change
-per MADRS point, ketamine arm) and ``pet.response_prediction`` (auc, region null, 0.5 without a
-planted predictor).
+per MADRS point, ketamine arm) and ``pet.response_prediction`` (auc per arm and region: 0.5 except
+the planted predictor region in the ketamine arm).
 
 Public helpers beyond the plug-in contract: :func:`atlas_config`, :func:`simulate_scans`,
 :func:`forward_suvr`, :func:`recovery_factors`.
@@ -48,6 +48,7 @@ Public helpers beyond the plug-in contract: :func:`atlas_config`, :func:`simulat
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -197,7 +198,9 @@ def write_site(scenario: dict[str, Any], site: dict[str, Any], site_dir: Path) -
         _write_nifti(base / f"{stem}.nii.gz", _scan_image(data, grid, scanner))
         write_json(
             base / f"{stem}.json",
-            _sidecar(pet, site, scanner, scan, units, correction, key in minutes),
+            _sidecar(
+                pet, site, scanner, scan, units, correction, key in minutes, int(scenario["seed"])
+            ),
         )
 
 
@@ -429,6 +432,20 @@ def _weight(rng: np.random.Generator, cfg: dict[str, Any]) -> float:
     raise ConfigError("body weight range is too unlikely", field="pet.body_weight_kg")
 
 
+def _pet_dropouts(
+    scenario: dict[str, Any], site: dict[str, Any], people: list[clinical.Participant]
+) -> set[str]:
+    """Labels of the randomised participants without a post scan (their own stream, so the
+    fraction moves no other draw)."""
+    fraction = float(site["pet"].get("missing_post_fraction", 0))
+    randomised = [p.label for p in people if p.arm is not None]
+    k = round(fraction * len(randomised))
+    if not k:
+        return set()
+    rng = stream(int(scenario["seed"]), site["id"], "pet.dropouts")
+    return {randomised[i] for i in rng.choice(len(randomised), size=k, replace=False)}
+
+
 def simulate_scans(scenario: dict[str, Any], site: dict[str, Any]) -> list[Scan]:
     """Draw every PET session of a site (participants and sessions from the clinical part)."""
     pet = scenario["pet"]
@@ -448,8 +465,10 @@ def simulate_scans(scenario: dict[str, Any], site: dict[str, Any]) -> list[Scan]
     loading = _predictor_loading(pet)
     p_index = built.names.index(predictor["region"]) if predictor["region"] else None
 
+    people = clinical.simulate_site(scenario, site)
+    dropouts = _pet_dropouts(scenario, site, people)
     scans = []
-    for person in clinical.simulate_site(scenario, site):
+    for person in people:
         srng = stream(seed, site["id"], f"pet.subject.{person.label}")
         z_global = float(srng.normal())
         z_region = srng.normal(size=n_regions)
@@ -461,6 +480,8 @@ def simulate_scans(scenario: dict[str, Any], site: dict[str, Any]) -> list[Scan]
         subject = 1 + cv * (math.sqrt(rho) * z_global + math.sqrt(1 - rho) * z_region)
         group = 1 + delta if person.group == "trd" else np.ones(n_regions)
         for visit, session, when in person.sessions:
+            if visit == "post" and person.label in dropouts:
+                continue
             rng = stream(seed, site["id"], f"pet.session.{person.label}.{session}")
             noise = rng.normal(size=n_regions)
             dose = float(rng.uniform(pet["injected_mbq"]["min"], pet["injected_mbq"]["max"]))
@@ -614,6 +635,33 @@ def _num(value: float, digits: int) -> float | int:
     return int(rounded) if rounded == int(rounded) else rounded
 
 
+def device_fields(seed: int, scanner: dict[str, Any]) -> dict[str, str]:
+    """DeviceSerialNumber, InstitutionName and InstitutionAddress a scanner writes (see the schema:
+    derived from the seed and scanner id when absent, left out when null)."""
+    digest = hashlib.sha256(f"{seed}/scanner/{scanner['id']}".encode()).hexdigest().upper()
+    serial = scanner.get("serial_number", f"PET-{digest[:8]}")
+    default_name = f"{scanner['id'].replace('_', ' ').title()} Canary Hospital {digest[8:12]}"
+    institution = scanner.get("institution", default_name)
+    out = {}
+    if serial is not None:
+        out["DeviceSerialNumber"] = str(serial)
+    if institution is not None:
+        out["InstitutionName"] = str(institution)
+        out["InstitutionAddress"] = f"{int(digest[12:15], 16) % 90 + 1}-1 Canary Lane, Yokohama"
+    return out
+
+
+def canaries(scenario: dict[str, Any]) -> list[str]:
+    """Serials, institution names and addresses of the scanners PET sites use (never in an output)."""
+    used = {site["pet"]["scanner"] for site in _pet_sites(scenario)}
+    return [
+        value
+        for scanner in scenario["pet"]["scanners"]
+        if scanner["id"] in used
+        for value in device_fields(int(scenario["seed"]), scanner).values()
+    ]
+
+
 def _sidecar(
     pet: dict[str, Any],
     site: dict[str, Any],
@@ -622,6 +670,7 @@ def _sidecar(
     units: str,
     correction: str,
     in_minutes: bool,
+    seed: int,
 ) -> dict[str, Any]:
     starts = [float(s) for s in pet["frames"]["start_s"]]
     durations = [float(d) for d in pet["frames"]["duration_s"]]
@@ -645,6 +694,7 @@ def _sidecar(
     return {
         "Manufacturer": scanner["manufacturer"],
         "ManufacturersModelName": scanner["model"],
+        **device_fields(seed, scanner),
         "Units": units,
         "TracerName": "K-2",
         "TracerRadionuclide": "C11",
@@ -678,12 +728,32 @@ def _pet_sites(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     return [site for site in scenario["sites"] if applies(site)]
 
 
+def batch_key(scenario: dict[str, Any], site: dict[str, Any]) -> tuple[str, ...]:
+    """What the reader's acquisition batch of ``site``'s scans is (:func:`ketamap.pet_sidecar.batch_label`):
+    make, model and the serial, else the institution, else the site."""
+    scanner = scanner_of(scenario, site)
+    fields = device_fields(int(scenario["seed"]), scanner)
+    make = (scanner["manufacturer"], scanner["model"])
+    if "DeviceSerialNumber" in fields:
+        return (*make, "serial", fields["DeviceSerialNumber"])
+    if "InstitutionName" in fields:
+        return (*make, "institution", fields["InstitutionName"], fields["InstitutionAddress"])
+    return (*make, "site", site["id"])
+
+
 def _scanner_counts(scenario: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Per scanner id: participants by trd, hc, ketamine, placebo."""
-    counts: dict[str, dict[str, int]] = {}
+    """Per acquisition batch (named by the scanner id of its first site, plus the site when batches
+    are per site): participants by trd, hc, ketamine, placebo, and the scanner id (``scanner``)."""
+    counts: dict[str, dict[str, Any]] = {}
+    names: dict[tuple[str, ...], str] = {}
     for site in _pet_sites(scenario):
+        key = batch_key(scenario, site)
+        scanner_id = site["pet"]["scanner"]
+        name = names.setdefault(
+            key, scanner_id if key[2] != "site" else f"{scanner_id}@{site['id']}"
+        )
         c = counts.setdefault(
-            site["pet"]["scanner"], {"trd": 0, "hc": 0, "ketamine": 0, "placebo": 0}
+            name, {"trd": 0, "hc": 0, "ketamine": 0, "placebo": 0, "scanner": scanner_id}
         )
         groups = site["groups"]
         trd = groups.get("trd") or {}
@@ -745,13 +815,29 @@ def forward_suvr(
     )
 
 
+def analysis_options(scenario: dict[str, Any]) -> dict[str, Any]:
+    """The workflow options the PET truths assume: the SUVR reference region of the atlas, and the
+    planted response predictor among the pre-specified prediction regions."""
+    if not _pet_sites(scenario):
+        return {}
+    pet = scenario["pet"]
+    built = model.atlas(pet["atlas"])
+    out: dict[str, Any] = {"reference_region": built.names[built.reference]}
+    predictor = pet["effects"]["response_predictor"]
+    if predictor["region"] is not None and predictor["correlation"] != 0:
+        out["response_prediction"] = {"regions": [predictor["region"]]}
+    return {"pet": out}
+
+
 def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     """Planted PET truths (see the module docstring); empty when no site writes PET.
 
-    Scanner weights: a TRD-vs-HC difference is identified within scanners holding both groups
-    (weight n_trd * n_hc / (n_trd + n_hc); all scanners by size when none does); ketamine
-    effects are weighted by the ketamine participants per scanner. Scanner offsets are taken as
-    harmonised away. The reference region has no entry (its SUVR is 1 by definition).
+    Batch weights (batches as the reader forms them, :func:`batch_key`): a TRD-vs-HC difference is
+    identified within batches holding both groups (weight n_trd * n_hc / (n_trd + n_hc), the
+    precision weight of the within-batch contrast under batch fixed effects); when no batch holds
+    both groups the difference is not identifiable and has no truth. Ketamine effects are weighted
+    by the ketamine participants per batch. Scanner offsets are taken as removed by the batch
+    effects. The reference region has no entry (its SUVR is 1 by definition).
     """
     sites = _pet_sites(scenario)
     if not sites:
@@ -760,8 +846,10 @@ def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     built = model.atlas(pet["atlas"])
     ref = built.reference
     counts = _scanner_counts(scenario)
-    scanners = {sc["id"]: sc for sc in pet["scanners"] if sc["id"] in counts}
-    mixing = {sid: model.grid(pet["atlas"], sc).mixing for sid, sc in scanners.items()}
+    scanners = {sc["id"]: sc for sc in pet["scanners"]}
+    mixing = {
+        name: model.grid(pet["atlas"], scanners[c["scanner"]]).mixing for name, c in counts.items()
+    }
     hc = built.hc_suvr
     trd = hc * (1 + group_shift(pet))
     trd[ref] = 1.0
@@ -774,11 +862,7 @@ def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
         s: c["trd"] * c["hc"] / (c["trd"] + c["hc"]) if c["trd"] + c["hc"] else 0.0
         for s, c in counts.items()
     }
-    if not any(base_w.values()):
-        base_w = {s: float(c["trd"] + c["hc"]) for s, c in counts.items()}
     ket_w = {s: float(c["ketamine"]) for s, c in counts.items()}
-    any_trd = any(c["trd"] for c in counts.values())
-    any_hc = any(c["hc"] for c in counts.values())
     any_ket = any(ket_w.values())
     any_pbo = any(c["placebo"] for c in counts.values())
 
@@ -810,7 +894,7 @@ def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
 
-    if any_trd and any_hc:
+    if any(base_w.values()):  # else every batch holds one group: not identifiable, no truth
         planted = trd - hc
         forward = _weighted(
             per(lambda m: model.measured(m, trd, ref) - model.measured(m, hc, ref)), base_w
@@ -825,7 +909,7 @@ def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     if any_ket:
         forward = _weighted(per(lambda m: model.sensitivity(m, trd, ref) @ slope), ket_w)
         add(ANALYSES["slope"], "slope", "% change per MADRS point", slope, forward)
-        entries.append(_auc_entry(scenario, mixing, ket_w))
+    entries.extend(_auc_entries(scenario, mixing, counts))
     return entries
 
 
@@ -833,30 +917,59 @@ def _clean(value: float) -> float:
     return round(float(value), 12) + 0.0
 
 
-def _auc_entry(
-    scenario: dict[str, Any], mixing: dict[str, np.ndarray], weights: dict[str, float]
-) -> dict[str, Any]:
-    """AUC of baseline SUVR of the predictor region for response in the ketamine arm.
+def _auc_entries(
+    scenario: dict[str, Any], mixing: dict[str, np.ndarray], counts: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``pet.response_prediction`` truths: per randomised arm and non-reference region, the AUC of
+    the region's baseline SUVR for response (MADRS reduction >= 50 %).
 
-    0.5 without a planted predictor; otherwise a fixed-seed Monte Carlo of the generative model
-    (clinical rounding and response rule included), in tissue and as measured without PVC.
+    The planted predictor (``pet.effects.response_predictor``) acts in the ketamine arm only;
+    every other (arm, region) is 0.5. The predictor region's value is a fixed-seed Monte Carlo of
+    the generative model (clinical rounding and response rule included) as measured without PVC,
+    weighted over batches by their ketamine participants; ``forward_value`` holds that Monte
+    Carlo for every ketamine-arm region (a neighbour of the predictor picks up a little of it
+    through the scanner's blur), ``planted_value`` the tissue AUC.
     """
     pet = scenario["pet"]
+    built = model.atlas(pet["atlas"])
+    ref = built.reference
     predictor = pet["effects"]["response_predictor"]
-    entry: dict[str, Any] = {
-        "analysis": ANALYSES["auc"],
-        "term": "auc",
-        "arm": None,
-        "region": predictor["region"],
-        "value": 0.5,
-        "planted_value": 0.5,
-        "forward_value": 0.5,
-        "recovery": None,
-        "pvc_method": "none",
-        "unit": "AUC",
-    }
-    if predictor["region"] is None or predictor["correlation"] == 0:
-        return entry
+    planted = predictor["region"] is not None and predictor["correlation"] != 0
+    arms = [a for a in ("ketamine", "placebo") if any(c[a] for c in counts.values())]
+    tissue_auc = np.full(len(built.names), 0.5)
+    forward_auc = np.full(len(built.names), 0.5)
+    if planted and "ketamine" in arms:
+        tissue_auc, forward_auc = _ketamine_auc(scenario, mixing, counts)
+    entries = []
+    for arm in arms:
+        for r, name in enumerate(built.names):
+            if r == ref:
+                continue
+            is_planted = arm == "ketamine" and planted and name == predictor["region"]
+            forward = float(forward_auc[r]) if arm == "ketamine" else 0.5
+            entries.append(
+                {
+                    "analysis": ANALYSES["auc"],
+                    "term": "auc",
+                    "arm": arm,
+                    "region": name,
+                    "value": _clean(forward if is_planted else 0.5),
+                    "planted_value": _clean(tissue_auc[r] if is_planted else 0.5),
+                    "forward_value": _clean(forward),
+                    "recovery": None,
+                    "pvc_method": "none",
+                    "unit": "AUC",
+                }
+            )
+    return entries
+
+
+def _ketamine_auc(
+    scenario: dict[str, Any], mixing: dict[str, np.ndarray], counts: dict[str, dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue and measured AUC per region in the ketamine arm (Monte Carlo, fixed seed)."""
+    pet = scenario["pet"]
+    predictor = pet["effects"]["response_predictor"]
     built = model.atlas(pet["atlas"])
     ref = built.reference
     p = built.names.index(predictor["region"])
@@ -886,16 +999,17 @@ def _auc_entry(
     tissue = built.hc_suvr * (1 + group_shift(pet)) * subject
     tissue = tissue * (1 + trt * rng.standard_normal(tissue.shape))
     tissue[:, ref] = 1.0
-    entry["planted_value"] = _clean(_auc(tissue[:, p], response))
+    tissue_auc = np.array([_auc(tissue[:, r], response) for r in range(len(built.names))])
+    weights = {name: float(c["ketamine"]) for name, c in counts.items()}
     forward = _weighted(
         {
-            s: np.asarray(_auc(model.measured(m, tissue, ref)[:, p], response))
-            for s, m in mixing.items()
+            name: np.array([_auc(col, response) for col in model.measured(m, tissue, ref).T])
+            for name, m in mixing.items()
+            if weights[name] > 0
         },
-        weights,
+        {k: w for k, w in weights.items() if w > 0},
     )
-    entry["value"] = entry["forward_value"] = _clean(float(forward))
-    return entry
+    return tissue_auc, forward
 
 
 def _auc(score: np.ndarray, positive: np.ndarray) -> float:
