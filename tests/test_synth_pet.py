@@ -23,6 +23,7 @@ from nibabel.processing import resample_from_to
 
 from ketamap.errors import ConfigError
 from ketamap.paths import REPO_ROOT
+from ketamap.synth import analysis_options as synth_options
 from ketamap.synth import atlas_config, generate, load_scenario, pet
 
 SCENARIOS = REPO_ROOT / "config" / "scenarios"
@@ -469,7 +470,11 @@ def _pet_truth(out: Path) -> list[dict[str, Any]]:
 def test_ground_truth_entries(small_out: Path) -> None:
     entries = _pet_truth(small_out)
     assert {e["analysis"] for e in entries} == PET_ANALYSES
-    assert all(set(e) == KEYS and e["arm"] is None and e["pvc_method"] == "none" for e in entries)
+    assert all(set(e) == KEYS and e["pvc_method"] == "none" for e in entries)
+    assert all(
+        (e["arm"] in ("ketamine", "placebo")) == (e["analysis"] == "pet.response_prediction")
+        for e in entries
+    )
     terms = {
         "pet.baseline_trd_vs_hc": ("trd_minus_hc", "SUVR"),
         "pet.ketamine_x_time": ("ketamine_x_time", "% change"),
@@ -502,8 +507,12 @@ def test_ground_truth_entries(small_out: Path) -> None:
     base = {e["region"]: e for e in entries if e["analysis"] == "pet.baseline_trd_vs_hc"}
     # d = -1.5 with cv 8 % and test-retest 3 %: the tissue difference is d * SD of an HC scan.
     assert base["acc"]["planted_value"] == pytest.approx(-1.5 * 1.60 * math.hypot(0.08, 0.03))
-    (auc,) = [e for e in entries if e["analysis"] == "pet.response_prediction"]
-    assert auc["value"] == 0.5 and auc["region"] is None
+    aucs = [e for e in entries if e["analysis"] == "pet.response_prediction"]
+    # No predictor planted: every (arm, region) truth is chance, keyed like the result rows.
+    assert {(e["arm"], e["region"]) for e in aucs} == {
+        (arm, r) for arm in ("ketamine", "placebo") for r in REGIONS if r != "cerebellum"
+    }
+    assert all(e["value"] == 0.5 for e in aucs)
 
 
 def test_null_scenario_plants_no_pet_effect() -> None:
@@ -570,10 +579,18 @@ def test_a_planted_response_predictor_raises_the_auc(tmp_path: Path) -> None:
         ),
     )
     entries = pet.truth(load_scenario(path))
-    (auc,) = [e for e in entries if e["analysis"] == "pet.response_prediction"]
-    assert auc["region"] == "acc"
+    aucs = {
+        (e["arm"], e["region"]): e for e in entries if e["analysis"] == "pet.response_prediction"
+    }
+    auc = aucs[("ketamine", "acc")]
     assert 0.6 < auc["planted_value"] < 0.85
     assert 0.5 < auc["value"] <= auc["planted_value"] + 0.01
+    # Other regions and the placebo arm stay at chance; the forward model's spill-over is small.
+    others = [e for k, e in aucs.items() if k != ("ketamine", "acc")]
+    assert all(e["value"] == 0.5 for e in others)
+    assert all(abs(e["forward_value"] - 0.5) < 0.02 for e in others)
+    # The workflow pre-specifies the planted region when it runs this scenario.
+    assert synth_options(path)["pet"]["response_prediction"] == {"regions": ["acc"]}
 
 
 # --------------------------------------------------------------------------- validation

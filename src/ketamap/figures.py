@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -17,11 +18,39 @@ _PNG = {"Software": None}
 def forest_plot(
     result: pd.DataFrame, path: str | Path, *, title: str | None = None, null: float = 0.0
 ) -> None:
-    """One row per region (or term): estimate and 95 % CI; rows with q < 0.05 drawn in colour."""
-    fig, ax = plt.subplots(figsize=(6, 0.32 * len(result) + 1.4))
+    """One row per region (or term): estimate and 95 % CI; rows with q < 0.05 drawn in colour.
+
+    Rows without an estimate (a confounded design, too few responders) are listed and marked
+    "not estimated"; a note shared by every row (the design check's verdict) is printed, wrapped,
+    below the axes, with room made for it.
+    """
+    footnote = _footnote(result)
+    height = 0.32 * len(result) + 1.4
+    extra = 0.16 * len(footnote)
+    fig, ax = plt.subplots(figsize=(6.4, height + extra))
     _forest(fig, ax, result, title=title, null=null)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
+    _draw_footnote(fig, footnote)
     _save(fig, path)
+
+
+def _footnote(result: pd.DataFrame, width: int = 110) -> list[str]:
+    notes = result["note"].dropna().unique()
+    if len(notes) == 1 and notes[0]:  # a note shared by every row, such as the design check
+        return textwrap.wrap(str(notes[0]), width=width)
+    return []
+
+
+def _draw_footnote(fig: plt.Figure, lines: list[str]) -> None:
+    for i, line in enumerate(lines):
+        fig.text(
+            0.01,
+            0.01 + 0.16 * (len(lines) - 1 - i) / fig.get_figheight(),
+            line,
+            fontsize=6.5,
+            color="0.25",
+            va="bottom",
+        )
 
 
 def _forest(
@@ -35,7 +64,8 @@ def _forest(
     est = df["estimate"].to_numpy(dtype=float)
     low = df["ci_low"].to_numpy(dtype=float)
     high = df["ci_high"].to_numpy(dtype=float)
-    for mask, colour in ((~significant, "0.45"), (significant, "tab:red")):
+    shown = np.isfinite(est) & np.isfinite(low) & np.isfinite(high)
+    for mask, colour in ((~significant & shown, "0.45"), (significant & shown, "tab:red")):
         ax.errorbar(
             est[mask],
             y[mask],
@@ -45,16 +75,15 @@ def _forest(
             capsize=2,
             lw=1,
         )
+    for i in np.flatnonzero(~shown):
+        ax.text(null, y[i], "not estimated", ha="center", va="center", fontsize=7, color="0.35")
     ax.axvline(null, color="0.7", lw=0.8, ls="--")
     ax.set_yticks(y, df["label"])
+    ax.set_ylim(-0.7, len(df) - 0.3)
     unit = df["unit"].dropna().iloc[0] if df["unit"].notna().any() else ""
-    ax.set_xlabel(f"estimate ({unit}), 95 % CI; red: q < 0.05")
+    what = "95 % CI" if shown.any() else "no interval"
+    ax.set_xlabel(f"estimate ({unit}), {what}; red: q < 0.05")
     ax.set_title(title or str(df["analysis"].iloc[0]), fontsize=10)
-    notes = df["note"].dropna().unique()
-    if (
-        len(notes) == 1 and notes[0]
-    ):  # a note shared by every row, such as the design check's verdict
-        fig.text(0.01, 0.005, str(notes[0])[:160], fontsize=6, color="0.3")
 
 
 def paired_forest_plot(
@@ -69,9 +98,10 @@ def paired_forest_plot(
 
     ``per_subject`` has columns subject_id, condition and value; conditions are drawn in ``order``.
     """
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(9, max(3.2, 0.32 * len(result) + 1.6)), width_ratios=[1, 1.4]
-    )
+    footnote = _footnote(result, width=150)
+    height = max(3.2, 0.32 * len(result) + 1.6)
+    extra = 0.16 * len(footnote)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, height + extra), width_ratios=[1, 1.4])
     conds = [c for c in order if c in set(per_subject["condition"])]
     wide = per_subject.pivot_table(
         index="subject_id", columns="condition", values="value", aggfunc="first"
@@ -86,7 +116,8 @@ def paired_forest_plot(
     left.set_title(f"per subject (n = {len(wide)})", fontsize=10)
     left.legend(fontsize=8, frameon=False)
     _forest(fig, right, result, title=None, null=0.0)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
+    _draw_footnote(fig, footnote)
     _save(fig, path)
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ketamap import __version__, clinical, registry, schemas
+from ketamap.errors import KetamapError
 from ketamap.ids import load_key
 from ketamap.pooled import RESULT_TABLE
 from ketamap.pooled import clinical as pooled_clinical
@@ -219,22 +220,27 @@ def pooled_pet(
     reg = schemas.read_table(regional, "pet_regional")
     subj = schemas.read_table(subjects, "subjects")
     sc = schemas.read_table(scores, "clinical_scores")
-    reference = options.get("pet", {}).get("reference_region", "cerebellum")
+    if reg.empty:
+        raise KetamapError(
+            "pet_regional has no rows", file=str(regional), expected="PET scans from a PET site"
+        )
     response_fraction = float(options.get("clinical", {}).get("response_fraction", 0.5))
     if analysis == "pet.baseline_trd_vs_hc":
-        result = pooled.analyze_baseline(reg, subj, reference_region=reference)
+        result = pooled.analyze_baseline(reg, subj)
     elif analysis == "pet.ketamine_x_time":
-        result = pooled.analyze_ketamine_x_time(reg, subj, reference_region=reference)
+        result = pooled.analyze_ketamine_x_time(reg, subj)
     elif analysis == "pet.change_vs_improvement":
-        result = pooled.analyze_change_vs_improvement(reg, subj, sc, reference_region=reference)
+        result = pooled.analyze_change_vs_improvement(reg, subj, sc)
     elif analysis == "pet.response_prediction":
+        spec = options.get("pet", {}).get("response_prediction") or {}
         result = pooled.analyze_response_prediction(
             reg,
             subj,
             sc,
-            reference_region=reference,
+            regions=list(spec.get("regions", ["habenula"])),
+            arm=str(spec.get("arm", "ketamine")),
             response_fraction=response_fraction,
-            seed=int(options.get("seed", 0)),
+            min_per_class=int(spec.get("min_per_class", 4)),
         )
     else:
         raise ValueError(f"unknown PET analysis {analysis!r}")
@@ -262,7 +268,7 @@ def figure_change_scatter(
         schemas.read_table(subjects, "subjects"), schemas.read_table(scores, "clinical_scores")
     )
     ket = clinical[clinical["arm"] == "ketamine"].set_index("subject_id")
-    pct = pooled.percent_change(reg, options.get("pet", {}).get("reference_region", "cerebellum"))
+    pct = pooled.percent_change(reg)
     common = pct.index.intersection(ket.index)
     figures.change_scatter(
         pct.loc[common],

@@ -84,6 +84,12 @@ def site_config(wildcards):
     return site_by_id(config, wildcards.site)
 
 
+def harmonize_pet_config():
+    """What the PET reader uses: the key and the quantification options (not the pooled ones)."""
+    pet = {k: v for k, v in config.get("pet", {}).items() if k != "response_prediction"}
+    return {"pseudonymization": config.get("pseudonymization", {}), "pet": pet}
+
+
 def atlas_entry(wildcards):
     return {"id": "atlas", "path": "datasets/atlas", **config["atlas"]}
 

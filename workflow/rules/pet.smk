@@ -43,7 +43,7 @@ rule harmonize_pet:
         runtime=30,
     params:
         site=site_config,
-        config={k: config.get(k, {}) for k in ("pseudonymization", "pet")},
+        config=harmonize_pet_config(),
         key=key_fingerprint(config),
     script:
         "../scripts/harmonize_pet.py"
@@ -55,7 +55,11 @@ rule pooled_pet:
         subjects="results/tables/subjects.parquet",
         scores="results/tables/clinical_scores.parquet",
         code=code(
-            "pooled/__init__.py", "pooled/pet.py", "pooled/clinical.py", "figures.py"
+            "pooled/__init__.py",
+            "pooled/pet.py",
+            "pooled/clinical.py",
+            "figures.py",
+            "steps.py",
         ),
     output:
         result="results/pooled/pet.{name}.parquet",
@@ -67,7 +71,7 @@ rule pooled_pet:
         mem_mb=4000,
         runtime=30,
     params:
-        options={k: config.get(k) for k in ("pet", "clinical", "seed")},
+        options={k: config.get(k) for k in ("pet", "clinical")},
     script:
         "../scripts/pooled_pet.py"
 

@@ -41,19 +41,40 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
 
 
 def fit_mixed(fit: Callable[[], Any]) -> tuple[Any, str | None]:
-    """Run a statsmodels mixed-model fit, turning its fitting warnings into a note for the result row.
+    """Run a statsmodels MixedLM fit and say in one note what is wrong with it, if anything.
 
-    A random-intercept variance on the boundary (singular covariance) or a convergence warning is a
-    property of the data worth reporting, not an error.
+    statsmodels warns about three different things, and only real problems become a note:
+
+    - the fit did not converge (``converged`` is False after every optimizer tried): a problem;
+    - the Hessian at the estimate is not positive definite while the random-intercept variance is
+      inside the parameter space: the standard errors cannot be trusted, a problem;
+    - "the MLE may be on the boundary": statsmodels raises this whenever the random-intercept
+      variance is below 0.01 *in the outcome's own units* (for log SUVR, a between-subject SD of
+      10 % triggers it), so it is replaced by a unit-free check: the variance as a fraction of
+      the residual variance below 1e-6. That is a property of the data, reported as such, not a
+      failure.
+
+    Retries of another optimizer after a first one stalled are not reported when a later one
+    converged.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", SingularMatrixWarning)
         result = fit()
-    kinds = {w.category for w in caught}
     notes = []
-    if SingularMatrixWarning in kinds:
-        notes.append("random-intercept variance estimated at its boundary (0)")
-    if ConvergenceWarning in kinds:
-        notes.append("the mixed model reported a convergence warning")
+    boundary = random_variance_ratio(result) < 1e-6
+    if not getattr(result, "converged", True):
+        notes.append("the mixed model did not converge (estimates unreliable)")
+    elif not boundary and any("Hessian" in str(w.message) for w in caught):
+        notes.append(
+            "the mixed model's Hessian is not positive definite (standard errors unreliable)"
+        )
+    if boundary:
+        notes.append("random-intercept variance estimated at 0")
     return result, "; ".join(notes) or None
+
+
+def random_variance_ratio(result: Any) -> float:
+    """Smallest random-effect variance of a MixedLM fit relative to the residual variance."""
+    unscaled = np.atleast_2d(np.asarray(getattr(result, "cov_re_unscaled", [[np.inf]]), float))
+    return float(np.min(np.diag(unscaled))) if unscaled.size else float("inf")
