@@ -35,12 +35,14 @@ def resolve_demo_sites(config: dict[str, Any]) -> None:
         demo["derive_sites"] = True
     from ketamap import synth
 
-    expected = synth.site_configs(
-        synth.load_scenario(demo["scenario"]), demo["registry"], demo["release"]
-    )
+    scenario = synth.load_scenario(demo["scenario"])
+    expected = synth.site_configs(scenario, demo["registry"], demo["release"])
+    options = synth.analysis_options(scenario)
     if demo.get("derive_sites"):
         config["sites"] = expected
+        apply_analysis_options(config, options)
         return
+    check_analysis_options(config, options, demo["scenario"])
     by_id = {site["id"]: site for site in expected}
     for i, site in enumerate(config["sites"]):
         if site["registry"] != demo["registry"]:
@@ -65,6 +67,54 @@ def resolve_demo_sites(config: dict[str, Any]) -> None:
                     expected=repr(want[key]),
                     hint=f"set demo.derive_sites: true, or paste the output of `ketamap site-config --scenario {demo['scenario']}`",
                 )
+
+
+def apply_analysis_options(config: dict[str, Any], options: dict[str, dict[str, Any]]) -> None:
+    """Give the config the options the scenario's ground truth assumes (``make run SCENARIO=...``).
+
+    The scenario's values win: its truths were computed with them. Pre-specified prediction regions
+    are a list: the scenario's planted predictor is added to the configured ones.
+    """
+    for section, values in options.items():
+        target = config.setdefault(section, {})
+        for key, value in values.items():
+            if key == "response_prediction":
+                spec = target.setdefault(key, {})
+                regions = list(spec.get("regions", ["habenula"]))
+                spec["regions"] = regions + [r for r in value["regions"] if r not in regions]
+            else:
+                target[key] = value
+
+
+def check_analysis_options(
+    config: dict[str, Any], options: dict[str, dict[str, Any]], scenario: str
+) -> None:
+    """A config that lists the demo sites must use the options the demo scenario's truths assume."""
+    for section, values in options.items():
+        for key, want in values.items():
+            if key == "response_prediction":  # a choice of hypotheses, not a rule of the truth
+                continue
+            got = config.get(section, {}).get(key)
+            if got is not None and _same(got, want):
+                continue
+            raise ConfigError(
+                f"{section}.{key} is {got!r} but the demo scenario's ground truth assumes {want!r}",
+                file="config/config.yaml",
+                field=f"{section}.{key}",
+                expected=repr(want),
+                hint=f"set it to {want!r}, change it in {scenario}, or run `make run SCENARIO={scenario}`, "
+                "which takes it from the scenario",
+            )
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return float(a) == float(b)
+    return bool(a == b)
 
 
 def check_config(config: dict[str, Any]) -> None:

@@ -762,6 +762,23 @@ def write_site(scenario: dict[str, Any], site: dict[str, Any], site_dir: Path) -
 # --------------------------------------------------------------------------- ground truth
 
 
+def analysis_options(scenario: dict[str, Any]) -> dict[str, Any]:
+    """The workflow options the behaviour truths assume: the reflex and sustained windows."""
+    if not (_human_sites(scenario) or _mouse_sites(scenario)):
+        return {}
+    eye = scenario["behaviour"]["eyelid"]
+
+    def pair(r: dict[str, float]) -> list[float]:
+        return [float(r["min"]), float(r["max"])]
+
+    return {
+        "behaviour": {
+            "reflex_window_s": pair(eye["reflex_window_s"]),
+            "sustained_window_s": {sp: pair(w) for sp, w in eye["sustained_window_s"].items()},
+        }
+    }
+
+
 def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     """Pooled behaviour truths (population model values, not sample draws).
 

@@ -624,6 +624,15 @@ def arm_rates(clinical: dict[str, Any], arm: str, site: dict[str, Any]) -> tuple
     return float((joint * response).sum()), float((joint * remission).sum())
 
 
+def analysis_options(scenario: dict[str, Any]) -> dict[str, Any]:
+    """The workflow options the clinical truths assume (the remission rule)."""
+    if not any(
+        _site_arms(s) for s in scenario["sites"] if s["species"] == "human" and s.get("groups")
+    ):
+        return {}
+    return {"clinical": {"remission_threshold": scenario["clinical"]["remission_threshold"]}}
+
+
 def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     """Planted clinical truths of the pooled randomised arms.
 

@@ -136,7 +136,7 @@ def site_configs(
         entries.append(
             {
                 "id": site["id"],
-                "modality": site["modality"],
+                "modality": _config_modality(site),
                 "species": site["species"],
                 "trial": site["trial"],
                 "registry": registry,
@@ -146,3 +146,25 @@ def site_configs(
             }
         )
     return entries
+
+
+def analysis_options(scenario: dict[str, Any] | str | Path) -> dict[str, dict[str, Any]]:
+    """The workflow-config options (by section) that the scenario's ground truth assumes, e.g. the
+    remission threshold, the SUVR reference region and the eyelid analysis windows. ``make run
+    SCENARIO=...`` applies them; a config that names the demo sites must agree with them."""
+    if not isinstance(scenario, dict):
+        scenario = load_scenario(scenario)
+    out: dict[str, dict[str, Any]] = {}
+    for module in MODULES:
+        for section, options in getattr(module, "analysis_options", lambda s: {})(scenario).items():
+            out.setdefault(section, {}).update(options)
+    return out
+
+
+def _config_modality(site: dict[str, Any]) -> str:
+    """The workflow-config modality of what the generator writes for ``site``: its own, or
+    ``clinical`` for a human site whose modality section is absent (participants and scores only)."""
+    writes = {"pet": pet.applies(site), "ieeg": ieeg.applies(site)}
+    if site["species"] == "human" and not writes.get(site["modality"], True):
+        return "clinical"
+    return str(site["modality"])
