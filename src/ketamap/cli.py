@@ -80,6 +80,33 @@ def _recovery(args: argparse.Namespace) -> None:
     print(f"all {len(df)} truths recovered")
 
 
+def _calibration(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from ketamap import calibration as cal
+
+    wanted = tuple(a.strip() for a in args.analyses.split(",") if a.strip())
+    analyses = tuple(
+        a
+        for a in (
+            "clinical.madrs_change",
+            "pet.baseline_trd_vs_hc",
+            "pet.ketamine_x_time",
+            "pet.change_vs_improvement",
+            "pet.response_prediction",
+        )
+        if not wanted or any(a.startswith(w) for w in wanted)
+    )
+    layout = Path(args.scenario).stem
+    results = [
+        cal.run_case(case, jobs=args.jobs)
+        for case in cal.scenario_cases(
+            Path(args.scenario), layout, analyses, args.reps, regions=tuple(args.regions.split(","))
+        )
+    ]
+    print(cal.format_table(cal.summarize(pd.concat(results, ignore_index=True))))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ketamap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datadict", help="render the data dictionary from schemas/")
     p.add_argument("--out", default="docs/data_dictionary.md")
     p.set_defaults(func=_datadict)
+
+    p = sub.add_parser(
+        "calibration",
+        help="type-I error and CI coverage of the clinical and PET analyses on a scenario's layout",
+    )
+    p.add_argument("--scenario", required=True, help="scenario YAML with the consortium's layout")
+    p.add_argument("--reps", type=int, default=200, help="replicate consortia per case")
+    p.add_argument("--analyses", default="", help="e.g. clinical,pet.baseline (default: all)")
+    p.add_argument("--regions", default="habenula", help="prediction regions, comma-separated")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.set_defaults(func=_calibration)
 
     p = sub.add_parser("recovery", help="compare pooled results with a scenario's ground truth")
     p.add_argument("--truth", required=True)

@@ -1,0 +1,76 @@
+"""What a scenario's ground truth assumes reaches the analyses (issue 9, finding 6)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from ketamap.cli import main
+from ketamap.config import resolve_demo_sites
+from ketamap.errors import ConfigError
+
+CONFIG = yaml.safe_load((REPO / "config/config.yaml").read_text())
+SCENARIOS = REPO / "config" / "scenarios"
+
+
+def _scenario_with(tmp_path: Path, edit) -> str:
+    scenario = yaml.safe_load((SCENARIOS / "small.yaml").read_text())
+    edit(scenario)
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+    return str(path)
+
+
+def test_make_run_scenario_takes_the_scenario_remission_threshold(tmp_path: Path) -> None:
+    path = _scenario_with(tmp_path, lambda s: s["clinical"].update(remission_threshold=12))
+    config = copy.deepcopy(CONFIG) | {"scenario": path}
+    resolve_demo_sites(config)
+    assert config["clinical"]["remission_threshold"] == 12
+    assert config["pet"]["reference_region"] == "cerebellum"
+
+
+def test_a_planted_predictor_region_is_pre_specified(tmp_path: Path) -> None:
+    path = _scenario_with(
+        tmp_path,
+        lambda s: s["pet"]["effects"].update(
+            response_predictor={"region": "acc", "correlation": 0.5}
+        ),
+    )
+    config = copy.deepcopy(CONFIG) | {"scenario": path}
+    resolve_demo_sites(config)
+    assert config["pet"]["response_prediction"]["regions"] == ["habenula", "acc"]
+
+
+def test_listed_demo_sites_must_use_the_scenario_options() -> None:
+    config = copy.deepcopy(CONFIG)
+    config["clinical"]["remission_threshold"] = 12
+    with pytest.raises(ConfigError, match=r"clinical\.remission_threshold") as err:
+        resolve_demo_sites(config)
+    message = str(err.value)
+    assert "ground truth assumes 10" in message and "make run SCENARIO=" in message
+    config = copy.deepcopy(CONFIG)
+    config["behaviour"]["sustained_window_s"] = {"human": [0.5, 3.0], "mouse": [0.5, 5.0]}
+    with pytest.raises(ConfigError, match=r"behaviour\.sustained_window_s"):
+        resolve_demo_sites(config)
+
+
+def test_calibration_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "calibration",
+            "--scenario",
+            str(SCENARIOS / "clinical_only.yaml"),
+            "--reps",
+            "30",
+            "--analyses",
+            "clinical",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| `clinical.madrs_change` | arm_difference | clinical_only | 30 |" in out
+    assert "type-I error" in out and "coverage" in out
