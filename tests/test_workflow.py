@@ -21,6 +21,7 @@ import yaml
 
 from conftest import REPO, venv_bin
 from ketamap import schemas, synth
+from ketamap.config import apply_analysis_options
 from ketamap.ids import pseudonymize
 from ketamap.recovery import compare
 from ketamap.registry import build_registry
@@ -104,6 +105,7 @@ def make_project(dest: Path, scenario: str = "small", config_edit=None) -> Path:
     config["sites"] = synth.site_configs(
         scen, config["demo"]["registry"], config["demo"]["release"]
     )
+    apply_analysis_options(config, synth.analysis_options(scen))
     if config_edit:
         config_edit(config)
     (dest / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -277,7 +279,9 @@ def test_planted_pet_effects_are_recovered_without_false_positives(pipeline: dic
     baseline = schemas.read_table(
         project / "results/pooled/pet.baseline_trd_vs_hc.parquet", "pooled_result"
     )
-    assert baseline["note"].str.contains("harmonized by scanner with ComBat").all()
+    # The RCT shares scanner_a with the Keio controls; scanner_b holds controls only.
+    assert baseline["note"].str.startswith("partially confounded").all()
+    assert "batch fixed effects" not in baseline["method"].iloc[0]  # one informative batch
     sessions = schemas.read_table(project / "results/tables/pet_sessions.parquet", "pet_sessions")
     assert set(sessions["source_units"]) >= {"Bq/mL", "kBq/mL"}
     for figure in (
@@ -371,13 +375,16 @@ def test_null_scenario_is_not_significant(tmp_path: Path) -> None:
     assert pet["null_ok"].all(), pet[~pet["null_ok"]].to_dict("records")
 
 
-def test_confounded_design_is_flagged_not_harmonized(tmp_path: Path) -> None:
-    """Every scanner sees one group only: the check says so in the results and the log, and gives no p."""
+def test_confounded_design_is_flagged_and_not_estimated(tmp_path: Path) -> None:
+    """Issue 9, finding 1: patients on scanner_a, controls on another device of the same make and
+    model. The batch (serial) tells them apart: no estimate, interval or p, and the log, the
+    result rows and the figure say why."""
     scenario = yaml.safe_load((REPO / "config/scenarios/small.yaml").read_text())
-    scanners = {s["id"]: s for s in scenario["pet"]["scanners"]}
+    twin = dict(next(s for s in scenario["pet"]["scanners"] if s["id"] == "scanner_a"))
+    twin.update(id="scanner_twin", suvr_offset_mul=0.95)
+    scenario["pet"]["scanners"].append(twin)
     for site in scenario["sites"]:
-        site["pet"]["scanner"] = "scanner_a" if "trd" in site["groups"] else "scanner_b"
-    assert set(scanners) >= {"scanner_a", "scanner_b"}
+        site["pet"]["scanner"] = "scanner_a" if "trd" in site["groups"] else "scanner_twin"
     scenario["name"] = "confounded"
 
     def use(config: dict) -> None:
@@ -391,12 +398,87 @@ def test_confounded_design_is_flagged_not_harmonized(tmp_path: Path) -> None:
     result = schemas.read_table(
         project / "results/pooled/pet.baseline_trd_vs_hc.parquet", "pooled_result"
     )
-    assert result["note"].str.contains("diagnosis is confounded with scanner").all()
-    assert result["p_value"].isna().all() and result["estimate"].notna().all()
-    assert (
-        "confounded with scanner"
-        in (project / "logs/pooled/pet.baseline_trd_vs_hc.log").read_text()
+    assert result["note"].str.startswith("fully confounded").all()
+    for col in ("estimate", "ci_low", "ci_high", "statistic", "p_value"):
+        assert result[col].isna().all(), col
+    regional = schemas.read_table(project / "results/tables/pet_regional.parquet", "pet_regional")
+    assert regional["scanner"].nunique() == 1 and regional["batch"].nunique() == 2
+    log = (project / "logs/pooled/pet.baseline_trd_vs_hc.log").read_text()
+    assert "fully confounded" in log
+    assert (project / "results/figures/pet.baseline_trd_vs_hc.png").stat().st_size > 5000
+
+
+def _decoded(path: Path) -> bytes:
+    """A file's bytes, and for Parquet also its decoded values (compression hides strings)."""
+    blob = path.read_bytes()
+    if path.suffix == ".parquet":
+        blob += pq.read_table(path).to_pandas().to_csv().encode()
+    return blob
+
+
+def test_partial_sites_run_what_their_data_has(tmp_path: Path) -> None:
+    """Issue 9's layouts end to end (config/scenarios/partial_sites.yaml) through `make run
+    SCENARIO=...`'s Snakemake call: two RCTs with dropouts, a control-only second device of the
+    RCT's scanner model, a patient-only scanner, a site with symptom scores but no PET, and a
+    scenario remission threshold of 12."""
+    project = make_project(tmp_path / "p")
+    scenario = "config/scenarios/partial_sites.yaml"
+    counts = job_counts(snakemake(project, "--dry-run", "--config", f"scenario={scenario}").stdout)
+    assert counts["harmonize_clinical"] == 5 and counts["harmonize_pet"] == 4
+    snakemake(project, "--config", f"scenario={scenario}")
+    assert not (project / "results/sites/osaka_scores/pet_regional.parquet").exists()
+    subjects = schemas.read_table(project / "results/tables/subjects.parquet", "subjects")
+    assert (subjects["site"] == "osaka_scores").sum() == 10
+    pooled = project / "results/pooled"
+    clinical = schemas.read_table(pooled / "clinical.madrs_change.parquet", "pooled_result")
+    remission = clinical[clinical["term"].str.startswith("remission")]
+    assert remission["method"].str.contains("remission = post MADRS <= 12").all()
+    assert "trial fixed effects" in clinical.set_index("term").loc["arm_difference", "method"]
+    baseline = schemas.read_table(pooled / "pet.baseline_trd_vs_hc.parquet", "pooled_result")
+    note = baseline["note"].iloc[0]
+    assert note.startswith("partially confounded: 2 batch(es)"), note
+    assert "Siemens Biograph mCT (device" in note and ": hc" in note and ": trd" in note
+    ket = schemas.read_table(pooled / "pet.ketamine_x_time.parquet", "pooled_result")
+    assert ket["note"].str.contains("without a post scan contribute their baseline").all()
+    assert not ket["note"].str.contains("converge|Hessian").any()
+    rec = compare(project / "resources/demo/sites/ground_truth.json", pooled)
+    assert rec["found"].all(), rec[~rec["found"]][["analysis", "term", "arm", "region"]]
+    remission_truth = rec[rec["term"] == "remission_rate"]
+    assert remission_truth["covered"].all(), remission_truth.to_dict("records")
+    key = ["analysis", "region", "value", "estimate", "ci_low", "ci_high", "q_value"]
+    pet = rec[rec["analysis"].str.startswith("pet.") & (rec["unit"] != "AUC")]
+    planted = pet[pet["value"] != 0]
+    ketamine = planted[planted["analysis"] == "pet.ketamine_x_time"]
+    assert ketamine["covered"].all() and ketamine["sign_ok"].all(), ketamine[key].to_string()
+    assert pet["null_ok"].all(), pet[~pet["null_ok"]][key].to_string()
+    prediction = schemas.read_table(pooled / "pet.response_prediction.parquet", "pooled_result")
+    assert (prediction["arm"] == "ketamine").all() and set(prediction["region"]) == {"habenula"}
+    # Serials and institutions of the scanners (canaries) reach no table, figure or log.
+    canaries = json.loads((project / "resources/demo/sites/ground_truth.json").read_text())[
+        "canaries"
+    ]
+    assert any(c.startswith("PET-") for c in canaries)
+    for path in [*(project / "results").rglob("*"), *(project / "logs").rglob("*")]:
+        if path.is_file():
+            blob = _decoded(path)
+            for canary in canaries:
+                assert canary.encode() not in blob, (path, canary)
+
+
+def test_consortium_without_pet_plans_no_atlas_and_no_pet_job(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    scenario = "config/scenarios/clinical_only.yaml"
+    counts = job_counts(snakemake(project, "--dry-run", "--config", f"scenario={scenario}").stdout)
+    assert "fetch_atlas" not in counts and "harmonize_pet" not in counts
+    assert "pooled_pet" not in counts and counts["pooled_clinical"] == 1
+    snakemake(project, "--config", f"scenario={scenario}")
+    result = schemas.read_table(
+        project / "results/pooled/clinical.madrs_change.parquet", "pooled_result"
     )
+    assert result.set_index("term").loc["arm_difference", "n"] == 20
+    assert not (project / "results/tables/pet_regional.parquet").exists()
+    manifest = json.loads((project / "results/manifest.json").read_text())
+    assert [s["site"] for s in manifest["sites"]] == ["keio_hc", "ycu_rct"]
 
 
 def _broken_registry(base: Path, breaks: dict[str, callable], scenario: str = "small") -> Path:
