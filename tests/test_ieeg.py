@@ -13,9 +13,10 @@ import pandas as pd
 import pybv
 import pytest
 from scipy import signal
+from scipy.special import expit
 
 from conftest import DEMO_KEY, write_tsv
-from ketamap import ieeg_signal
+from ketamap import ieeg, ieeg_signal
 from ketamap.errors import SiteDataError
 from ketamap.ieeg import (
     bipolar_pairs,
@@ -25,6 +26,7 @@ from ketamap.ieeg import (
     parse_contact,
 )
 from ketamap.schemas import to_arrow
+from ketamap.synth.ieeg_signal import slow_half_power_width
 
 CANARY = "CANARYQZX"
 SFREQ = 512.0
@@ -341,6 +343,121 @@ def test_notch_and_line_detection(line_hz: float) -> None:
         drop_db = 10 * np.log10(p0[:, k].mean() / p1[:, k].mean())
         assert drop_db > 20, (h, drop_db)
     assert ieeg_signal.detect_line_frequency(y, SFREQ) is None
+
+
+# ------------------------------------------------------------------------------ measures
+TIMES = np.round(np.arange(-100, 301) / 100, 2)  # the epoch time base of the default options
+CV = 0.185  # SD / mean of the baseline HFB envelope on the bundled scenarios
+EDGE = 0.02
+
+
+def _planted(onset: float, duration: float, edge: float = EDGE) -> np.ndarray:
+    """The generator's slow-phase amplitude (plateau 1, half-maximum width ``duration``)."""
+    return expit((TIMES - onset) / edge) * expit((onset + duration - TIMES) / edge)
+
+
+def _z_of_power(power: np.ndarray) -> np.ndarray:
+    """z of the mean HFB amplitude for a power increase: amplitude ~ sqrt(power) (Rayleigh)."""
+    return (np.sqrt(1.0 + power) - 1.0) / CV
+
+
+def _reference_detection(z: np.ndarray, opts: dict) -> tuple[bool, bool, float, float]:
+    """The per-channel loop ``_measures`` replaced: fast flag, slow flag, latency, amplitude."""
+    thr = opts["threshold_z"]
+    k = max(1, int(np.ceil(float(opts["min_duration_s"]) * 100 - 1e-9)))
+    f0, f1 = opts["fast_window_s"]
+    times = TIMES
+    fidx = np.flatnonzero((times >= f0 - 1e-9) & (times <= f1 + 1e-9))
+    zf = z[fidx]
+    p = int(np.nanargmax(zf)) if np.isfinite(zf).any() else 0
+    fast = bool(zf[p] > thr)
+    peak_i = int(fidx[p])
+    start = int(np.searchsorted(TIMES, 0.3 - 1e-9))
+    if fast:
+        below = np.flatnonzero(z[peak_i:] < thr)
+        if below.size and peak_i + below[0] <= fidx[-1]:
+            start = max(start, peak_i + int(below[0]))
+    above = z[start:] > thr
+    runs = np.convolve(above.astype(int), np.ones(k, dtype=int), mode="valid") == k
+    latency = float(TIMES[peak_i]) if fast else np.nan
+    return fast, bool(runs.any()), latency, float(zf[p])
+
+
+def test_vectorised_detection_equals_the_per_channel_loop() -> None:
+    opts = ieeg._check_options(dict(ieeg.DEFAULT_OPTIONS))
+    rng = np.random.default_rng(3)
+    n = 400
+    fast_amp = rng.choice([0.0, 1.5, 3.0, 6.0], n)[:, None]
+    power = fast_amp * np.exp(-0.5 * ((TIMES - rng.uniform(0.1, 0.3, (n, 1))) / 0.04) ** 2)
+    slow = rng.choice([0.0, 0.5, 1.2, 3.0], n)[:, None]
+    power = power + slow * _planted(0.35, 0.5) ** 2
+    z = _z_of_power(power) + rng.normal(0.0, 0.6, power.shape)
+    z[0] = np.nan  # a flat channel (baseline SD 0)
+    got = ieeg._measures(z, power, TIMES, opts)
+    for i in range(n):
+        fast, has_slow, latency, amp = _reference_detection(z[i], opts)
+        row = got.iloc[i]
+        assert (row["responsive_fast"], row["responsive_slow"]) == (fast, has_slow), i
+        assert row["fast_peak_latency_s"] == pytest.approx(latency, nan_ok=True), i
+        assert row["fast_peak_amplitude_z"] == pytest.approx(amp, nan_ok=True), i
+    assert 0.2 < got["responsive_slow"].mean() < 0.8 and 0.2 < got["responsive_fast"].mean() < 0.95
+
+
+def test_slow_duration_is_the_half_power_width_whatever_the_snr() -> None:
+    """The slow phase is timed at half its plateau in the HFB power, so its width is the planted
+    power envelope's (d - 2 asinh(1) e) at every SNR, and ketamine's factor on d comes out as the
+    synthetic truth says. The time above the z threshold (the measure before) depends on the SNR:
+    here from 0.53 to 0.76 s for the same planted 0.7 s."""
+    opts = ieeg._check_options(dict(ieeg.DEFAULT_OPTIONS))
+    snrs = np.array([0.9, 2.0, 5.0, 30.0])  # evoked / background power on the plateau
+    rows = []
+    for duration in (0.7, 0.385):
+        for onset in (0.32, 0.4):
+            for snr in snrs:
+                # a fast burst before the slow phase, as most slow channels have
+                burst = 3.0 * np.exp(-0.5 * ((TIMES - 0.2) / 0.042) ** 2)
+                rows.append((duration, onset, snr, snr * _planted(onset, duration) ** 2 + burst))
+    power = np.array([r[3] for r in rows])
+    z = _z_of_power(power)
+    got = ieeg._measures(z, power, TIMES, opts)
+    assert got["responsive_slow"].all()
+    threshold_time = ((z > opts["threshold_z"]) & (TIMES >= 0.3)).sum(axis=1) / 100
+    for (duration, onset, _, _), (_, row) in zip(rows, got.iterrows(), strict=True):
+        width = slow_half_power_width(duration, EDGE)
+        assert row["slow_duration_s"] == pytest.approx(width, abs=0.002), (duration, onset)
+        assert row["slow_onset_s"] == pytest.approx(onset + (duration - width) / 2, abs=0.002)
+    spread = threshold_time[: len(snrs)].max() - threshold_time[: len(snrs)].min()
+    assert spread > 0.2  # the old measure's dependence on the SNR
+    base = got["slow_duration_s"].to_numpy()[: 2 * len(snrs)].mean()
+    ket = got["slow_duration_s"].to_numpy()[2 * len(snrs) :].mean()
+    expected = slow_half_power_width(0.385, EDGE) / slow_half_power_width(0.7, EDGE) - 1
+    assert ket / base - 1 == pytest.approx(expected, abs=0.003)
+    assert expected < 0.55 - 1 - 0.02  # a ratio of half-power widths is not the planted factor
+
+
+def test_slow_duration_on_noisy_averages() -> None:
+    """Half-maximum timing stays within a few ms of the planted half-power width with the noise
+    of a 24-puff average (z SD 0.2 per sample, smoothed over 30 ms)."""
+    opts = ieeg._check_options(dict(ieeg.DEFAULT_OPTIONS))
+    rng = np.random.default_rng(5)
+    n = 300
+    duration = rng.choice([0.7, 0.385], n)
+    snr = rng.uniform(1.2, 4.0, n)[:, None]
+    power = snr * np.array([_planted(0.36, d) ** 2 for d in duration])
+    kernel = np.ones(3) / 3
+    noise = np.apply_along_axis(np.convolve, 1, rng.normal(0, 0.35, power.shape), kernel, "same")
+    z = _z_of_power(power) + noise
+    power_noisy = (1 + CV * z) ** 2 - 1
+    got = ieeg._measures(z, power_noisy, TIMES, opts)
+    ok = got["responsive_slow"].to_numpy()
+    assert ok.mean() > 0.9
+    err = got["slow_duration_s"].to_numpy() - np.array(
+        [slow_half_power_width(d, EDGE) for d in duration]
+    )
+    err = err[ok]
+    assert abs(np.median(err)) < 0.003 and np.quantile(np.abs(err), 0.9) < 0.015, np.quantile(
+        err, [0.05, 0.5, 0.95]
+    )
 
 
 # ------------------------------------------------------------------------------ harmonizer

@@ -339,7 +339,13 @@ def test_truth_and_canaries(out: Path) -> None:
     }
     hfb = {e["term"]: e for e in truth["entries"] if e.get("measure") == "hfb"}
     assert hfb["ketamine_effect_fast"]["value"] == 0.0
-    assert hfb["ketamine_effect_slow"]["value"] == pytest.approx(0.55 - 1)
+    # The relative change of the half-power width the reader measures (edges unchanged by
+    # ketamine): (0.55 E[d] - w) / (E[d] - w) - 1, w = 2 asinh(1) 0.02 s, E[d] ~ 0.7 s.
+    slow_hfb = hfb["ketamine_effect_slow"]
+    assert slow_hfb["value"] == pytest.approx(
+        (0.55 * 0.7 - 0.04 * np.arcsinh(1)) / (0.7 - 0.04 * np.arcsinh(1)) - 1, abs=1e-4
+    )
+    assert slow_hfb["value"] < 0.55 - 1 - 0.02 and "half-maximum width" in slow_hfb["estimand"]
     assert {e["unit"] for e in hfb.values()} == {"relative change"}
     for sp in ("human", "mouse"):
         assert got[("behaviour.reflex_blink", "ketamine_minus_control", sp)]["value"] == 0.0

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.signal import welch
+from scipy.special import expit
 
 from ketamap.paths import REPO_ROOT
 from ketamap.synth import generate, load_scenario, site_configs
-from ketamap.synth.ieeg import lognormal_correlation
+from ketamap.synth.ieeg import lognormal_correlation, mean_slow_duration, slow_width_change
+from ketamap.synth.ieeg_signal import slow_half_power_width
 
 SCENARIOS = REPO_ROOT / "config" / "scenarios"
 IEEG_SMALL = SCENARIOS / "ieeg_small.yaml"
@@ -214,6 +216,34 @@ def test_pooled_truths(out: Path) -> None:
     assert 0.2 <= contacts["responsive_slow"].mean() <= 0.45
     by_group = contacts.groupby("region_group")["responsive_slow"].mean()
     assert by_group["emotion"] > 2 * by_group["other"]
+
+
+@pytest.mark.parametrize("duration", [0.4, 0.385, 0.7, 1.0])
+@pytest.mark.parametrize("edge", [0.005, 0.02, 0.04])
+def test_half_power_width_of_the_planted_envelope(duration: float, edge: float) -> None:
+    """The closed form against the half-maximum width of the generator's envelope squared."""
+    t = np.linspace(-0.5, 2.0, 2_500_001)
+    power = (expit((t - 0.35) / edge) * expit((0.35 + duration - t) / edge)) ** 2
+    above = t[power >= power.max() / 2]
+    assert above[-1] - above[0] == pytest.approx(slow_half_power_width(duration, edge), abs=2e-6)
+
+
+def test_slow_width_change_is_the_ratio_of_mean_half_power_widths() -> None:
+    scenario = load_scenario(IEEG_SMALL)
+    resp = scenario["ieeg"]["responses"]
+    f, e = resp["ketamine_duration_factor"], resp["edge_s"]
+    # Baseline durations from the truncated normal the layout draws from (Monte Carlo).
+    rng = np.random.default_rng(0)
+    d = rng.normal(resp["slow_duration_s"]["mean"], resp["slow_duration_s"]["sd"], 400_000)
+    d = d[(d >= 0.4) & (d <= 1.0)][:20_000]
+    assert mean_slow_duration(scenario) == pytest.approx(d.mean(), abs=2e-3)
+    base = np.mean([slow_half_power_width(x, e) for x in d])
+    ket = np.mean([slow_half_power_width(f * x, e) for x in d])
+    assert slow_width_change(scenario) == pytest.approx(ket / base - 1, abs=2e-3)
+    assert slow_width_change(scenario) < f - 1 - 0.02  # a constant offset does not cancel
+    responses = {**resp, "ketamine_duration_factor": 1.0}
+    null = {**scenario, "ieeg": {**scenario["ieeg"], "responses": responses}}
+    assert slow_width_change(null) == 0.0
 
 
 def test_lognormal_correlation_matches_monte_carlo() -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ketamap.errors import ConfigError
-from ketamap.synth import clinical
+from ketamap.synth import clinical, ieeg
 from ketamap.synth._io import write_json, write_tsv
 from ketamap.synth._rng import stream
 from ketamap.synth.behaviour_signal import (
@@ -790,7 +790,10 @@ def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
       pre-train per session type (``train_effect_saline``, ``train_effect_ketamine``) and their
       difference ``train_x_drug`` (ketamine minus saline).
     - ``cross_species.timing_signature`` (measure eyelid): ``ketamine_effect_fast`` (reflex) and
-      ``ketamine_effect_slow`` (sustained) per species.
+      ``ketamine_effect_slow`` (sustained) per species; with both species, measure hfb (human
+      iEEG, relative change): fast-peak amplitude 0 and the slow phase's half-power width
+      (:func:`ketamap.synth.ieeg.slow_width_change`, -0.474 for the defaults, not the planted
+      factor - 1 = -0.45: ketamine scales the width, not the edges).
     """
     species = [
         sp
@@ -865,14 +868,17 @@ def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
             )
     if len(species) == 2:
         # Beside the eyelid: the human iEEG components as relative change (ketamine / baseline - 1)
-        # of the fast-peak amplitude (unchanged) and of the slow-phase duration (the planted factor).
-        responses = scenario["ieeg"]["responses"]
+        # of the fast-peak amplitude (unchanged) and of the slow-phase duration the reader measures,
+        # the half-maximum width of the HFB power (see ieeg.slow_width_change).
         for term, value, what in (
-            ("ketamine_effect_fast", 0.0, "fast-peak HFB amplitude"),
+            ("ketamine_effect_fast", 0.0, "fast-peak HFB amplitude, ketamine / baseline - 1"),
             (
                 "ketamine_effect_slow",
-                float(responses["ketamine_duration_factor"]) - 1.0,
-                "slow-phase duration",
+                ieeg.slow_width_change(scenario),
+                "slow-phase duration measured as the half-maximum width of the HFB power "
+                "(planted half-amplitude width d times ketamine_duration_factor f, edges of "
+                "width e unchanged: d - 2 asinh(1) e), ketamine / baseline - 1 = "
+                "(f E[d] - 2 asinh(1) e) / (E[d] - 2 asinh(1) e) - 1",
             ),
         ):
             e = entry(
@@ -881,7 +887,7 @@ def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
                 "human",
                 value,
                 "hfb",
-                estimand=f"human iEEG {what}, ketamine / baseline - 1",
+                estimand=f"human iEEG {what}",
             )
             e["unit"] = "relative change"
             entries.append(e)

@@ -40,7 +40,7 @@ from ketamap.synth.ieeg_layout import (
     region_group,
     simulate_layout,
 )
-from ketamap.synth.ieeg_signal import Schedule, schedule, synthesize
+from ketamap.synth.ieeg_signal import Schedule, schedule, slow_half_power_width, synthesize
 
 NAME = "ieeg"
 TASK = "puff"
@@ -432,13 +432,43 @@ def lognormal_correlation(shared_sd: float, channel_sd: float) -> float:
     return 0.0 if total == 0 else float(np.expm1(shared_sd**2) / np.expm1(total))
 
 
+def mean_slow_duration(scenario: dict[str, Any]) -> float:
+    """Expected baseline slow-phase duration (s): the mean of the truncated normal it is drawn from."""
+    d = scenario["ieeg"]["responses"]["slow_duration_s"]
+    lo, hi = DURATION_BOUNDS
+    return float(
+        truncnorm.mean(
+            (lo - d["mean"]) / d["sd"], (hi - d["mean"]) / d["sd"], loc=d["mean"], scale=d["sd"]
+        )
+    )
+
+
+def slow_width_change(scenario: dict[str, Any]) -> float:
+    """Relative change (ketamine / baseline - 1) of the slow phase's half-power width.
+
+    Ketamine multiplies the half-amplitude width ``d`` by ``f`` but leaves the edges alone, so the
+    half-power width ``d - 2 asinh(1) e`` (:func:`ketamap.synth.ieeg_signal.slow_half_power_width`)
+    changes by ``(f E[d] - w) / (E[d] - w) - 1`` with ``w = 2 asinh(1) e``: more than ``f - 1`` (a
+    constant offset does not cancel in a ratio). The width is linear in ``d`` (up to
+    ``e exp(-d / 2e)``), so the ratio of mean widths over channels and subjects is that of the
+    widths at the mean duration; its dependence on the sample's mean duration is
+    ``2 asinh(1) e (1 - f) / (E[d] - w)^2`` per second (0.036 for the defaults), negligible.
+    """
+    resp = scenario["ieeg"]["responses"]
+    mean_d = mean_slow_duration(scenario)
+    f = float(resp["ketamine_duration_factor"])
+    edge = float(resp["edge_s"])
+    return slow_half_power_width(f * mean_d, edge) / slow_half_power_width(mean_d, edge) - 1.0
+
+
 def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     """Pooled iEEG truths, ketamine minus baseline; empty without iEEG sites.
 
     - ``ieeg.slow_phase_duration`` (s), overall (region_group null) and per region group: the
       mean over good slow-responsive bipolar channels (all patients pooled, each channel once) of
       the planted duration difference; ``population_value`` is the model's expectation
-      ``(factor - 1) * E[duration]``.
+      ``(factor - 1) * E[duration]``. The reader's half-power width is shorter than the planted
+      half-amplitude width by the same amount in both sessions, which cancels in the difference.
     - ``ieeg.fast_phase_latency`` (s): 0 by construction.
     - ``ieeg.synchrony`` (r): difference of the exact correlation across trials of two slow
       contacts' planted slow-phase amplitudes; ``sign`` -1 is what a recovered, noise-attenuated
@@ -460,14 +490,7 @@ def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
             d = r["slow_duration_s"] - base[key]["slow_duration_s"]
             diffs[None].append(d)
             diffs[r["region_group"]].append(d)
-    d = resp["slow_duration_s"]
-    lo, hi = DURATION_BOUNDS
-    mean_dur = float(
-        truncnorm.mean(
-            (lo - d["mean"]) / d["sd"], (hi - d["mean"]) / d["sd"], loc=d["mean"], scale=d["sd"]
-        )
-    )
-    population = (float(resp["ketamine_duration_factor"]) - 1.0) * mean_dur
+    population = (float(resp["ketamine_duration_factor"]) - 1.0) * mean_slow_duration(scenario)
 
     def entry(
         analysis: str, unit: str, value: float, group: str | None = None, **extra: Any
