@@ -352,3 +352,19 @@ def test_ketamine_x_time_matches_the_two_sample_t_on_log_changes() -> None:
     assert r["p_value"] == pytest.approx(ref.pvalue, rel=1e-2)
     diff = change[arms == "ketamine"].mean() - change[arms == "placebo"].mean()
     assert r["estimate"] == pytest.approx(100 * np.expm1(diff), rel=1e-4)
+
+
+def test_batch_overview_harmonizes_for_display_only_when_identifiable(tmp_path) -> None:
+    from ketamap.figures import batch_plot
+    from ketamap.pooled.pet import batch_overview
+
+    subjects, _, regional = simulate(16, n_arm=10, n_hc=(10, 10), offsets={"S1": 0.0, "S2": 0.3})
+    raw, harmonized, check = batch_overview(regional, subjects, reference_region=REF)
+    assert check.verdict == "partially confounded" and harmonized is not None
+    gap = raw.groupby("batch")["value"].mean().diff().iloc[-1]
+    assert abs(harmonized.groupby("batch")["value"].mean().diff().iloc[-1]) < abs(gap) / 3
+    batch_plot(raw, harmonized, check.note, tmp_path / "b.png")
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    subjects, _, regional = simulate(17, n_arm=10, n_hc=(0, 10))
+    _, harmonized, check = batch_overview(regional, subjects, reference_region=REF)
+    assert check.verdict == "fully confounded" and harmonized is None

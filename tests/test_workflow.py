@@ -139,9 +139,10 @@ def test_dry_run_plans_every_step(tmp_path: Path) -> None:
         "pooled_clinical": 1,
         "pooled_pet": 4,
         "figure_change_scatter": 1,
+        "figure_pet_batches": 1,
         "manifest": 1,
         "all": 1,
-        "total": 24,
+        "total": 25,
     }
 
 
@@ -149,7 +150,7 @@ def test_slurm_profile_plans_the_same_jobs(tmp_path: Path) -> None:
     """Every rule declares threads and resources, so the SLURM profile needs no rule changes."""
     project = make_project(tmp_path / "p")
     out = _run(["snakemake", "--profile", "workflow/profiles/slurm", "--dry-run"], project)
-    assert job_counts(out.stdout)["total"] == 24
+    assert job_counts(out.stdout)["total"] == 25
     for rule in (
         "fetch",
         "harmonize_clinical",
@@ -289,6 +290,7 @@ def test_planted_pet_effects_are_recovered_without_false_positives(pipeline: dic
         "pet.baseline_trd_vs_hc.png",
         "pet.ketamine_x_time.png",
         "pet.change_vs_improvement.scatter.png",
+        "pet.batches.png",
     ):
         assert (project / "results/figures" / figure).read_bytes()[:4] == b"\x89PNG"
 

@@ -184,7 +184,7 @@ def timecourse_plot(timecourses: pd.DataFrame, path: str | Path) -> None:
         ax.set_title(f"{group} regions", fontsize=10)
         ax.set_xlabel("time from puff (s)")
     axes[0][0].set_ylabel("70-150 Hz envelope (baseline z)")
-    axes[0][0].legend(fontsize=8, frameon=False)
+    axes[0][0].legend(fontsize=8, frameon=True, loc="best")
     fig.tight_layout()
     _save(fig, path)
 
@@ -357,4 +357,50 @@ def cross_species_panel(
         f"puff responses on one time base; human-mouse eyelid shape {text}", fontsize=8
     )
     fig.tight_layout()
+    _save(fig, path)
+
+
+def batch_plot(
+    raw: pd.DataFrame, harmonized: pd.DataFrame | None, verdict: str, path: str | Path
+) -> None:
+    """Mean cortical SUVR per scan by acquisition batch and group, as measured and after ComBat.
+
+    ``raw`` and ``harmonized`` have columns batch, group and value (one row per scan). The
+    harmonized panel is for looking only: the group contrast itself is estimated with batch
+    fixed effects (pet.baseline_trd_vs_hc).
+    """
+    panels = [("as measured", raw)] + (
+        [("after ComBat (for display)", harmonized)] if harmonized is not None else []
+    )
+    batches = sorted(raw["batch"].unique())
+    width_in = 5.2 * len(panels) + 1.0
+    footnote = textwrap.wrap(verdict, width=int(width_in * 17))
+    height, extra = 1.2 + 0.45 * len(batches), 0.16 * len(footnote)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(width_in, height + extra), squeeze=False, sharey=True
+    )
+    colours = {"trd": "tab:red", "hc": "tab:blue"}
+    for ax, (title, df) in zip(axes[0], panels, strict=True):
+        labelled: set[str] = set()
+        for j, batch in enumerate(batches):
+            for k, (group, colour) in enumerate(colours.items()):
+                values = df.loc[(df["batch"] == batch) & (df["group"] == group), "value"]
+                if len(values):
+                    y = np.full(len(values), j + (k - 0.5) * 0.3)
+                    ax.scatter(
+                        values,
+                        y,
+                        s=10,
+                        color=colour,
+                        alpha=0.6,
+                        label=None if group in labelled else group.upper(),
+                    )
+                    labelled.add(group)
+                    ax.plot([values.mean()] * 2, [y[0] - 0.12, y[0] + 0.12], color=colour, lw=2)
+        ax.set_yticks(np.arange(len(batches)), batches, fontsize=7)
+        ax.set_xlabel("mean SUVR over non-reference regions")
+        ax.set_title(title, fontsize=10)
+    axes[0][0].legend(fontsize=8, frameon=True, loc="best")
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
+    _draw_footnote(fig, footnote)
     _save(fig, path)

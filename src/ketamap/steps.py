@@ -278,6 +278,16 @@ def figure_change_scatter(
     )
 
 
+def figure_pet_batches(regional: str | Path, subjects: str | Path, figure: str | Path) -> None:
+    """Baseline SUVR by acquisition batch and group, as measured and after ComBat (display only)."""
+    from ketamap import figures
+    from ketamap.pooled import pet as pooled
+
+    reg = schemas.read_table(regional, "pet_regional")
+    raw, harmonized, check = pooled.batch_overview(reg, schemas.read_table(subjects, "subjects"))
+    figures.batch_plot(raw, harmonized, f"design check: {check.note}", figure)
+
+
 def harmonize_ieeg(
     site: dict[str, Any],
     raw: str | Path,

@@ -130,6 +130,7 @@ def figure_outputs():
     if PET_SITES:
         figures += expand("results/figures/{analysis}.png", analysis=PET_POOLED)
         figures.append("results/figures/pet.change_vs_improvement.scatter.png")
+        figures.append("results/figures/pet.batches.png")
     if IEEG_SITES:
         figures += expand("results/figures/{analysis}.png", analysis=IEEG_POOLED)
         figures.append("results/figures/ieeg.timecourses.png")

@@ -95,3 +95,20 @@ rule figure_change_scatter:
         options={"pet": config.get("pet", {})},
     script:
         "../scripts/figure_change_scatter.py"
+
+
+rule figure_pet_batches:
+    input:
+        regional="results/tables/pet_regional.parquet",
+        subjects="results/tables/subjects.parquet",
+        code=code("figures.py", "pooled/pet.py", "steps.py"),
+    output:
+        "results/figures/pet.batches.png",
+    log:
+        "logs/figures/pet.batches.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/figure_pet_batches.py"

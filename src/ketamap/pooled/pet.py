@@ -127,6 +127,29 @@ def combat(data: np.ndarray, batch: pd.Series, covariates: pd.DataFrame) -> np.n
     return np.asarray(adjusted)
 
 
+def batch_overview(
+    regional: pd.DataFrame, subjects: pd.DataFrame, *, reference_region: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None, DesignCheck]:
+    """Per baseline scan: batch, group and mean non-reference SUVR, as measured and after ComBat
+    (group, age and sex protected; only when every batch has two scans and the design is
+    identifiable, since ComBat would otherwise remove the group difference with the batch)."""
+    reference = reference_of(regional, reference_region)
+    wide = _wide(regional, "baseline")
+    wide = wide[_regions(wide, reference)].dropna(axis=1)
+    cov = _covariates(subjects).reindex(wide.index)
+    cov["batch"] = session_batch(regional, "baseline")
+    cov = cov.dropna(subset=["age", "female", "trd"])
+    wide = wide.loc[cov.index]
+    group = cov["trd"].map({1.0: "trd", 0.0: "hc"})
+    check = check_design(cov["batch"], group)
+    raw = pd.DataFrame({"batch": cov["batch"], "group": group, "value": wide.mean(axis=1)})
+    counts = cov["batch"].value_counts()
+    if not check.identifiable or len(counts) < 2 or (counts < 2).any():
+        return raw, None, check
+    values = combat(wide.to_numpy(dtype=float), cov["batch"], cov[["trd", "age", "female"]])
+    return raw, raw.assign(value=values.mean(axis=1)), check
+
+
 @contextmanager
 def _quiet_neuroharmonize() -> Iterator[None]:
     """neuroHarmonize still uses numpy.matrix; its PendingDeprecationWarning is not ours to act on."""
