@@ -26,6 +26,12 @@ def summary_of(case: cal.Case) -> pd.DataFrame:
     return cal.summarize(cal.run_case(case)).set_index(["analysis", "term"])
 
 
+def assert_level(row: pd.Series, cap: float) -> None:
+    """Type-I error at most the nominal 5 % plus 2.5 Monte Carlo SEs (clustered by replicate:
+    a replicate's regions share their subjects), and never above ``cap``."""
+    assert row["type_i"] <= min(0.05 + 2.5 * row["type_i_se"], cap), row.to_dict()
+
+
 def test_behaviour_species_are_not_pooled_when_their_noise_differs() -> None:
     """Human video much noisier than the mouse camera: with a pooled variance the human rows
     reached p < 0.05 in about 15 % of null replicates."""
@@ -40,34 +46,42 @@ def test_behaviour_species_are_not_pooled_when_their_noise_differs() -> None:
 
 
 def test_ieeg_contrasts_hold_their_level_with_subject_specific_drug_effects() -> None:
-    case = cal.Case("ieeg", "null", "null", cal._Call(cal.ieeg_results, cal.IeegDesign()), 300)
+    case = cal.Case("ieeg", "null", "null", cal._Call(cal.ieeg_results, cal.IeegDesign()), 150)
     s = summary_of(case)
-    assert s.loc[("ieeg.slow_phase_duration", "ketamine_minus_baseline"), "type_i"] <= 0.08
-    assert s.loc[("ieeg.synchrony", "ketamine_minus_baseline"), "type_i"] <= 0.09
+    assert_level(s.loc[("ieeg.slow_phase_duration", "ketamine_minus_baseline")], cap=0.08)
+    assert_level(s.loc[("ieeg.synchrony", "ketamine_minus_baseline")], cap=0.1)
     margin = cal.IeegDesign(latency_shift_s=0.03)
-    tost = summary_of(cal.Case("ieeg", "m", "margin", cal._Call(cal.ieeg_results, margin), 300))
-    assert tost.loc[("ieeg.fast_phase_latency", "equivalence_tost"), "type_i"] <= 0.09
+    tost = summary_of(cal.Case("ieeg", "m", "margin", cal._Call(cal.ieeg_results, margin), 100))
+    assert_level(tost.loc[("ieeg.fast_phase_latency", "equivalence_tost")], cap=0.1)
 
 
-def test_pet_analyses_hold_their_level_on_the_default_layout() -> None:
-    """25 null consortia at the published sizes: 19 regions each for the PET analyses."""
+def test_pet_group_and_slope_analyses_hold_their_level_on_the_default_layout() -> None:
+    """80 null consortia at the published sizes, 19 regions each."""
     null, planted = cal.scenario_cases(
         SCENARIOS / "default.yaml",
         "default",
-        ("pet.baseline_trd_vs_hc", "pet.ketamine_x_time", "pet.change_vs_improvement"),
-        25,
+        ("pet.baseline_trd_vs_hc", "pet.change_vs_improvement"),
+        80,
     )
     s = summary_of(null)
     for analysis, term in (
         ("pet.baseline_trd_vs_hc", "trd_minus_hc"),
-        ("pet.ketamine_x_time", "ketamine_x_time"),
         ("pet.change_vs_improvement", "slope"),
     ):
-        assert s.loc[(analysis, term), "type_i"] <= 0.09, (analysis, s.loc[(analysis, term)])
-        assert s.loc[(analysis, term), "type_i_rows"] >= 25 * 18
+        assert s.loc[(analysis, term), "type_i_rows"] >= 80 * 18
+        assert_level(s.loc[(analysis, term)], cap=0.08)
     p = summary_of(planted)
-    assert p.loc[("pet.ketamine_x_time", "ketamine_x_time"), "coverage"] >= 0.88
-    assert p.loc[("pet.baseline_trd_vs_hc", "trd_minus_hc"), "coverage"] >= 0.86
+    assert p.loc[("pet.baseline_trd_vs_hc", "trd_minus_hc"), "coverage"] >= 0.88
+    assert p.loc[("pet.change_vs_improvement", "slope"), "coverage"] >= 0.88
+
+
+def test_ketamine_x_time_holds_its_level_with_two_rcts_and_dropouts() -> None:
+    null, planted = cal.scenario_cases(
+        SCENARIOS / "pet_two_rcts.yaml", "two", ("pet.ketamine_x_time",), 20
+    )
+    key = ("pet.ketamine_x_time", "ketamine_x_time")
+    assert_level(summary_of(null).loc[key], cap=0.1)
+    assert summary_of(planted).loc[key, "coverage"] >= 0.85
 
 
 def test_combat_then_ols_is_anti_conservative_where_batch_fixed_effects_are_not() -> None:
@@ -92,8 +106,9 @@ def test_combat_then_ols_is_anti_conservative_where_batch_fixed_effects_are_not(
         legacy=True,
     )
     key = ("pet.baseline_trd_vs_hc", "trd_minus_hc")
-    fe_rate, legacy_rate = summary_of(fe).loc[key, "type_i"], summary_of(legacy).loc[key, "type_i"]
-    assert fe_rate <= 0.08 and legacy_rate > fe_rate, (fe_rate, legacy_rate)
+    fe, legacy = summary_of(fe).loc[key], summary_of(legacy).loc[key]
+    assert_level(fe, cap=0.08)
+    assert legacy["type_i"] > fe["type_i"] + 2 * fe["type_i_se"], (fe.to_dict(), legacy.to_dict())
 
 
 def test_response_prediction_interval_covers_at_trial_sizes() -> None:
@@ -105,11 +120,12 @@ def test_response_prediction_interval_covers_at_trial_sizes() -> None:
         120,
         regions=("habenula", "acc", "dlpfc"),
         edit=lambda s: s["pet"]["effects"].update(
-            response_predictor={"region": "acc", "correlation": 0.6}
+            response_predictor={"region": "acc", "correlation": 0.5}
         ),
     )
     s = summary_of(null).loc[("pet.response_prediction", "auc")]
-    assert s["type_i"] <= 0.08 and s["type_i_rows"] >= 200
+    assert s["type_i_rows"] >= 200
+    assert_level(s, cap=0.09)
     results = cal.run_case(null)
     covered = (results["ci_low"] <= 0.5) & (results["ci_high"] >= 0.5)
     assert covered[results["estimate"].notna()].mean() >= 0.92
@@ -182,7 +198,7 @@ def test_ketamine_x_time_with_complete_data_is_the_ols_of_log_changes_on_arm_and
         index="subject_id", columns="visit", values="suvr"
     )
     data = subjects.set_index("subject_id").loc[wide.index]
-    data = data.assign(d=100 * np.log(wide["post"] / wide["baseline"]))
+    data = data.assign(d=100 * np.log(wide["post"] / wide["baseline"])).dropna(subset=["d"])
     fit = smf.ols("d ~ C(arm, Treatment('placebo')) + C(trial)", data=data).fit()
     term = "C(arm, Treatment('placebo'))[T.ketamine]"
     row = result.loc["dlpfc"]
@@ -204,3 +220,21 @@ def test_scenario_cases_are_reproducible() -> None:
     )
     a, b = cal.run_case(case), cal.run_case(replace(case))
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_response_prediction_does_not_depend_on_the_pseudonymization_key() -> None:
+    """Finding 4: the same consortium pseudonymized with two keys gives the same AUC to 1e-9."""
+    scenario = load_scenario(SCENARIOS / "pet_two_rcts.yaml")
+    results = []
+    for key in (b"ketamap-demo-key-not-secret", b"another consortium's secret"):
+        subjects, scores = tables.clinical_tables(scenario, key=key)
+        regional = tables.pet_regional(scenario, key=key)
+        results.append(
+            pooled_pet.analyze_response_prediction(
+                regional, subjects, scores, regions=["habenula", "dlpfc"], min_per_class=3
+            ).set_index("region")
+        )
+    a, b = results
+    assert set(a.index) == {"habenula", "dlpfc"} and a["estimate"].notna().all()
+    for col in ("estimate", "ci_low", "ci_high", "p_value"):
+        assert np.allclose(a[col], b.loc[a.index, col], atol=1e-9, rtol=0), col

@@ -15,6 +15,7 @@ from scipy.special import expit
 
 from ketamap.paths import REPO_ROOT
 from ketamap.synth import generate, load_scenario, site_configs
+from ketamap.synth import pet as synth_pet
 from ketamap.synth.ieeg import lognormal_correlation, mean_slow_duration, slow_width_change
 from ketamap.synth.ieeg_signal import slow_half_power_width
 
@@ -24,7 +25,6 @@ SMALL = SCENARIOS / "small.yaml"
 # Recorded from small.yaml before the iEEG module existed: adding it must not move these bytes.
 SMALL_BEFORE = {
     "atlas/atlas_dseg.nii.gz": "2da47ef8caed8d016af1b80f89eaa9e3aa5e84bd2b89896cb09ef4782dc52958",
-    "ground_truth.json": "d0d7c629cc1465d1a79a1f8b899401827a17548e059bf0369d976401d9dab6ce",
     "keio_hc/sub-K01/ses-01/pet/sub-K01_ses-01_trc-K2_pet.nii.gz": (
         "50c03df2a3fdda926ce0fb912ad14f3f187031f869e4b7a69e4af198b82956a2"
     ),
@@ -263,4 +263,7 @@ def test_small_scenario_bytes_unchanged(tmp_path: Path) -> None:
     hashes = tree_hashes(tmp_path / "small")
     for path, digest in SMALL_BEFORE.items():
         assert hashes[path] == digest, path
-    assert "canaries" not in json.loads((tmp_path / "small" / "ground_truth.json").read_text())
+    # The only canaries of a PET-only scenario are its scanners' serials and institutions
+    # (issue 9 added them to the sidecars and the truth), none from the iEEG module.
+    canaries = json.loads((tmp_path / "small" / "ground_truth.json").read_text())["canaries"]
+    assert canaries == synth_pet.canaries(load_scenario(SMALL))

@@ -43,12 +43,14 @@ KEYS = ["analysis", "term", "arm", "region", "region_group", "species", "measure
 # --------------------------------------------------------------------------- scenario cases
 
 
-def null_scenario(scenario: dict[str, Any]) -> dict[str, Any]:
-    """The scenario with every clinical and PET effect removed (both arms change alike)."""
+def null_scenario(scenario: dict[str, Any], *, clinical_null: bool = True) -> dict[str, Any]:
+    """The scenario with every PET effect removed and, with ``clinical_null``, both arms changing
+    alike. PET-only calibrations keep the ketamine arm's clinical response: without responders
+    the prediction null (no baseline predictor) could not be tested."""
     out = copy.deepcopy(scenario)
     clinical = out["clinical"]
     clinical["match_moments"] = False
-    if "placebo" in clinical["change"]:
+    if clinical_null and "placebo" in clinical["change"]:
         clinical["change"]["ketamine"] = dict(clinical["change"]["placebo"])
     if out.get("pet"):
         effects = out["pet"]["effects"]
@@ -417,8 +419,14 @@ class Case:
 
 
 def _run_one(case: Case, seed: int) -> pd.DataFrame:
-    logging.getLogger("ketamap").setLevel(logging.ERROR)
-    return case.replicate(seed).assign(seed=seed)
+    # Thousands of replicates would repeat every design-check line; the level is restored after.
+    logger = logging.getLogger("ketamap")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return case.replicate(seed).assign(seed=seed)
+    finally:
+        logger.setLevel(level)
 
 
 def run_case(case: Case, *, jobs: int = 1, first_seed: int = 1) -> pd.DataFrame:
@@ -456,8 +464,10 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
                 replicates=0,
                 type_i=np.nan,
                 type_i_rows=0,
+                type_i_se=np.nan,
                 coverage=np.nan,
                 coverage_rows=0,
+                coverage_se=np.nan,
                 not_estimated=0.0,
             ),
         )
@@ -468,14 +478,17 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             if len(tested):
                 row["type_i"] = float(tested["rejected"].mean())
                 row["type_i_rows"] = len(tested)
+                row["type_i_se"] = clustered_se(tested["rejected"], tested["seed"])
         elif not tost and kind == "planted":
             planted = est[~est["is_null"] & est["value"].notna()]
             if len(planted):
                 row["coverage"] = float(planted["covered"].mean())
                 row["coverage_rows"] = len(planted)
+                row["coverage_se"] = clustered_se(planted["covered"], planted["seed"])
         else:
             continue
         row["replicates"] = max(row["replicates"], int(part["seed"].nunique()))
+        # Rows a replicate could not estimate (e.g. too few responders) are not counted above.
         row["not_estimated"] = max(row["not_estimated"], float(1 - len(est) / len(part)))
     out = pd.DataFrame(list(rows.values()))
     return out[out["type_i"].notna() | out["coverage"].notna()].reset_index(drop=True)
@@ -488,12 +501,12 @@ def verdict(row: pd.Series, *, max_type_i: float = 0.055, coverage: tuple = (0.9
     problems: list[str] = []
     close: list[str] = []
     if pd.notna(row["type_i"]) and row["type_i"] > max_type_i:
-        se = monte_carlo_se(row["type_i"], int(row["type_i_rows"]))
+        se = row.get("type_i_se", monte_carlo_se(row["type_i"], int(row["type_i_rows"])))
         (close if row["type_i"] - 2 * se <= max_type_i else problems).append(
             "type-I error above 5.5 %"
         )
     if pd.notna(row["coverage"]) and not coverage[0] <= row["coverage"] <= coverage[1]:
-        se = monte_carlo_se(row["coverage"], int(row["coverage_rows"]))
+        se = row.get("coverage_se", monte_carlo_se(row["coverage"], int(row["coverage_rows"])))
         low = row["coverage"] < coverage[0]
         side = "coverage below 93 %" if low else "coverage above 97 % (conservative)"
         miss = coverage[0] - row["coverage"] if low else row["coverage"] - coverage[1]
@@ -506,14 +519,28 @@ def verdict(row: pd.Series, *, max_type_i: float = 0.055, coverage: tuple = (0.9
 
 
 def monte_carlo_se(rate: float, n: int) -> float:
-    """Binomial standard error of a rate from n rows (rows within a replicate are correlated, so
-    this is a lower bound for multi-region analyses)."""
+    """Binomial standard error of a rate from n independent rows."""
     return float(np.sqrt(rate * (1 - rate) / n)) if n else float("nan")
+
+
+def clustered_se(hits: pd.Series, seed: pd.Series) -> float:
+    """Monte Carlo standard error of a rate over rows clustered in replicates.
+
+    The regions of one replicate consortium share its subjects, so their rejections are
+    correlated (one unlucky draw of the controls moves every region): the rate's standard error
+    is that of a ratio of per-replicate sums, not the binomial one.
+    """
+    per = pd.DataFrame({"hit": hits.astype(float), "seed": seed}).groupby("seed")["hit"]
+    k, n = per.sum().to_numpy(), per.count().to_numpy().astype(float)
+    s = len(k)
+    if s < 2:
+        return float("nan")
+    rate = k.sum() / n.sum()
+    return float(np.sqrt(((k - rate * n) ** 2).sum() * s / (s - 1)) / n.sum())
 
 
 def format_table(summary: pd.DataFrame) -> str:
     """The summary as the Markdown table the README carries."""
-    se = monte_carlo_se
     lines = [
         "| analysis | term | layout | replicates | type-I error (± MC SE; rows) "
         "| coverage (± MC SE; rows) | verdict |",
@@ -521,14 +548,12 @@ def format_table(summary: pd.DataFrame) -> str:
     ]
     for _, r in summary.iterrows():
         t1 = (
-            f"{100 * r['type_i']:.1f} % (± {100 * se(r['type_i'], r['type_i_rows']):.1f}; "
-            f"{r['type_i_rows']})"
+            f"{100 * r['type_i']:.1f} % (± {100 * r['type_i_se']:.1f}; {r['type_i_rows']})"
             if pd.notna(r["type_i"])
             else ""
         )
         cov = (
-            f"{100 * r['coverage']:.1f} % (± {100 * se(r['coverage'], r['coverage_rows']):.1f}; "
-            f"{r['coverage_rows']})"
+            f"{100 * r['coverage']:.1f} % (± {100 * r['coverage_se']:.1f}; {r['coverage_rows']})"
             if pd.notna(r["coverage"])
             else ""
         )
@@ -547,7 +572,11 @@ def format_table(summary: pd.DataFrame) -> str:
 
 
 def _pet_case(scenario: dict[str, Any], kind: str, analyses: tuple[str, ...], **kw: Any):
-    base = null_scenario(scenario) if kind == "null" else planted_scenario(scenario)
+    base = (
+        null_scenario(scenario, clinical_null="clinical.madrs_change" in analyses)
+        if kind == "null"
+        else planted_scenario(scenario)
+    )
     truth = scenario_truth(base)
 
     def replicate(seed: int) -> pd.DataFrame:
