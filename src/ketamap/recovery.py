@@ -51,7 +51,14 @@ def compare(truth_path: str | Path, pooled_dir: str | Path, alpha: float = 0.05)
             expected="entries with analysis, term and value",
         )
     df = pd.concat(rows, ignore_index=True)
-    df["found"] = df["estimate"].notna()
+    # A result row exists for the truth (with or without an estimate: "not estimated" rows count
+    # as found and not covered).
+    method = df["method"] if "method" in df.columns else pd.Series(np.nan, index=df.index)
+    df["found"] = df["estimate"].notna() | method.notna()
+    # Optional truths cover every question an analysis could be configured to ask (e.g. each
+    # arm and region of pet.response_prediction); those the run did not ask are not failures.
+    if "optional" in df.columns:
+        df = df[~(df["optional"].fillna(False).astype(bool) & ~df["found"])].reset_index(drop=True)
     df["covered"] = (df["ci_low"] <= df["value"]) & (df["value"] <= df["ci_high"])
     # The value of "no effect": chance for an AUC, zero for differences and slopes.
     null_value = np.where(df["unit"].astype(str) == "AUC", 0.5, 0.0)
