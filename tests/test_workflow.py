@@ -581,6 +581,10 @@ def test_ieeg_pipeline_recovers_the_ketamine_effect_and_leaks_no_canary(tmp_path
     ), slow[key]
     fast = rec[rec["analysis"] == "ieeg.fast_phase_latency"]
     assert (fast["value"] == 0).all() and fast["null_ok"].all() and fast["covered"].all(), fast[key]
+    durations = schemas.read_table(
+        project / "results/pooled/ieeg.slow_phase_duration.parquet", "pooled_result"
+    )
+    assert durations["method"].str.contains("above 2 z").all()  # the threshold it used
     # Privacy: the EDF patient names planted as canaries reach no table, figure or log.
     canaries = json.loads(truth_path.read_text())["canaries"]
     assert canaries
@@ -662,6 +666,8 @@ def test_behaviour_and_cross_species_recover_the_planted_effects(tmp_path: Path)
     )
     tost = reflex[reflex["term"] == "equivalence_tost"]
     assert set(tost["species"]) == {"human", "mouse"} and (tost["p_value"] < 0.05).all(), tost
+    # Every row states the windows its measures were made with.
+    assert reflex["method"].str.contains(r"reflex window \[0\.0, 0\.15\] s").all()
     # Human and mouse eyelid responses have the same shape; the iEEG rows sit beside them.
     sig = schemas.read_table(
         project / "results/pooled/cross_species.timing_signature.parquet", "pooled_result"

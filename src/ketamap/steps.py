@@ -102,6 +102,11 @@ def pooled_madrs_change(
     )
 
 
+def with_thresholds(result: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """Every row states the measurement thresholds its input was made with (in ``method``)."""
+    return result.assign(method=result["method"].astype(str) + "; " + rule)
+
+
 def write_run_manifest(
     config: dict[str, Any],
     fetch_manifests: list[str],
@@ -336,7 +341,7 @@ def pooled_ieeg(
 ) -> None:
     """One pooled iEEG analysis (ieeg.<name>) in the shared result shape, and its figure: the
     forest plot, and the per-subject values of the two conditions beside it."""
-    from ketamap import figures
+    from ketamap import figures, ieeg
     from ketamap.pooled import ieeg as pooled
 
     table = schemas.read_table(responses, "ieeg_responses")
@@ -359,6 +364,13 @@ def pooled_ieeg(
         what = "cross-channel synchrony (r)\nof slow-phase amplitudes"
     else:
         raise ValueError(f"unknown iEEG analysis {analysis!r}")
+    opts = {**ieeg.DEFAULT_OPTIONS, **options}
+    result = with_thresholds(
+        result,
+        f"responses: fast peak and slow phase above {float(opts['threshold_z']):g} z "
+        f"(slow for >= {float(opts['min_duration_s']):g} s), HFB {list(opts['band_hz'])} Hz, "
+        f"{opts['reference']} reference",
+    )
     schemas.write_table(result, RESULT_TABLE, output)
     figures.paired_forest_plot(
         result.assign(region=result["region_group"].fillna("all channels")),
@@ -425,7 +437,7 @@ def pooled_behaviour(
     seed: int,
 ) -> None:
     """One pooled behaviour or cross-species analysis in the shared result shape, and its figure."""
-    from ketamap import figures
+    from ketamap import behaviour, figures
     from ketamap.pooled import behaviour as pooled
 
     beh = options.get("behaviour", {})
@@ -451,6 +463,18 @@ def pooled_behaviour(
         )
     else:
         raise ValueError(f"unknown behaviour analysis {analysis!r}")
+    opts = {**behaviour.DEFAULTS, **beh}
+    if analysis == "mouse.reward_seeking_after_train":
+        rule = "anticipatory lick = a lick between reward cue and water"
+    else:
+        windows = "; ".join(
+            f"{sp} {list(w)} s" for sp, w in sorted(opts["sustained_window_s"].items())
+        )
+        rule = (
+            f"reflex window {list(opts['reflex_window_s'])} s, sustained window {windows}, "
+            f"tracking cutoff {float(opts['likelihood_cutoff']):g}"
+        )
+    result = with_thresholds(result, rule)
     schemas.write_table(result, RESULT_TABLE, output)
     labels = result.apply(
         lambda r: " ".join(
