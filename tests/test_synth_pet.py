@@ -470,7 +470,10 @@ def _pet_truth(out: Path) -> list[dict[str, Any]]:
 def test_ground_truth_entries(small_out: Path) -> None:
     entries = _pet_truth(small_out)
     assert {e["analysis"] for e in entries} == PET_ANALYSES
-    assert all(set(e) == KEYS and e["pvc_method"] == "none" for e in entries)
+    for e in entries:
+        auc = e["analysis"] == "pet.response_prediction"
+        assert set(e) == (KEYS | {"optional"} if auc else KEYS) and e["pvc_method"] == "none"
+        assert e.get("optional", False) == auc  # one truth per question the config could ask
     assert all(
         (e["arm"] in ("ketamine", "placebo")) == (e["analysis"] == "pet.response_prediction")
         for e in entries
