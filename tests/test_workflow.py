@@ -100,6 +100,9 @@ def make_project(dest: Path, scenario: str = "small", config_edit=None) -> Path:
         dest / "src" / "ketamap",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
+    # dvc.yaml calls the project's venv; this copy borrows the checkout's (the partner-flow test
+    # builds real ones in real clones).
+    (dest / ".venv").symlink_to(venv_bin().parent, target_is_directory=True)
     config = yaml.safe_load((dest / "config" / "config.yaml").read_text())
     config["demo"]["scenario"] = f"config/scenarios/{scenario}.yaml"
     scen = synth.load_scenario(dest / config["demo"]["scenario"])
