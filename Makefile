@@ -9,11 +9,28 @@ CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
 SCENARIO ?=
 SNAKE_CONFIG := $(if $(SCENARIO),--config scenario=$(SCENARIO))
+# Where `make run` executes its jobs: local (this machine) or slurm (every job submitted with sbatch
+# to the cluster this machine submits to; see the README's SLURM section).
+EXECUTOR ?= local
+# SLURM only: how job states are polled (auto: sacct when job accounting answers, else squeue),
+# and the account and partition (empty: the cluster's defaults).
+SLURM_STATUS ?= auto
+SLURM_ACCOUNT ?=
+SLURM_PARTITION ?=
+SLURM_RUN := $(BIN)/python -m ketamap.slurm --status-command $(SLURM_STATUS) \
+	$(if $(SLURM_ACCOUNT),--account '$(SLURM_ACCOUNT)') $(if $(SLURM_PARTITION),--partition '$(SLURM_PARTITION)') --
+ifeq ($(EXECUTOR),local)
+RUN := $(SNAKEMAKE)
+else ifeq ($(EXECUTOR),slurm)
+RUN := $(SLURM_RUN)
+else
+$(error EXECUTOR=$(EXECUTOR): expected local or slurm)
+endif
 
 .PHONY: run test setup lint format docs dry-run clean lock
 
 run: $(STAMP)
-	$(SNAKEMAKE) $(SNAKE_CONFIG)
+	$(RUN) $(SNAKE_CONFIG)
 
 test: lint
 	$(BIN)/python -m pytest
