@@ -9,6 +9,23 @@ CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
 SCENARIO ?=
 SNAKE_CONFIG := $(if $(SCENARIO),--config scenario=$(SCENARIO))
+# Where `make run` executes its jobs: local (this machine) or slurm (every job submitted with sbatch
+# to the cluster this machine submits to; see the README's SLURM section).
+EXECUTOR ?= local
+# SLURM only: how job states are polled (auto: sacct when job accounting answers, else squeue),
+# and the account and partition (empty: the cluster's defaults).
+SLURM_STATUS ?= auto
+SLURM_ACCOUNT ?=
+SLURM_PARTITION ?=
+SLURM_RUN := $(BIN)/python -m ketamap.slurm --status-command $(SLURM_STATUS) \
+	$(if $(SLURM_ACCOUNT),--account '$(SLURM_ACCOUNT)') $(if $(SLURM_PARTITION),--partition '$(SLURM_PARTITION)') --
+ifeq ($(EXECUTOR),local)
+RUN := $(SNAKEMAKE)
+else ifeq ($(EXECUTOR),slurm)
+RUN := $(SLURM_RUN)
+else
+$(error EXECUTOR=$(EXECUTOR): expected local or slurm)
+endif
 
 .PHONY: run test setup lint format docs dry-run repro clean lock
 
@@ -21,7 +38,7 @@ run: $(STAMP)
 	@if $(DVC_UP_TO_DATE); then \
 		echo "make run: results match dvc.lock and dvc status is clean; nothing to run"; \
 	else \
-		echo "$(SNAKEMAKE) $(SNAKE_CONFIG)"; $(SNAKEMAKE) $(SNAKE_CONFIG); \
+		echo "$(RUN) $(SNAKE_CONFIG)"; $(RUN) $(SNAKE_CONFIG); \
 	fi
 
 # The DVC pipeline (dvc.yaml): runs the Snakemake targets of the stages whose code, params or data changed.
