@@ -9,11 +9,41 @@ CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
 SCENARIO ?=
 SNAKE_CONFIG := $(if $(SCENARIO),--config scenario=$(SCENARIO))
+# Where `make run` executes its jobs: local (this machine) or slurm (every job submitted with sbatch
+# to the cluster this machine submits to; see the README's SLURM section).
+EXECUTOR ?= local
+# SLURM only: how job states are polled (auto: sacct when job accounting answers, else squeue),
+# and the account and partition (empty: the cluster's defaults).
+SLURM_STATUS ?= auto
+SLURM_ACCOUNT ?=
+SLURM_PARTITION ?=
+SLURM_RUN := $(BIN)/python -m ketamap.slurm --status-command $(SLURM_STATUS) \
+	$(if $(SLURM_ACCOUNT),--account '$(SLURM_ACCOUNT)') $(if $(SLURM_PARTITION),--partition '$(SLURM_PARTITION)') --
+ifeq ($(EXECUTOR),local)
+RUN := $(SNAKEMAKE)
+else ifeq ($(EXECUTOR),slurm)
+RUN := $(SLURM_RUN)
+else
+$(error EXECUTOR=$(EXECUTOR): expected local or slurm)
+endif
 
-.PHONY: run test setup lint format docs dry-run clean lock
+.PHONY: run test setup lint format docs dry-run repro clean lock
+
+# A clone whose results came from `dvc pull` is up to date when dvc.lock is there and `dvc status`
+# is clean: Snakemake alone could not tell (the fetched site data and its job records are not
+# shared), so `make run` says so and runs nothing. A scenario override always runs Snakemake.
+DVC_UP_TO_DATE := test -z "$(SCENARIO)" && test -f dvc.lock && $(BIN)/dvc status --quiet
 
 run: $(STAMP)
-	$(SNAKEMAKE) $(SNAKE_CONFIG)
+	@if $(DVC_UP_TO_DATE); then \
+		echo "make run: results match dvc.lock and dvc status is clean; nothing to run"; \
+	else \
+		echo "$(RUN) $(SNAKE_CONFIG)"; $(RUN) $(SNAKE_CONFIG); \
+	fi
+
+# The DVC pipeline (dvc.yaml): runs the Snakemake targets of the stages whose code, params or data changed.
+repro: $(STAMP)
+	$(BIN)/dvc repro
 
 test: lint
 	$(BIN)/python -m pytest
@@ -42,7 +72,11 @@ docs: $(STAMP)
 	$(BIN)/ketamap datadict --out docs/data_dictionary.md
 
 dry-run: $(STAMP)
-	$(SNAKEMAKE) --dry-run $(SNAKE_CONFIG)
+	@if $(DVC_UP_TO_DATE); then \
+		echo "make dry-run: results match dvc.lock and dvc status is clean; nothing to run"; \
+	else \
+		$(SNAKEMAKE) --dry-run $(SNAKE_CONFIG); \
+	fi
 
 # Re-pin every dependency (needs network access to PyPI).
 lock:

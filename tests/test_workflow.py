@@ -100,6 +100,9 @@ def make_project(dest: Path, scenario: str = "small", config_edit=None) -> Path:
         dest / "src" / "ketamap",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
+    # dvc.yaml calls the project's venv; this copy borrows the checkout's (the partner-flow test
+    # builds real ones in real clones).
+    (dest / ".venv").symlink_to(venv_bin().parent, target_is_directory=True)
     config = yaml.safe_load((dest / "config" / "config.yaml").read_text())
     config["demo"]["scenario"] = f"config/scenarios/{scenario}.yaml"
     scen = synth.load_scenario(dest / config["demo"]["scenario"])
@@ -336,24 +339,70 @@ def test_second_run_plans_nothing_and_changes_nothing(pipeline: dict) -> None:
     assert "up to date" in _run(["dvc", "status"], project).stdout.lower()
 
 
-def test_partner_pulls_results_without_recomputing(pipeline: dict) -> None:
-    project, base = pipeline["project"], pipeline["base"]
-    _run(["git", "add", "-A"], project)
-    _run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "results"],
-        project,
+def _fresh_shell() -> dict[str, str]:
+    """The environment of a new terminal: no virtualenv activated, none of its bin on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(
+        p for p in env["PATH"].split(os.pathsep) if "/.venv/" not in p + "/"
     )
-    remote = base / "results-remote"
-    _run(["dvc", "remote", "add", "--local", "-f", "results", str(remote)], project)
-    _run(["dvc", "push"], project)
-    partner = base / "partner"
-    _run(["git", "clone", "-q", str(project), str(partner)], base)
-    _run(["dvc", "remote", "add", "--local", "-f", "results", str(remote)], partner)
-    _run(["dvc", "pull"], partner)
-    assert hashes(partner) == pipeline["hashes"]
+    env.pop("KETAMAP_PSEUDONYM_KEY", None)
+    return env
+
+
+def _sh(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=_fresh_shell(), capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def test_lab_and_partner_share_results_through_dvc(tmp_path: Path) -> None:
+    """The partner flow of the README, each clone with its own install, from fresh shells: the lab
+    runs `dvc repro`, pushes its results and commits dvc.lock; a partner clones, runs `make
+    setup` and `dvc pull`. Both are clean, nothing reruns anywhere, every byte is the same."""
+    lab = tmp_path / "lab"
+    _run(["git", "clone", "-q", str(REPO), str(lab)], tmp_path)
+    config = yaml.safe_load((lab / "config/config.yaml").read_text())
+    config["demo"]["scenario"] = "config/scenarios/small.yaml"
+    scen = synth.load_scenario(lab / "config/scenarios/small.yaml")
+    config["sites"] = synth.site_configs(
+        scen, config["demo"]["registry"], config["demo"]["release"]
+    )
+    apply_analysis_options(config, synth.analysis_options(scen))
+    (lab / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    git = ["git", "-c", "user.name=lab", "-c", "user.email=lab@example.org"]
+    _sh([*git, "commit", "-qam", "the lab's consortium"], lab)
+    _sh(["make", "setup"], lab)
+    _sh([".venv/bin/dvc", "repro"], lab)  # not through make: dvc.yaml finds the venv itself
+    remote = tmp_path / "results-remote"
+    _sh([".venv/bin/dvc", "remote", "modify", "--local", "results", "url", str(remote)], lab)
+    _sh([".venv/bin/dvc", "push", "-q"], lab)
+    _sh([*git, "add", "dvc.lock"], lab)
+    _sh([*git, "commit", "-qm", "results"], lab)
+    lab_hashes = hashes(lab)
+    assert "up to date" in _sh([".venv/bin/dvc", "status"], lab).stdout.lower()
+    again = _sh(["make", "repro"], lab).stdout
+    assert "didn't change, skipping" in again and "Running stage" not in again, again
+    assert _sh(["git", "status", "--porcelain"], lab).stdout.strip() == ""  # dvc.lock unchanged
+
+    partner = tmp_path / "partner"
+    _run(["git", "clone", "-q", str(lab), str(partner)], tmp_path)
+    _sh(["make", "setup"], partner)
+    _sh([".venv/bin/dvc", "remote", "modify", "--local", "results", "url", str(remote)], partner)
+    _sh([".venv/bin/dvc", "pull", "-q"], partner)
+    assert hashes(partner) == lab_hashes
     assert not (partner / "resources").exists()  # nothing was fetched or recomputed
-    assert "up to date" in _run(["dvc", "status"], partner).stdout.lower()
-    metrics = _run(["dvc", "metrics", "show", "--json"], partner).stdout
+    assert "up to date" in _sh([".venv/bin/dvc", "status"], partner).stdout.lower()
+    run = _sh(["make", "run"], partner).stdout
+    assert "nothing to run" in run and not (partner / "resources").exists(), run
+    assert "didn't change, skipping" in _sh([".venv/bin/dvc", "repro"], partner).stdout
+    assert _sh(["git", "status", "--porcelain"], partner).stdout.strip() == ""
+    assert hashes(partner) == lab_hashes
+    metrics = _sh([".venv/bin/dvc", "metrics", "show", "--json"], partner).stdout
     assert "arm_difference_madrs" in metrics
 
 

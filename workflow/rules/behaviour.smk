@@ -13,8 +13,8 @@ rule harmonize_behaviour:
         "logs/harmonize/{site}.behaviour.log",
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=30,
+        mem_mb=scaled_mem_mb(1000, per_largest_mb=10),
+        runtime=scaled_runtime(30, per_gb=20),
     params:
         site=site_config,
         config={k: config.get(k, {}) for k in ("pseudonymization", "behaviour")},
@@ -39,8 +39,8 @@ rule pooled_behaviour:
         analysis="behaviour\.(reflex_blink|sustained_closure)|mouse\.reward_seeking_after_train|cross_species\.timing_signature",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(10, per_gb=30),
     params:
         options={k: config.get(k, {}) for k in ("behaviour",)},
         seed=config.get("seed", 0),
@@ -59,7 +59,7 @@ rule figure_behaviour:
         kind="eyelid|reward|cross_species",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(5, per_gb=10),
     script:
         "../scripts/figure_behaviour.py"

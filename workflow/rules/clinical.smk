@@ -18,8 +18,8 @@ rule harmonize_clinical:
         "logs/harmonize/{site}.clinical.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled_mem_mb(1000, per_mb=20, files=["*.tsv"]),
+        runtime=scaled_runtime(10, per_gb=10, files=["*.tsv"]),
     params:
         site=site_config,
         config={k: config[k] for k in ("pseudonymization",)},
@@ -38,7 +38,7 @@ rule combine_table:
         "logs/tables/{table}.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(10, per_gb=10),
     script:
         "../scripts/combine_table.py"

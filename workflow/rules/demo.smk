@@ -1,4 +1,9 @@
 # The demo consortium: synthesized site datasets released into a local git + DVC registry.
+# The commands run `python -m ketamap.cli` with Snakemake's own interpreter (the project's venv,
+# params.python), so a job finds them without an activated venv or `ketamap` on PATH, on a SLURM
+# node too.
+import sys
+
 if config.get("demo"):
 
     rule demo_synth:
@@ -9,11 +14,14 @@ if config.get("demo"):
         log:
             "logs/demo/synth.log",
         threads: 1
+        # Fixed: the input is the scenario YAML, whose size says nothing about the work.
         resources:
             mem_mb=2000,
             runtime=10,
+        params:
+            python=sys.executable,
         shell:
-            "ketamap synth --scenario {input.scenario} --out {output.sites} --overwrite > {log} 2>&1"
+            "{params.python:q} -m ketamap.cli synth --scenario {input.scenario} --out {output.sites} --overwrite > {log} 2>&1"
 
     rule demo_registry:
         input:
@@ -24,11 +32,13 @@ if config.get("demo"):
         log:
             "logs/demo/registry.log",
         threads: 1
+        # DVC hashes and copies the files by streaming: memory fixed, time grows with the data.
         resources:
             mem_mb=2000,
-            runtime=10,
+            runtime=scaled_runtime(10, per_gb=10),
         params:
             release=config["demo"]["release"],
+            python=sys.executable,
         shell:
-            "ketamap registry --sites {input.sites} --out {output.registry} "
+            "{params.python:q} -m ketamap.cli registry --sites {input.sites} --out {output.registry} "
             "--remote {output.remote} --release {params.release} > {log} 2>&1"

@@ -9,6 +9,8 @@ rule fetch:
     log:
         "logs/fetch/{site}.log",
     threads: 1
+    # Fixed: the input is the registry's git metadata; the dataset's size is known only after the
+    # pull, which streams each file and checks its md5.
     resources:
         mem_mb=2000,
         runtime=30,

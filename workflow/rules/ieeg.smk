@@ -19,8 +19,8 @@ rule harmonize_ieeg:
         "logs/harmonize/{site}.ieeg.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=scaled_mem_mb(1000, per_largest_mb=25),
+        runtime=scaled_runtime(60, per_gb=30),
     params:
         site=site_config,
         config={k: config.get(k, {}) for k in ("pseudonymization", "ieeg")},
@@ -39,8 +39,8 @@ rule combine_ieeg_timecourses:
         "logs/tables/ieeg_timecourses.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(10, per_gb=10),
     script:
         "../scripts/combine_ieeg_timecourses.py"
 
@@ -57,8 +57,8 @@ rule pooled_ieeg:
         "logs/pooled/ieeg.{name}.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(10, per_gb=30),
     params:
         options=config.get("ieeg", {}),
     script:
@@ -75,7 +75,7 @@ rule figure_ieeg_timecourses:
         "logs/figures/ieeg.timecourses.log",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(5, per_gb=10),
     script:
         "../scripts/figure_ieeg_timecourses.py"

@@ -8,9 +8,10 @@ rule manifest:
     log:
         "logs/manifest.log",
     threads: 1
+    # Hashes every output by streaming: memory fixed, time grows with the outputs.
     resources:
         mem_mb=1000,
-        runtime=5,
+        runtime=scaled_runtime(5, per_gb=2),
     params:
         config=config,
     script:

@@ -9,6 +9,7 @@ rule fetch_atlas:
     log:
         "logs/fetch/atlas.log",
     threads: 1
+    # Fixed, as for rule fetch.
     resources:
         mem_mb=1000,
         runtime=10,
@@ -39,8 +40,8 @@ rule harmonize_pet:
         "logs/harmonize/{site}.pet.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=scaled_mem_mb(1000, per_largest_mb=2, files=["*.nii.gz", "*.nii"]),
+        runtime=scaled_runtime(30, per_gb=10, files=["*.nii.gz", "*.nii"]),
     params:
         site=site_config,
         config=harmonize_pet_config(),
@@ -68,8 +69,8 @@ rule pooled_pet:
         "logs/pooled/pet.{name}.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(30, per_gb=30),
     params:
         options={k: config.get(k) for k in ("pet", "clinical")},
     script:
@@ -89,8 +90,8 @@ rule figure_change_scatter:
         "logs/figures/pet.change_vs_improvement.scatter.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(10, per_gb=10),
     params:
         options={"pet": config.get("pet", {})},
     script:
@@ -108,7 +109,7 @@ rule figure_pet_batches:
         "logs/figures/pet.batches.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(10, per_gb=10),
     script:
         "../scripts/figure_pet_batches.py"

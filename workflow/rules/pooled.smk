@@ -11,8 +11,8 @@ rule pooled_clinical:
         "logs/pooled/clinical.madrs_change.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(10, per_gb=30),
     params:
         options=config["clinical"],
     script:
