@@ -103,7 +103,7 @@ def test_pulling_one_site_touches_only_its_data(registry, tmp_path) -> None:
         assert (tmp_path / "a" / "participants.tsv").is_file()
         with pytest.raises(
             RegistryError,
-            match=r"site 'site_b'.*field 'remote': the DVC remote cannot provide the data",
+            match=r"site 'site_b'.*field 'remote': the DVC remote .*remote cannot provide the data of revision 'v1': an object is missing \(datasets/site_b/",
         ):
             fetch_site(_site(registry["registry"], site_id="site_b"), tmp_path / "b")
         assert not (tmp_path / "b").exists()

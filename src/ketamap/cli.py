@@ -13,6 +13,9 @@ import yaml
 
 from ketamap.errors import KetamapError
 
+# The registry's default remote timeout, without importing DVC for `ketamap --help`.
+DEFAULT_TIMEOUT = 30.0
+
 
 def _synth(args: argparse.Namespace) -> None:
     from ketamap import synth
@@ -21,11 +24,56 @@ def _synth(args: argparse.Namespace) -> None:
     print(f"wrote the synthetic consortium to {args.out} (ground truth: {truth})")
 
 
+def _key_values(pairs: list[str], flag: str) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise KetamapError(
+                f"{flag} {pair!r}: expected KEY=VALUE, e.g. keyfile=~/.ssh/id_ed25519"
+            )
+        options[key.strip()] = value
+    return options
+
+
+def _timeout(value: float) -> float | None:
+    return value if value > 0 else None
+
+
 def _registry(args: argparse.Namespace) -> None:
     from ketamap.registry import build_registry
 
-    sites = build_registry(Path(args.sites), Path(args.out), args.remote, args.release)
+    sites = build_registry(
+        Path(args.sites),
+        Path(args.out),
+        args.remote,
+        args.release,
+        remote_options=_key_values(args.remote_option, "--remote-option"),
+        timeout=_timeout(args.timeout),
+        date=args.date,
+    )
     print(f"released {', '.join(sites)} as {args.release} in {args.out} (DVC remote {args.remote})")
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    from ketamap.registry import fetch_site, write_manifest
+
+    site = {"id": args.site, "registry": args.registry, "revision": args.revision}
+    if args.path:
+        site["path"] = args.path
+    result = fetch_site(
+        site,
+        Path(args.out),
+        base=Path.cwd(),
+        timeout=_timeout(args.timeout),
+        remote_options=_key_values(args.remote_option, "--remote-option") or None,
+    )
+    if args.manifest:
+        write_manifest(result, Path(args.manifest))
+    print(
+        f"fetched {args.site} at {args.revision} (commit {result['commit']}): "
+        f"{result['n_files']} files, {result['bytes']} bytes verified, in {args.out}"
+    )
 
 
 def _site_config(args: argparse.Namespace) -> None:
@@ -126,7 +174,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="registry git repository (created if absent)")
     p.add_argument("--remote", required=True, help="DVC remote URL or local folder")
     p.add_argument("--release", required=True, help="git tag of this release, e.g. v1")
+    p.add_argument(
+        "--remote-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `dvc remote modify` option of the remote, e.g. keyfile=~/.ssh/id_ed25519 or "
+        "endpointurl=https://s3.example.org (repeatable; credentials and keyfile stay in the "
+        "registry's untracked .dvc/config.local, the rest is committed for partners)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long an SSH or S3 remote may stay silent before the push fails "
+        f"(default {DEFAULT_TIMEOUT:g}; 0: no limit)",
+    )
+    p.add_argument(
+        "--date",
+        default=None,
+        help="date of the release's commit and tag (ISO 8601 or @epoch; default SOURCE_DATE_EPOCH "
+        "when set, else now): the same datasets and date give the same commit hashes",
+    )
     p.set_defaults(func=_registry)
+
+    p = sub.add_parser(
+        "fetch",
+        help="pull one dataset of a registry at a revision and verify every file "
+        "(what the workflow's fetch step does)",
+    )
+    p.add_argument("--registry", required=True, help="registry git URL or path")
+    p.add_argument("--site", required=True, help="site id (the dataset is datasets/<site>)")
+    p.add_argument("--revision", required=True, help="tag, branch or commit")
+    p.add_argument("--path", default=None, help="dataset path in the registry")
+    p.add_argument("--out", required=True, help="folder to create with the dataset")
+    p.add_argument("--manifest", default=None, help="write the fetch manifest (JSON) here")
+    p.add_argument("--remote-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long an SSH or S3 remote may stay silent (default {DEFAULT_TIMEOUT:g}; 0: no limit)",
+    )
+    p.set_defaults(func=_fetch)
 
     p = sub.add_parser("site-config", help="print the config sites block matching a scenario")
     p.add_argument("--scenario", required=True)

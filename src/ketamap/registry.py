@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -26,33 +27,303 @@ import yaml
 
 from ketamap.errors import RegistryError
 
-GIT_IDENTITY = ["-c", "user.name=ketamap registry", "-c", "user.email=registry@ketamap.invalid"]
+# Every commit and tag of a registry has the same author and committer; with a fixed date
+# (``date=`` / SOURCE_DATE_EPOCH) two clean builds of the same datasets give the same hashes.
+GIT_NAME = "ketamap registry"
+GIT_EMAIL = "registry@ketamap.invalid"
+
+#: Seconds to wait for a DVC remote to connect or answer (SSH connection setup, S3 connect/read).
+DEFAULT_TIMEOUT = 30.0
+
+# Remote options that hold credentials or paths of one machine: written to the registry's
+# untracked .dvc/config.local, never committed (partners use their own, see the README).
+LOCAL_OPTIONS = frozenset(
+    {
+        "keyfile",
+        "password",
+        "passphrase",
+        "ask_password",
+        "ask_passphrase",
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "profile",
+        "credentialpath",
+        "configpath",
+    }
+)
+
+# The timeout of a push is the builder's choice, as each fetch's is the fetcher's: not committed.
+TIMEOUT_OPTIONS = frozenset({"timeout", "connect_timeout", "read_timeout"})
+
+# The DVC plugin each remote scheme needs (all of them are in requirements.lock).
+PLUGINS = {
+    "ssh": "dvc-ssh",
+    "s3": "dvc-s3",
+    "gs": "dvc-gs",
+    "azure": "dvc-azure",
+    "http": "dvc-http",
+    "https": "dvc-http",
+    "webdav": "dvc-webdav",
+    "oss": "dvc-oss",
+    "gdrive": "dvc-gdrive",
+    "hdfs": "dvc-hdfs",
+    "webhdfs": "dvc-webhdfs",
+}
 
 
-def _run(cmd: list[str], cwd: Path, what: str) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RegistryError(
-            f"{what} failed: {detail[-1] if detail else 'exit ' + str(proc.returncode)}",
-            file=str(cwd),
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else "local"
+
+
+def timeout_options(url: str, timeout: float | None) -> dict[str, Any]:
+    """The DVC remote options that bound how long ``url``'s remote may stay silent."""
+    if timeout is None:
+        return {}
+    seconds = max(1, math.ceil(timeout))  # DVC takes whole seconds
+    scheme = _scheme(url)
+    if scheme == "ssh":
+        return {"timeout": seconds}
+    if scheme == "s3":
+        return {"connect_timeout": seconds, "read_timeout": seconds}
+    return {}
+
+
+def _dvc_error_lines(text: str) -> list[str]:
+    """DVC's own error lines, without the log prefix and the "Having any troubles?" footer."""
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("ERROR:"):
+            line = line.removeprefix("ERROR:").strip()
+            line = line.removeprefix("unexpected error - ").strip()
+            lines.append(line)
+    if lines:
+        return lines
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith(("Having any troubles", "Traceback"))
+    ][-1:]
+
+
+def remote_cause(message: str, url: str, timeout: float | None) -> str:
+    """One sentence for what went wrong with the remote at ``url``, from an error's text."""
+    text = message.strip().strip(":").strip()
+    low = text.lower()
+    scheme = _scheme(url)
+    if "is supported, but requires" in low or (
+        "no module named" in low and scheme in PLUGINS and PLUGINS[scheme].replace("-", "_") in low
+    ):
+        package = PLUGINS.get(scheme, "the DVC plugin for " + scheme)
+        return (
+            f"{scheme}:// remotes need the {package} package, which is not importable "
+            f"({text}); install it with `make setup` (it is in requirements.lock)"
         )
+    if "connect call failed" in low or "connection refused" in low or "errno 111" in low:
+        return f"connection refused ({text})"
+    if not text or "timeout" in low or "timed out" in low:
+        wait = f"within {timeout:g} s" if timeout else "in time"
+        return f"the remote did not answer {wait} ({text or 'timeout'})"
+    if "could not connect to the endpoint" in low:
+        return f"cannot connect to the endpoint ({text})"
+    if "permission denied" in low and scheme == "ssh":
+        return f"SSH authentication failed ({text}); check the user and keyfile"
+    return text
+
+
+def missing_plugin(url: str) -> str | None:
+    """Why DVC cannot use ``url``'s kind of remote here (its plugin does not import), or None."""
+    import importlib
+
+    package = PLUGINS.get(_scheme(url))
+    if package is None:
+        return None
+    try:
+        importlib.import_module(package.replace("-", "_"))
+    except ImportError as exc:
+        return remote_cause(f"is supported, but requires {package!r}: {exc}", url, None)
+    return None
+
+
+def probe_remote(url: str, config: dict[str, Any], timeout: float | None) -> str | None:
+    """Why the server of an SSH or S3 remote cannot be used, or None when it answers.
+
+    One connection, bounded by ``timeout`` in total: an sshd must send its greeting, an S3
+    endpoint (``endpointurl`` or AWS_ENDPOINT_URL[_S3]) must answer an HTTP request. This turns a
+    refused or silent server into one clear error at once, where the clients would retry for
+    minutes. Servers that cannot be probed (an ~/.ssh/config alias, AWS itself) are left to DVC.
+    """
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
+
+    if timeout is None:
+        return None
+    scheme = _scheme(url)
+    if scheme == "ssh":
+        parts = urlsplit(url)
+        host = config.get("host") or parts.hostname
+        port = int(config.get("port") or parts.port or 22)
+        if not host:
+            return None
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                greeting = sock.recv(64)
+        except socket.gaierror:
+            return None
+        except ConnectionRefusedError as exc:
+            return f"connection refused ({host}:{port}: {exc.strerror})"
+        except TimeoutError:
+            return (
+                f"the remote did not answer within {timeout:g} s ({host}:{port}: no SSH greeting)"
+            )
+        except OSError as exc:
+            return f"cannot connect to {host}:{port} ({exc.strerror or exc})"
+        if not greeting.startswith(b"SSH-"):
+            return f"{host}:{port} is not an SSH server (it sent {greeting[:20]!r})"
+        return None
+    if scheme == "s3":
+        endpoint = (
+            config.get("endpointurl")
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        if not endpoint:
+            return None
+        parts = urlsplit(str(endpoint))
+        if not parts.hostname:
+            return None
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parts.hostname, parts.port, timeout=timeout)
+        try:
+            conn.request("HEAD", "/")
+            conn.getresponse().read()
+        except socket.gaierror as exc:
+            return f"cannot resolve the endpoint {endpoint} ({exc.strerror or exc})"
+        except ConnectionRefusedError as exc:
+            return f"connection refused (endpoint {endpoint}: {exc.strerror})"
+        except TimeoutError:
+            return f"the remote did not answer within {timeout:g} s (endpoint {endpoint})"
+        except (OSError, http.client.HTTPException):
+            return None  # it answered something (TLS, HTTP): let DVC report the details
+        finally:
+            conn.close()
+    return None
+
+
+def _env(date: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GIT_AUTHOR_NAME=GIT_NAME,
+        GIT_AUTHOR_EMAIL=GIT_EMAIL,
+        GIT_COMMITTER_NAME=GIT_NAME,
+        GIT_COMMITTER_EMAIL=GIT_EMAIL,
+    )
+    if date:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
+    # DVC must not ask anything or send usage analytics from a build.
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def _run(
+    cmd: list[str],
+    cwd: Path,
+    what: str,
+    *,
+    date: str | None = None,
+    remote: str | None = None,
+    timeout: float | None = None,
+    limit: float | None = None,
+) -> str:
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=_env(date),
+            timeout=limit,
+        )
+    except subprocess.TimeoutExpired:
+        cause = remote_cause("", remote or "", limit)
+        raise RegistryError(f"{what} to the DVC remote {remote} failed: {cause}") from None
+    if proc.returncode != 0:
+        lines = _dvc_error_lines(proc.stderr or proc.stdout)
+        detail = "; ".join(lines) if lines else f"exit {proc.returncode}"
+        if remote is not None:
+            raise RegistryError(
+                f"{what} to the DVC remote {remote} failed: {remote_cause(detail, remote, timeout)}"
+            )
+        raise RegistryError(f"{what} failed: {detail}", file=str(cwd))
     return proc.stdout
 
 
-def _dvc(args: list[str], cwd: Path, what: str) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], cwd, what)
+def _dvc(args: list[str], cwd: Path, what: str, **kwargs: Any) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], cwd, what, **kwargs)
 
 
-def _git(args: list[str], cwd: Path, what: str) -> str:
-    return _run(["git", *GIT_IDENTITY, *args], cwd, what)
+# A user's git config must not sign, hook or otherwise change the registry's commits.
+GIT_OPTIONS = [
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "tag.gpgsign=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+]
 
 
-def build_registry(sites_dir: Path, out: Path, remote: str, release: str) -> list[str]:
+def _git(args: list[str], cwd: Path, what: str, date: str | None = None) -> str:
+    return _run(["git", *GIT_OPTIONS, *args], cwd, what, date=date)
+
+
+def _parse_date(date: str | None) -> str | None:
+    """A git date for every commit and tag: ``date`` or SOURCE_DATE_EPOCH, else None (now)."""
+    if date is None and os.environ.get("SOURCE_DATE_EPOCH"):
+        date = "@" + os.environ["SOURCE_DATE_EPOCH"].strip()
+    if date is None:
+        return None
+    if date.startswith("@") and date[1:].isdigit():
+        return f"{date} +0000"
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(date.replace("Z", "+00:00"))
+    except ValueError:
+        raise RegistryError(
+            f"cannot read the date {date!r}",
+            field="date",
+            expected="an ISO 8601 date (2026-01-01T00:00:00Z) or @<seconds since 1970>",
+        ) from None
+    return parsed.isoformat()
+
+
+def build_registry(
+    sites_dir: Path,
+    out: Path,
+    remote: str,
+    release: str,
+    *,
+    remote_options: dict[str, str] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    date: str | None = None,
+) -> list[str]:
     """Add every site dataset in ``sites_dir`` to the registry at ``out`` as release ``release``.
 
     Creates the registry (git + DVC, default remote ``remote``) when it does not exist. Each
     sub-folder of ``sites_dir`` is one site's dataset. Returns the site ids released.
+
+    Atomic: the release is built in a temporary copy next to ``out`` and renamed into place
+    only once it is pushed, committed and tagged; on any failure ``out`` is left as it was (absent
+    or at its previous release). Every run sets the registry's remote to ``remote`` and
+    ``remote_options`` (credentials and machine paths such as ``keyfile`` go to the untracked
+    ``.dvc/config.local``, the rest into the committed ``.dvc/config``). ``timeout`` bounds how
+    long the push waits for a silent remote. ``date`` (ISO 8601 or ``@epoch``; default
+    ``SOURCE_DATE_EPOCH`` when set) fixes the commit and tag dates, making the hashes reproducible.
     """
     sites_dir, out = Path(sites_dir), Path(out)
     sites = sorted(p.name for p in sites_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -60,51 +331,135 @@ def build_registry(sites_dir: Path, out: Path, remote: str, release: str) -> lis
         raise RegistryError(
             "no site datasets found", file=str(sites_dir), expected="one folder per site"
         )
-    remote_url = remote if "://" in remote else str(Path(remote).resolve())
-    if not (out / ".git").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        _git(["init", "-q", "-b", "main"], out, "git init")
-        _dvc(["init", "-q"], out, "dvc init")
-        _dvc(["config", "core.autostage", "true"], out, "dvc config")
-        _dvc(["remote", "add", "-d", "storage", remote_url], out, "dvc remote add")
-        _git(["add", "-A"], out, "git add")
-        _git(["commit", "-q", "-m", "Initialise the consortium data registry"], out, "git commit")
-    tags = _git(["tag", "--list"], out, "git tag").split()
-    if release in tags:
+    git_date = _parse_date(date)
+    if out.exists() and not (out / ".git").exists():
         raise RegistryError(
-            f"release {release!r} already exists",
+            "the folder exists but is not a registry (no .git)",
             file=str(out),
-            field="release",
-            expected="a new tag",
-            hint="choose another release name",
+            hint="choose a new folder or an existing registry",
         )
-    (out / "datasets").mkdir(exist_ok=True)
-    for site in sites:
-        target = out / "datasets" / site
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(sites_dir / site, target)
-    _dvc(["add", "-q", *[f"datasets/{s}" for s in sites]], out, "dvc add")
-    _dvc(["push", "-q"], out, "dvc push")
-    _git(["add", "-A"], out, "git add")
-    _git(
-        ["commit", "-q", "--allow-empty", "-m", f"Release {release}: {', '.join(sites)}"],
-        out,
-        "git commit",
-    )
-    _git(["tag", "-a", release, "-m", f"Consortium data release {release}"], out, "git tag")
-    # The registry is metadata only: data lives on the remote.
-    for site in sites:
-        shutil.rmtree(out / "datasets" / site)
-    shutil.rmtree(out / ".dvc" / "cache", ignore_errors=True)
+    if (out / ".git").exists():
+        tags = _git(["tag", "--list"], out, "git tag").split()
+        if release in tags:
+            raise RegistryError(
+                f"release {release!r} already exists",
+                file=str(out),
+                field="release",
+                expected="a new tag",
+                hint="choose another release name",
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        # A relative local remote stays relative to the registry (as `dvc remote add` stores it),
+        # so the registry's tree, and its hashes, do not depend on where it was built.
+        if "://" in remote:
+            remote_url = remote
+        elif Path(remote).is_absolute():
+            remote_url = str(Path(remote))
+        else:
+            remote_url = os.path.relpath(Path(remote).resolve(), out.resolve())
+        if (out / ".git").exists():
+            shutil.rmtree(work)
+            shutil.copytree(out, work, symlinks=True)
+            # Nothing of the previous remote survives: url, options and local credentials.
+            (work / ".dvc" / "config.local").unlink(missing_ok=True)
+            _dvc(["remote", "add", "-f", "-d", "storage", remote_url], work, "dvc remote add")
+        else:
+            _git(["init", "-q", "-b", "main"], work, "git init")
+            _dvc(["init", "-q"], work, "dvc init")
+            _dvc(["config", "core.autostage", "true"], work, "dvc config")
+            _dvc(["remote", "add", "-d", "storage", remote_url], work, "dvc remote add")
+            _git(["add", "-A"], work, "git add")
+            _git(
+                ["commit", "-q", "-m", "Initialise the consortium data registry"],
+                work,
+                "git commit",
+                git_date,
+            )
+        options = {**timeout_options(remote_url, timeout), **(remote_options or {})}
+        for key, value in options.items():
+            level = ["--local"] if key in LOCAL_OPTIONS or key in TIMEOUT_OPTIONS else []
+            _dvc(
+                ["remote", "modify", *level, "storage", key, str(value)],
+                work,
+                f"dvc remote modify {key}",
+            )
+        (work / "datasets").mkdir(exist_ok=True)
+        for site in sites:
+            target = work / "datasets" / site
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(sites_dir / site, target)
+        _dvc(["add", "-q", *[f"datasets/{s}" for s in sites]], work, "dvc add")
+        cause = missing_plugin(remote_url) or probe_remote(remote_url, options, timeout)
+        if cause:
+            raise RegistryError(f"dvc push to the DVC remote {remote} failed: {cause}")
+        _dvc(["push"], work, "dvc push", remote=remote, timeout=timeout)
+        _git(["add", "-A"], work, "git add")
+        _git(
+            ["commit", "-q", "--allow-empty", "-m", f"Release {release}: {', '.join(sites)}"],
+            work,
+            "git commit",
+            git_date,
+        )
+        _git(
+            ["tag", "-a", release, "-m", f"Consortium data release {release}"],
+            work,
+            "git tag",
+            git_date,
+        )
+        # The registry is metadata only: data lives on the remote.
+        for site in sites:
+            shutil.rmtree(work / "datasets" / site)
+        shutil.rmtree(work / ".dvc" / "cache", ignore_errors=True)
+        shutil.rmtree(work / ".dvc" / "tmp", ignore_errors=True)
+        _swap_into_place(work, out)
+    except RegistryError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if exc.file != str(work):
+            raise
+        # Name the registry the user asked for, not the temporary folder it was built in.
+        raise RegistryError(
+            exc.problem, file=str(out), field=exc.field, expected=exc.expected, hint=exc.hint
+        ) from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return sites
 
 
-def fetch_site(site: dict[str, Any], dest: Path, *, base: Path | None = None) -> dict[str, Any]:
+def _swap_into_place(work: Path, out: Path) -> None:
+    """Rename the finished registry ``work`` to ``out`` (the previous one, if any, goes last)."""
+    if not out.exists():
+        os.rename(work, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.previous-", dir=out.parent))
+    old.rmdir()
+    os.rename(out, old)
+    try:
+        os.rename(work, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def fetch_site(
+    site: dict[str, Any],
+    dest: Path,
+    *,
+    base: Path | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    remote_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Pull ``site``'s dataset at its configured revision into ``dest`` and verify every file.
 
     ``dest`` appears only when the whole dataset arrived and matched its hashes. Returns the
     fetch manifest (registry, path, revision, resolved commit, DVC directory hash, per-file md5).
+    ``timeout`` (seconds) bounds how long an SSH or S3 remote may stay silent; ``remote_options``
+    are DVC remote options (e.g. ``keyfile``) applied to the registry's default remote. Every
+    failure of the remote is one :class:`RegistryError` naming the remote URL and the cause.
     """
     from dvc.api import DVCFileSystem
     from dvc.scm import RevError, SCMError
@@ -130,46 +485,65 @@ def fetch_site(site: dict[str, Any], dest: Path, *, base: Path | None = None) ->
             f"cannot open the registry ({exc})",
             field="registry",
             expected="a git repository with DVC",
+            **where,
         ) from None
-    if not fs.exists(f"{path}.dvc"):
+    # Git alone says whether the dataset is tracked; the remote is not needed for that.
+    if not _tracked(fs, f"{path}.dvc"):
         raise RegistryError(
             f"no DVC-tracked dataset at {path!r} in revision {rev!r}",
             field="path",
             expected=f"{path}.dvc in the registry",
             **where,
         )
+    remote_url = _remote_url(fs) or "(none)"
+    if remote_url == "(none)":
+        raise RegistryError(
+            f"revision {rev!r} of the registry has no default DVC remote",
+            field="remote",
+            expected="a registry made by `ketamap registry --remote ...`",
+            **where,
+        )
+    options = {**timeout_options(remote_url, timeout), **(remote_options or {})}
+    try:
+        if options:
+            fs = DVCFileSystem(url, rev=rev, remote_config=options)
+        fs.repo.cloud.get_remote_odb()  # imports the remote's plugin, checks the options
+    except Exception as exc:  # any failure of the remote is reported, never raised
+        raise _remote_error(exc, remote_url, timeout, where) from None
+    cause = probe_remote(remote_url, _remote_config(fs), timeout)
+    if cause:
+        raise RegistryError(
+            f"cannot reach the DVC remote {remote_url}: {cause}", field="remote", **where
+        )
+
     dvc_file = yaml.safe_load(fs.read_text(f"{path}.dvc"))
     dir_md5 = dvc_file["outs"][0].get("md5", "")
-    entries = fs.find(path, detail=True)
-    expected = {
-        str(Path(p).relative_to(path)): info["md5"]
-        for p, info in entries.items()
-        if info.get("type") == "file"
-    }
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         try:
+            entries = fs.find(path, detail=True)
+            expected = {
+                str(Path(p).relative_to(path)): info["md5"]
+                for p, info in entries.items()
+                if info.get("type") == "file"
+            }
             fs.get(path, str(staging / "data"), recursive=True)
-        except (FileNotFoundError, OSError) as exc:
-            raise RegistryError(
-                f"the DVC remote cannot provide the data of revision {rev!r} ({exc})",
-                field="remote",
-                expected="every object of the dataset on the registry's DVC remote",
-                hint="ask the site to `dvc push` the release",
-                **where,
-            ) from None
+        except Exception as exc:
+            raise _remote_error(exc, remote_url, timeout, where, rev=rev) from None
         files = []
         for rel, md5 in sorted(expected.items()):
             local = staging / "data" / rel
             got = _md5(local) if local.is_file() else "missing"
             if got != md5:
+                _forget_cached(fs, md5)
                 raise RegistryError(
-                    f"content hash mismatch for {rel}: got {got}",
+                    f"content hash mismatch for {rel} from the DVC remote {remote_url}: "
+                    f"got {got} (the remote's copy is corrupted; nothing was kept)",
                     field="md5",
                     expected=md5,
+                    hint="ask the site to `dvc push` the release again",
                     **where,
                 )
             files.append({"path": rel, "md5": md5, "bytes": local.stat().st_size})
@@ -189,6 +563,60 @@ def fetch_site(site: dict[str, Any], dest: Path, *, base: Path | None = None) ->
         "bytes": sum(f["bytes"] for f in files),
         "files": files,
     }
+
+
+def _tracked(fs: Any, path: str) -> bool:
+    """Whether ``path`` is in the git tree of the revision ``fs`` is at (no remote access)."""
+    repo = fs.repo
+    return bool(repo.fs.isfile(repo.fs.join(repo.root_dir, path)))
+
+
+def _remote_config(fs: Any) -> dict[str, Any]:
+    """The default remote's section of the DVC config the fetch uses (options merged in)."""
+    config = fs.repo.config
+    name = config["core"].get("remote")
+    return dict(config["remote"].get(name, {})) if name else {}
+
+
+def _remote_url(fs: Any) -> str | None:
+    url = _remote_config(fs).get("url")
+    return str(url) if url else None
+
+
+def _remote_error(
+    exc: BaseException,
+    remote_url: str,
+    timeout: float | None,
+    where: dict[str, str],
+    rev: str | None = None,
+) -> RegistryError:
+    """One message for a failure of the registry's remote: the remote URL and the cause."""
+    text = str(exc).strip()
+    if isinstance(exc, FileNotFoundError) or "not found" in text.lower():
+        missing = exc.filename if isinstance(exc, FileNotFoundError) and exc.filename else text
+        return RegistryError(
+            f"the DVC remote {remote_url} cannot provide the data of revision {rev!r}: "
+            f"an object is missing ({missing or type(exc).__name__})",
+            field="remote",
+            expected="every object of the dataset on the registry's DVC remote",
+            hint="ask the site to `dvc push` the release",
+            **where,
+        )
+    if isinstance(exc, TimeoutError) and not text:
+        text = "timeout"
+    cause = remote_cause(text or type(exc).__name__, remote_url, timeout)
+    return RegistryError(
+        f"cannot reach the DVC remote {remote_url}: {cause}", field="remote", **where
+    )
+
+
+def _forget_cached(fs: Any, md5: str) -> None:
+    """Drop an object that failed its hash check from the fetch cache, so a repaired remote works."""
+    try:
+        cache = fs.repo.cache.local
+        cache.fs.rm(cache.oid_to_path(md5))
+    except Exception:  # best effort: the object may not be cached at all
+        pass
 
 
 def write_manifest(manifest: dict[str, Any], path: Path) -> None:

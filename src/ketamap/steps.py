@@ -25,11 +25,32 @@ log = logging.getLogger("ketamap.steps")
 
 
 def fetch_site(
-    site: dict[str, Any], dest: str | Path, manifest: str | Path, base: str | Path = "."
+    site: dict[str, Any],
+    dest: str | Path,
+    manifest: str | Path,
+    base: str | Path = ".",
+    options: dict[str, Any] | None = None,
 ) -> None:
-    """Pull one site's dataset at its pinned revision and write its fetch manifest."""
-    log.info("fetching site %s from %s at %s", site["id"], site["registry"], site["revision"])
-    result = registry.fetch_site(site, Path(dest), base=Path(base))
+    """Pull one site's dataset at its pinned revision and write its fetch manifest.
+
+    ``options`` is the config's ``fetch`` section (``timeout``, ``remote_options``).
+    """
+    options = options or {}
+    timeout = float(options.get("timeout", registry.DEFAULT_TIMEOUT))
+    log.info(
+        "fetching site %s from %s at %s (remote timeout %g s)",
+        site["id"],
+        site["registry"],
+        site["revision"],
+        timeout,
+    )
+    result = registry.fetch_site(
+        site,
+        Path(dest),
+        base=Path(base),
+        timeout=timeout,
+        remote_options=options.get("remote_options") or None,
+    )
     registry.write_manifest(result, Path(manifest))
     log.info(
         "site %s: %d files, %d bytes, commit %s verified",

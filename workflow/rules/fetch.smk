@@ -16,5 +16,6 @@ rule fetch:
         runtime=30,
     params:
         site=site_config,
+        fetch=config.get("fetch", {}),
     script:
         "../scripts/fetch.py"

@@ -7,4 +7,5 @@ run_step(
     site=snakemake.params.site,  # noqa: F821
     dest=snakemake.output.data,  # noqa: F821
     manifest=snakemake.output.manifest,  # noqa: F821
+    options=snakemake.params.fetch,  # noqa: F821
 )

@@ -1,0 +1,460 @@
+"""SSH and S3 DVC remotes for real: an OpenSSH sshd and a moto S3 server on loopback ports.
+
+The registry is built with the `ketamap registry` command (as the README says) and fetched with
+the fetch code of the workflow; every failure of a remote (plugin missing, connection refused, a
+silent server, a missing or corrupted object) must be one message naming the remote and the
+cause, with no traceback, within the stated timeout. One sshd and one moto server serve the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import make_site, write_tsv
+from ketamap.errors import RegistryError
+from ketamap.registry import fetch_site
+from remote_servers import S3, Sshd, closed_port, moto_s3, silent_port, sshd
+
+KETAMAP = [sys.executable, "-m", "ketamap.cli"]
+SHIM = Path(__file__).parent / "shims" / "no_dvc_plugins"  # makes `import dvc_ssh/dvc_s3` fail
+# The timeout the error tests pass, and how much longer than it a failure may take to report.
+TIMEOUT = 4.0
+SLACK = 20.0
+
+
+def ketamap(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KETAMAP, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def assert_one_clear_error(proc: subprocess.CompletedProcess[str], *patterns: str) -> str:
+    """Non-zero exit, no traceback, one `ketamap ...: error:` line matching every pattern."""
+    import re
+
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and ": error: " in lines[0], proc.stderr
+    for pattern in patterns:
+        assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    """Every file's bytes (Snakemake's timestamp of a directory output is not data)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".snakemake_timestamp"
+    }
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tiny site datasets (a few kB)."""
+    root = tmp_path_factory.mktemp("sites")
+    make_site(root / "site_a")
+    make_site(root / "site_b", scale="HAM-D-17")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    with sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
+    with moto_s3(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3: S3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Credentials in the environment, as a user of an S3 remote would have them."""
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    return s3.env
+
+
+def make_bucket(s3: S3, name: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=s3.endpoint, **_boto_credentials(s3))
+        client.create_bucket(Bucket=name)
+
+
+def _boto_credentials(s3: S3) -> dict[str, str]:
+    return {
+        "aws_access_key_id": s3.env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": s3.env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": s3.env["AWS_DEFAULT_REGION"],
+    }
+
+
+def s3_objects(s3: S3, bucket: str) -> dict[str, bytes]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=s3.endpoint, **_boto_credentials(s3))
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def s3_put(s3: S3, bucket: str, key: str, body: bytes | None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=s3.endpoint, **_boto_credentials(s3))
+        if body is None:
+            client.delete_object(Bucket=bucket, Key=key)
+        else:
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+@pytest.fixture(scope="module")
+def ssh_registry(ssh: Sshd, sites: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`ketamap registry` pushing to the sshd, with the keyfile given as a remote option."""
+    out = tmp_path_factory.mktemp("ssh_registry") / "registry"
+    url = ssh.url("dvc-store")
+    proc = ketamap(
+        "registry",
+        *("--sites", str(sites), "--out", str(out), "--remote", url, "--release", "v1"),
+        *("--remote-option", f"keyfile={ssh.keyfile}"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {"registry": out, "url": url, "storage": ssh.root / "dvc-store"}
+
+
+@pytest.fixture(scope="module")
+def s3_registry(s3: S3, sites: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`ketamap registry` pushing to the moto server: endpoint as a remote option, keys from env."""
+    make_bucket(s3, "consortium")
+    out = tmp_path_factory.mktemp("s3_registry") / "registry"
+    url = "s3://consortium/dvc-store"
+    proc = ketamap(
+        "registry",
+        *("--sites", str(sites), "--out", str(out), "--remote", url, "--release", "v1"),
+        *("--remote-option", f"endpointurl={s3.endpoint}"),
+        env=s3.env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {"registry": out, "url": url, "bucket": "consortium"}
+
+
+def _site(registry: Path, site_id: str = "site_a") -> dict:
+    return {"id": site_id, "registry": str(registry), "revision": "v1"}
+
+
+# --- push and fetch ---------------------------------------------------------------------------
+
+
+def test_ssh_registry_push_and_fetch_are_byte_identical(ssh_registry, sites, tmp_path) -> None:
+    reg = ssh_registry["registry"]
+    config = (reg / ".dvc" / "config").read_text()
+    assert ssh_registry["url"] in config and "keyfile" not in config  # the key stays local
+    assert "keyfile" in (reg / ".dvc" / "config.local").read_text()
+    assert any(ssh_registry["storage"].rglob("*")), "nothing reached the sshd's storage"
+    for site_id in ("site_a", "site_b"):
+        got = fetch_site(_site(reg, site_id), tmp_path / site_id)
+        assert got["n_files"] == len(files_of(sites / site_id))
+        assert files_of(tmp_path / site_id) == files_of(sites / site_id)
+
+
+def test_s3_registry_push_and_fetch_are_byte_identical(
+    s3, s3_registry, s3_env, sites, tmp_path
+) -> None:
+    reg = s3_registry["registry"]
+    assert "endpointurl" in (reg / ".dvc" / "config").read_text()  # shared with partners
+    assert any(k.startswith("dvc-store/") for k in s3_objects(s3, s3_registry["bucket"]))
+    proc = ketamap(
+        "fetch",
+        *("--registry", str(reg), "--site", "site_b", "--revision", "v1"),
+        *("--out", str(tmp_path / "b"), "--manifest", str(tmp_path / "b.json")),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert files_of(tmp_path / "b") == files_of(sites / "site_b")
+    assert json.loads((tmp_path / "b.json").read_text())["n_files"] == len(
+        files_of(sites / "site_b")
+    )
+
+
+def test_workflow_fetch_over_ssh_as_a_partner(ssh, ssh_registry, sites, tmp_path) -> None:
+    """The workflow's fetch rule, from a clone of the registry (no .dvc/config.local): the
+    partner's key comes from the config's fetch.remote_options."""
+    from test_workflow import make_project, snakemake
+
+    def over_ssh(config: dict) -> None:
+        config.pop("demo")
+        config.pop("atlas")
+        site = next(s for s in config["sites"] if s["id"] == "ycu_rct")
+        site.update(id="site_a", registry=f"file://{ssh_registry['registry']}", revision="v1")
+        site.pop("path", None)
+        config["sites"] = [site]
+        config["fetch"] = {"timeout": 10, "remote_options": {"keyfile": str(ssh.keyfile)}}
+
+    project = make_project(tmp_path / "p", config_edit=over_ssh)
+    snakemake(project, "resources/raw/site_a", "resources/raw/site_a.fetch.json")
+    assert files_of(project / "resources/raw/site_a") == files_of(sites / "site_a")
+    manifest = json.loads((project / "resources/raw/site_a.fetch.json").read_text())
+    assert manifest["revision"] == "v1" and manifest["n_files"] == len(files_of(sites / "site_a"))
+    assert "remote timeout 10 s" in (project / "logs/fetch/site_a.log").read_text()
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "package"), [("ssh://127.0.0.1:22/x", "dvc-ssh"), ("s3://bucket/x", "dvc-s3")]
+)
+def test_push_without_the_plugin_names_the_package(sites, tmp_path, url, package) -> None:
+    out = tmp_path / "registry"
+    proc = ketamap(
+        *("registry", "--sites", str(sites), "--out", str(out), "--remote", url),
+        *("--release", "v1"),
+        env={"PYTHONPATH": str(SHIM)},
+    )
+    scheme = url.split(":")[0]
+    assert_one_clear_error(
+        proc, rf"DVC remote {url}", rf"{scheme}:// remotes need the {package} package"
+    )
+    assert "Having any troubles" not in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".registry*"))  # nothing half-made
+
+
+def test_fetch_without_the_plugin_names_the_package(ssh_registry, tmp_path) -> None:
+    proc = ketamap(
+        "fetch",
+        *("--registry", str(ssh_registry["registry"]), "--site", "site_a", "--revision", "v1"),
+        *("--out", str(tmp_path / "a")),
+        env={"PYTHONPATH": str(SHIM)},
+    )
+    assert_one_clear_error(
+        proc,
+        re_escape(ssh_registry["url"]),
+        r"ssh:// remotes need the dvc-ssh package",
+    )
+    assert "no DVC-tracked dataset" not in proc.stderr
+    assert not (tmp_path / "a").exists()
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_push_to_a_refused_port_fails_fast_naming_the_remote(ssh, sites, tmp_path) -> None:
+    url = f"ssh://{ssh.user}@127.0.0.1:{closed_port()}/x"
+    start = time.monotonic()
+    proc = ketamap(
+        *("registry", "--sites", str(sites), "--out", str(tmp_path / "r"), "--remote", url),
+        *("--release", "v1", "--remote-option", f"keyfile={ssh.keyfile}"),
+        *("--timeout", str(TIMEOUT)),
+    )
+    assert time.monotonic() - start < SLACK
+    assert_one_clear_error(proc, re_escape(url), r"connection refused")
+    assert not (tmp_path / "r").exists()
+
+
+def test_push_to_a_silent_server_stops_at_the_timeout(ssh, sites, tmp_path) -> None:
+    with silent_port() as port:
+        url = f"ssh://{ssh.user}@127.0.0.1:{port}/x"
+        start = time.monotonic()
+        proc = ketamap(
+            *("registry", "--sites", str(sites), "--out", str(tmp_path / "r"), "--remote", url),
+            *("--release", "v1", "--remote-option", f"keyfile={ssh.keyfile}"),
+            *("--timeout", str(TIMEOUT)),
+        )
+        took = time.monotonic() - start
+    assert TIMEOUT <= took < TIMEOUT + SLACK, took
+    assert_one_clear_error(proc, re_escape(url), rf"did not answer within {TIMEOUT:g} s")
+    assert not (tmp_path / "r").exists()
+
+
+def test_s3_push_to_a_silent_endpoint_stops_at_the_timeout(s3, sites, tmp_path) -> None:
+    with silent_port() as port:
+        start = time.monotonic()
+        proc = ketamap(
+            *("registry", "--sites", str(sites), "--out", str(tmp_path / "r")),
+            *("--remote", "s3://consortium/x", "--release", "v1"),
+            *("--remote-option", f"endpointurl=http://127.0.0.1:{port}"),
+            *("--timeout", str(TIMEOUT)),
+            env=s3.env,
+        )
+        took = time.monotonic() - start
+    assert took < TIMEOUT + SLACK * 2, took
+    assert_one_clear_error(proc, r"DVC remote s3://consortium/x", r"did not answer|timeout|Timeout")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("case", ["refused", "silent"])
+def test_fetch_from_an_unreachable_ssh_remote_names_it(ssh, ssh_registry, tmp_path, case) -> None:
+    with silent_port() as silent:
+        port = closed_port() if case == "refused" else silent
+        start = time.monotonic()
+        with pytest.raises(RegistryError) as err:
+            fetch_site(
+                _site(ssh_registry["registry"]),
+                tmp_path / "a",
+                timeout=TIMEOUT,
+                remote_options={"port": port},
+            )
+        took = time.monotonic() - start
+    message = str(err.value)
+    assert ssh_registry["url"] in message, message
+    if case == "refused":
+        assert "connection refused" in message and took < SLACK, (took, message)
+    else:
+        assert f"did not answer within {TIMEOUT:g} s" in message, message
+        assert TIMEOUT <= took < TIMEOUT + SLACK, took
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("case", ["refused", "silent"])
+def test_fetch_from_an_unreachable_s3_endpoint_names_it(
+    s3_registry, s3_env, tmp_path, case
+) -> None:
+    with silent_port() as silent:
+        port = closed_port() if case == "refused" else silent
+        start = time.monotonic()
+        with pytest.raises(RegistryError) as err:
+            fetch_site(
+                _site(s3_registry["registry"]),
+                tmp_path / "a",
+                timeout=TIMEOUT,
+                remote_options={"endpointurl": f"http://127.0.0.1:{port}"},
+            )
+        took = time.monotonic() - start
+    message = str(err.value)
+    assert s3_registry["url"] in message, message
+    assert took < TIMEOUT + SLACK * 2, (took, message)
+    assert not (tmp_path / "a").exists()
+
+
+def test_missing_ssh_object_fails_naming_remote_and_file(ssh_registry, tmp_path) -> None:
+    probe = fetch_site(_site(ssh_registry["registry"], "site_b"), tmp_path / "probe")
+    target = next(f for f in probe["files"] if f["path"] == "participants.tsv")
+    obj = next(ssh_registry["storage"].rglob(target["md5"][2:]))
+    hidden = obj.with_name(obj.name + ".hidden")
+    obj.rename(hidden)
+    try:
+        with pytest.raises(RegistryError) as err:
+            fetch_site(_site(ssh_registry["registry"], "site_b"), tmp_path / "b")
+    finally:
+        hidden.rename(obj)
+    message = str(err.value)
+    assert ssh_registry["url"] in message and "an object is missing" in message, message
+    assert "participants.tsv" in message, message
+    assert not (tmp_path / "b").exists()
+
+
+def test_corrupted_ssh_object_never_reaches_the_results(ssh_registry, tmp_path) -> None:
+    probe = fetch_site(_site(ssh_registry["registry"]), tmp_path / "probe")
+    target = next(f for f in probe["files"] if f["path"] == "participants.tsv")
+    obj = next(ssh_registry["storage"].rglob(target["md5"][2:]))
+    original = obj.read_bytes()
+    obj.chmod(0o644)
+    obj.write_bytes(original.replace(b"sub-01", b"sub-99"))
+    try:
+        with pytest.raises(
+            RegistryError,
+            match=rf"content hash mismatch for participants.tsv from the DVC remote {re_escape(ssh_registry['url'])}",
+        ):
+            fetch_site(_site(ssh_registry["registry"]), tmp_path / "a")
+        assert not (tmp_path / "a").exists()
+        assert not any(b"sub-99" in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    finally:
+        obj.write_bytes(original)
+    # Repaired remote: the bad copy was not kept anywhere, the fetch works again.
+    fetch_site(_site(ssh_registry["registry"]), tmp_path / "a")
+    assert (tmp_path / "a" / "participants.tsv").read_bytes() == (
+        tmp_path / "probe" / "participants.tsv"
+    ).read_bytes()
+
+
+def test_missing_and_corrupted_s3_objects(s3, s3_registry, s3_env, tmp_path) -> None:
+    probe = fetch_site(_site(s3_registry["registry"]), tmp_path / "probe")
+    target = next(f for f in probe["files"] if f["path"] == "participants.tsv")
+    objects = s3_objects(s3, s3_registry["bucket"])
+    key = next(k for k in objects if k.endswith(target["md5"][2:]))
+    original = objects[key]
+    s3_put(s3, s3_registry["bucket"], key, None)
+    try:
+        with pytest.raises(RegistryError) as err:
+            fetch_site(_site(s3_registry["registry"]), tmp_path / "a")
+        message = str(err.value)
+        assert s3_registry["url"] in message and "an object is missing" in message, message
+        assert not (tmp_path / "a").exists()
+        s3_put(s3, s3_registry["bucket"], key, original.replace(b"sub-01", b"sub-99"))
+        with pytest.raises(RegistryError, match=r"content hash mismatch for participants.tsv"):
+            fetch_site(_site(s3_registry["registry"]), tmp_path / "a")
+        assert not (tmp_path / "a").exists()
+    finally:
+        s3_put(s3, s3_registry["bucket"], key, original)
+    fetch_site(_site(s3_registry["registry"]), tmp_path / "a")
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "probe")
+
+
+# --- atomic registry --------------------------------------------------------------------------
+
+
+def test_failed_release_leaves_nothing_and_rerun_never_keeps_a_stale_remote(
+    ssh, s3, sites, tmp_path
+) -> None:
+    out = tmp_path / "registry"
+    bad = f"ssh://{ssh.user}@127.0.0.1:{closed_port()}/x"
+    proc = ketamap(
+        *("registry", "--sites", str(sites), "--out", str(out), "--remote", bad),
+        *("--release", "v1", "--remote-option", f"keyfile={ssh.keyfile}"),
+    )
+    assert proc.returncode != 0 and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary folder left either
+    good = ssh.url("atomic-store")
+    proc = ketamap(
+        *("registry", "--sites", str(sites), "--out", str(out), "--remote", good),
+        *("--release", "v1", "--remote-option", f"keyfile={ssh.keyfile}"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    make_bucket(s3, "moved")
+    write_tsv(sites.parent / "v2" / "site_a" / "participants.tsv", [["participant_id"], ["sub-01"]])
+    proc = ketamap(
+        *("registry", "--sites", str(sites.parent / "v2"), "--out", str(out)),
+        *("--remote", "s3://moved/store", "--release", "v2"),
+        *("--remote-option", f"endpointurl={s3.endpoint}"),
+        env=s3.env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    config = (out / ".dvc" / "config").read_text()
+    assert "s3://moved/store" in config and "ssh://" not in config, config
+    assert (
+        not (out / ".dvc" / "config.local").exists()
+        or "keyfile" not in (out / ".dvc" / "config.local").read_text()
+    )
+    tags = subprocess.run(
+        ["git", "tag", "--list"], cwd=out, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert tags == ["v1", "v2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry"]
