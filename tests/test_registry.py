@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,76 @@ def test_existing_release_is_refused(registry, tmp_path) -> None:
         build_registry(
             registry["base"] / "sites", registry["registry"], str(registry["remote"]), "v1"
         )
+
+
+def _refs(registry: Path) -> dict[str, str]:
+    def rev(ref: str) -> str:
+        return subprocess.run(
+            ["git", "rev-parse", ref], cwd=registry, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    return {"HEAD": rev("HEAD"), "tag": rev("v1"), "tag_commit": rev("v1^{commit}")}
+
+
+def test_two_clean_builds_give_the_same_commits(tmp_path) -> None:
+    """The demo's registry, built by two labs in two places: the same commit and tag hashes,
+    so the same fetch manifests (and results/manifest.json)."""
+    refs, manifests = [], []
+    for lab in ("lab1", "lab2"):
+        base = tmp_path / lab / "resources" / "demo"
+        make_site(base / "sites" / "site_a")
+        make_site(base / "sites" / "site_b", scale="HAM-D-17")
+        proc = subprocess.run(
+            [
+                *(sys.executable, "-m", "ketamap.cli", "registry"),
+                *("--sites", "resources/demo/sites", "--out", "resources/demo/registry"),
+                *("--remote", "resources/demo/dvc-remote", "--release", "v1"),
+                *("--date", "2026-01-01T00:00:00+00:00"),
+            ],
+            cwd=tmp_path / lab,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "GIT_AUTHOR_NAME": f"someone in {lab}"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        refs.append(_refs(base / "registry"))
+        # The remote is stored relative to the registry, so the tree does not name the lab's path.
+        assert lab not in (base / "registry" / ".dvc" / "config").read_text()
+        manifests.append(
+            fetch_site(
+                {"id": "site_a", "registry": "resources/demo/registry", "revision": "v1"},
+                tmp_path / lab / "a",
+                base=tmp_path / lab,
+            )
+        )
+    assert refs[0] == refs[1]
+    assert manifests[0] == manifests[1]
+
+
+def test_source_date_epoch_fixes_the_dates(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    make_site(tmp_path / "sites" / "site_a")
+    heads = []
+    for n in (1, 2):
+        build_registry(tmp_path / "sites", tmp_path / f"r{n}", "../remote", "v1")
+        heads.append(_refs(tmp_path / f"r{n}"))
+    assert heads[0] == heads[1]
+    log = subprocess.run(
+        ["git", "log", "-1", "--format=%an <%ae> %aI | %cn <%ce> %cI"],
+        cwd=tmp_path / "r1",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert log == (
+        "ketamap registry <registry@ketamap.invalid> 2026-01-01T00:00:00+00:00 | "
+        "ketamap registry <registry@ketamap.invalid> 2026-01-01T00:00:00+00:00"
+    )
+
+
+def test_failed_build_leaves_no_registry(tmp_path) -> None:
+    make_site(tmp_path / "sites" / "site_a")
+    with pytest.raises(RegistryError, match=r"dvc push to the DVC remote .* failed"):
+        build_registry(tmp_path / "sites", tmp_path / "registry", "/proc/version/remote", "v1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sites"]

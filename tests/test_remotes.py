@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -393,6 +394,40 @@ def test_corrupted_ssh_object_never_reaches_the_results(ssh_registry, tmp_path) 
     assert (tmp_path / "a" / "participants.tsv").read_bytes() == (
         tmp_path / "probe" / "participants.tsv"
     ).read_bytes()
+
+
+def test_forged_listing_and_object_never_reach_the_results(ssh, sites, tmp_path) -> None:
+    """A remote whose directory listing and object were both replaced (consistent with each
+    other): the listing no longer hashes to what the registry's git pins, so nothing is kept."""
+    import hashlib
+
+    shutil.copytree(sites / "site_a", tmp_path / "sites" / "site_c")
+    (tmp_path / "sites" / "site_c" / "README").write_text(f"only in {tmp_path}\n")
+    url = ssh.url("forged-store")
+    proc = ketamap(
+        *("registry", "--sites", str(tmp_path / "sites"), "--out", str(tmp_path / "registry")),
+        *("--remote", url, "--release", "v1", "--remote-option", f"keyfile={ssh.keyfile}"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    storage = ssh.root / "forged-store"
+    listing_file = next(storage.rglob("*.dir"))
+    listing = json.loads(listing_file.read_text())
+    forged = b"participant_id\nsub-forged\n"
+    md5 = hashlib.md5(forged).hexdigest()
+    for entry in listing:
+        if entry["relpath"] == "participants.tsv":
+            entry["md5"] = md5
+    obj = storage / "files" / "md5" / md5[:2] / md5[2:]
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    obj.write_bytes(forged)
+    listing_file.chmod(0o644)
+    listing_file.write_text(json.dumps(listing))
+    with pytest.raises(
+        RegistryError, match=r"the file listing of datasets/site_c from the DVC remote"
+    ):
+        fetch_site(_site(tmp_path / "registry", "site_c"), tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    assert not any(b"sub-forged" in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
 
 
 def test_missing_and_corrupted_s3_objects(s3, s3_registry, s3_env, tmp_path) -> None:

@@ -116,9 +116,12 @@ def remote_cause(message: str, url: str, timeout: float | None) -> str:
         "no module named" in low and scheme in PLUGINS and PLUGINS[scheme].replace("-", "_") in low
     ):
         package = PLUGINS.get(scheme, "the DVC plugin for " + scheme)
+        reason = text.rsplit(": ", 1)[-1] if ": " in text else "not installed"
+        if "is supported, but requires" in reason:
+            reason = "not installed"
         return (
-            f"{scheme}:// remotes need the {package} package, which is not importable "
-            f"({text}); install it with `make setup` (it is in requirements.lock)"
+            f"{scheme}:// remotes need the {package} package ({reason}); install it with "
+            f"`make setup` (it is in requirements.lock) or `pip install {package}`"
         )
     if "connect call failed" in low or "connection refused" in low or "errno 111" in low:
         return f"connection refused ({text})"
@@ -529,7 +532,21 @@ def fetch_site(
                 for p, info in entries.items()
                 if info.get("type") == "file"
             }
+            if dvc_file["outs"][0].get("hash") == "md5" and dir_md5.endswith(".dir"):
+                # The listing came from the remote too: it must hash to what git pins.
+                listing = _listing_md5(expected)
+                if listing != dir_md5.removesuffix(".dir"):
+                    raise RegistryError(
+                        f"the file listing of {path} from the DVC remote {remote_url} does not "
+                        f"match the registry (md5 {listing}; the remote's copy is corrupted)",
+                        field="md5",
+                        expected=dir_md5,
+                        hint="ask the site to `dvc push` the release again",
+                        **where,
+                    )
             fs.get(path, str(staging / "data"), recursive=True)
+        except RegistryError:
+            raise
         except Exception as exc:
             raise _remote_error(exc, remote_url, timeout, where, rev=rev) from None
         files = []
@@ -592,6 +609,8 @@ def _remote_error(
 ) -> RegistryError:
     """One message for a failure of the registry's remote: the remote URL and the cause."""
     text = str(exc).strip()
+    if isinstance(exc, ImportError) and exc.__cause__ is not None:
+        text = f"{text}: {exc.__cause__}"  # why the plugin did not import
     if isinstance(exc, FileNotFoundError) or "not found" in text.lower():
         missing = exc.filename if isinstance(exc, FileNotFoundError) and exc.filename else text
         return RegistryError(
@@ -643,6 +662,14 @@ def _list_tags(url: str) -> list[str]:
         for line in proc.stdout.splitlines()
         if "refs/tags/" in line
     )
+
+
+def _listing_md5(files: dict[str, str]) -> str:
+    """DVC's md5 of a directory: its sorted (md5, relpath) listing as JSON."""
+    listing = [{"md5": md5, "relpath": rel} for rel, md5 in sorted(files.items())]
+    return hashlib.md5(
+        json.dumps(listing, sort_keys=True).encode(), usedforsecurity=False
+    ).hexdigest()
 
 
 def _md5(path: Path) -> str:

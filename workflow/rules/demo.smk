@@ -36,9 +36,12 @@ if config.get("demo"):
         resources:
             mem_mb=2000,
             runtime=scaled_runtime(10, per_gb=10),
+        # A fixed commit date (and the fixed identity of every registry commit) makes the demo
+        # registry's commits, and so results/manifest.json, the same in every lab.
         params:
             release=config["demo"]["release"],
             python=sys.executable,
+            date="2026-01-01T00:00:00+00:00",
         shell:
             "{params.python:q} -m ketamap.cli registry --sites {input.sites} --out {output.registry} "
-            "--remote {output.remote} --release {params.release} > {log} 2>&1"
+            "--remote {output.remote} --release {params.release} --date {params.date} > {log} 2>&1"
