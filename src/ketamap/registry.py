@@ -351,6 +351,11 @@ def build_registry(
                 expected="a new tag",
                 hint="choose another release name",
             )
+    # A missing plugin or a server that does not answer fails at once, before anything is built.
+    options = {**timeout_options(remote, timeout), **(remote_options or {})}
+    cause = missing_plugin(remote) or probe_remote(remote, options, timeout)
+    if cause:
+        raise RegistryError(f"dvc push to the DVC remote {remote} failed: {cause}")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
@@ -395,9 +400,6 @@ def build_registry(
                 shutil.rmtree(target)
             shutil.copytree(sites_dir / site, target)
         _dvc(["add", "-q", *[f"datasets/{s}" for s in sites]], work, "dvc add")
-        cause = missing_plugin(remote_url) or probe_remote(remote_url, options, timeout)
-        if cause:
-            raise RegistryError(f"dvc push to the DVC remote {remote} failed: {cause}")
         _dvc(["push"], work, "dvc push", remote=remote, timeout=timeout)
         _git(["add", "-A"], work, "git add")
         _git(
@@ -516,7 +518,7 @@ def fetch_site(
     cause = probe_remote(remote_url, _remote_config(fs), timeout)
     if cause:
         raise RegistryError(
-            f"cannot reach the DVC remote {remote_url}: {cause}", field="remote", **where
+            f"cannot use the DVC remote {remote_url}: {cause}", field="remote", **where
         )
 
     dvc_file = yaml.safe_load(fs.read_text(f"{path}.dvc"))
@@ -625,7 +627,7 @@ def _remote_error(
         text = "timeout"
     cause = remote_cause(text or type(exc).__name__, remote_url, timeout)
     return RegistryError(
-        f"cannot reach the DVC remote {remote_url}: {cause}", field="remote", **where
+        f"cannot use the DVC remote {remote_url}: {cause}", field="remote", **where
     )
 
 
