@@ -459,37 +459,45 @@ def test_missing_and_corrupted_s3_objects(s3, s3_registry, s3_env, tmp_path) -> 
 def test_failed_release_leaves_nothing_and_rerun_never_keeps_a_stale_remote(
     ssh, s3, sites, tmp_path
 ) -> None:
-    out = tmp_path / "registry"
+    home = tmp_path / "r"
+    home.mkdir()
+    out = home / "registry"
     bad = f"ssh://{ssh.user}@127.0.0.1:{closed_port()}/x"
     proc = ketamap(
         *("registry", "--sites", str(sites), "--out", str(out), "--remote", bad),
         *("--release", "v1", "--remote-option", f"keyfile={ssh.keyfile}"),
     )
     assert proc.returncode != 0 and not out.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary folder left either
+    assert list(home.iterdir()) == []  # no temporary folder left either
     good = ssh.url("atomic-store")
     proc = ketamap(
         *("registry", "--sites", str(sites), "--out", str(out), "--remote", good),
         *("--release", "v1", "--remote-option", f"keyfile={ssh.keyfile}"),
     )
     assert proc.returncode == 0, proc.stderr
-    make_bucket(s3, "moved")
-    write_tsv(sites.parent / "v2" / "site_a" / "participants.tsv", [["participant_id"], ["sub-01"]])
+    # The same remote again: its local options (the key) are kept.
+    write_tsv(tmp_path / "v2" / "site_a" / "participants.tsv", [["participant_id"], ["sub-01"]])
     proc = ketamap(
-        *("registry", "--sites", str(sites.parent / "v2"), "--out", str(out)),
-        *("--remote", "s3://moved/store", "--release", "v2"),
+        *("registry", "--sites", str(tmp_path / "v2"), "--out", str(out), "--remote", good),
+        *("--release", "v2"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Another remote: nothing of the previous one is kept.
+    make_bucket(s3, "moved")
+    write_tsv(tmp_path / "v3" / "site_a" / "participants.tsv", [["participant_id"], ["sub-02"]])
+    proc = ketamap(
+        *("registry", "--sites", str(tmp_path / "v3"), "--out", str(out)),
+        *("--remote", "s3://moved/store", "--release", "v3"),
         *("--remote-option", f"endpointurl={s3.endpoint}"),
         env=s3.env,
     )
     assert proc.returncode == 0, proc.stderr
     config = (out / ".dvc" / "config").read_text()
     assert "s3://moved/store" in config and "ssh://" not in config, config
-    assert (
-        not (out / ".dvc" / "config.local").exists()
-        or "keyfile" not in (out / ".dvc" / "config.local").read_text()
-    )
+    local = out / ".dvc" / "config.local"
+    assert not local.exists() or "keyfile" not in local.read_text()
     tags = subprocess.run(
         ["git", "tag", "--list"], cwd=out, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert tags == ["v1", "v2"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry"]
+    assert tags == ["v1", "v2", "v3"]
+    assert [p.name for p in home.iterdir()] == ["registry"]

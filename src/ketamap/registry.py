@@ -125,7 +125,7 @@ def remote_cause(message: str, url: str, timeout: float | None) -> str:
         )
     if "connect call failed" in low or "connection refused" in low or "errno 111" in low:
         return f"connection refused ({text})"
-    if not text or "timeout" in low or "timed out" in low:
+    if not text or low.startswith("timeout") or "timed out" in low or "timeouterror" in low:
         wait = f"within {timeout:g} s" if timeout else "in time"
         return f"the remote did not answer {wait} ({text or 'timeout'})"
     if "could not connect to the endpoint" in low:
@@ -239,21 +239,8 @@ def _run(
     date: str | None = None,
     remote: str | None = None,
     timeout: float | None = None,
-    limit: float | None = None,
 ) -> str:
-    try:
-        proc = subprocess.run(
-            cmd,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=False,
-            env=_env(date),
-            timeout=limit,
-        )
-    except subprocess.TimeoutExpired:
-        cause = remote_cause("", remote or "", limit)
-        raise RegistryError(f"{what} to the DVC remote {remote} failed: {cause}") from None
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, env=_env(date))
     if proc.returncode != 0:
         lines = _dvc_error_lines(proc.stderr or proc.stdout)
         detail = "; ".join(lines) if lines else f"exit {proc.returncode}"
@@ -370,9 +357,11 @@ def build_registry(
         if (out / ".git").exists():
             shutil.rmtree(work)
             shutil.copytree(out, work, symlinks=True)
-            # Nothing of the previous remote survives: url, options and local credentials.
-            (work / ".dvc" / "config.local").unlink(missing_ok=True)
-            _dvc(["remote", "add", "-f", "-d", "storage", remote_url], work, "dvc remote add")
+            previous = _dvc(["config", "remote.storage.url"], work, "dvc config").strip()
+            if previous != remote_url:
+                # Another remote: nothing of the previous one survives (url, options, keys).
+                (work / ".dvc" / "config.local").unlink(missing_ok=True)
+                _dvc(["remote", "add", "-f", "-d", "storage", remote_url], work, "dvc remote add")
         else:
             _git(["init", "-q", "-b", "main"], work, "git init")
             _dvc(["init", "-q"], work, "dvc init")
