@@ -16,6 +16,5 @@ rule fetch:
         runtime=30,
     params:
         site=site_config,
-        fetch=config.get("fetch", {}),
     script:
         "../scripts/fetch.py"

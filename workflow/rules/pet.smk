@@ -15,7 +15,6 @@ rule fetch_atlas:
         runtime=10,
     params:
         site=atlas_entry,
-        fetch=config.get("fetch", {}),
     script:
         "../scripts/fetch.py"
 
@@ -45,7 +44,6 @@ rule harmonize_pet:
         runtime=scaled_runtime(30, per_gb=10, files=["*.nii.gz", "*.nii"]),
     params:
         site=site_config,
-        fetch=config.get("fetch", {}),
         config=harmonize_pet_config(),
         key=key_fingerprint(config),
     script:
