@@ -12,7 +12,7 @@ import pytest
 
 from conftest import make_site, write_tsv
 from ketamap.errors import RegistryError
-from ketamap.registry import build_registry, fetch_site
+from ketamap.registry import _dvc_error_lines, build_registry, fetch_site, remote_cause
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +207,24 @@ def test_failed_build_leaves_no_registry(tmp_path) -> None:
     with pytest.raises(RegistryError, match=r"dvc push to the DVC remote .* failed"):
         build_registry(tmp_path / "sites", tmp_path / "registry", "/proc/version/remote", "v1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sites"]
+
+
+def test_dvc_errors_are_read_without_the_help_footer() -> None:
+    footer = "\nHaving any troubles? Hit us up at https://dvc.org/support, we are always happy to help!\n"
+    refused = (
+        "ERROR: unexpected error - [Errno 111] Connect call failed ('127.0.0.1', 5)\n" + footer
+    )
+    assert _dvc_error_lines(refused) == ["[Errno 111] Connect call failed ('127.0.0.1', 5)"]
+    url = "ssh://u@127.0.0.1:5/x"
+    assert remote_cause(_dvc_error_lines(refused)[0], url, 30).startswith("connection refused")
+    silent = "ERROR: unexpected error - : : \n" + footer  # what asyncssh's timeout leaves
+    assert remote_cause(_dvc_error_lines(silent)[0], url, 30).startswith(
+        "the remote did not answer within 30 s"
+    )
+    plugin = (
+        "ERROR: unexpected error - s3 is supported, but requires 'dvc-s3' to be installed: "
+        "No module named 'dvc_s3'\n" + footer
+    )
+    assert remote_cause(_dvc_error_lines(plugin)[0], "s3://b/x", 30).startswith(
+        "s3:// remotes need the dvc-s3 package (No module named 'dvc_s3')"
+    )

@@ -501,3 +501,22 @@ def test_failed_release_leaves_nothing_and_rerun_never_keeps_a_stale_remote(
     ).stdout.split()
     assert tags == ["v1", "v2", "v3"]
     assert [p.name for p in home.iterdir()] == ["registry"]
+
+
+def test_push_with_a_key_the_server_refuses_says_so(ssh, sites, tmp_path) -> None:
+    """An error only DVC sees (the sshd answers, then refuses the key): DVC's own error line,
+    not its "Having any troubles?" footer, with the remote URL."""
+    other = tmp_path / "other_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    url = ssh.url("refused-key-store")
+    proc = ketamap(
+        *("registry", "--sites", str(sites), "--out", str(tmp_path / "r"), "--remote", url),
+        *("--release", "v1", "--remote-option", f"keyfile={other}"),
+    )
+    assert_one_clear_error(proc, re_escape(url), r"SSH authentication failed")
+    assert "Having any troubles" not in proc.stderr
+    assert not (tmp_path / "r").exists()

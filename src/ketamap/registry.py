@@ -110,6 +110,11 @@ def _dvc_error_lines(text: str) -> list[str]:
 def remote_cause(message: str, url: str, timeout: float | None) -> str:
     """One sentence for what went wrong with the remote at ``url``, from an error's text."""
     text = message.strip().strip(":").strip()
+    parts: list[str] = []
+    for part in text.split(": "):  # DVC often repeats the cause: "X: X"
+        if not parts or part != parts[-1]:
+            parts.append(part)
+    text = ": ".join(parts)
     low = text.lower()
     scheme = _scheme(url)
     if "is supported, but requires" in low or (
