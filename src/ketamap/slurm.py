@@ -14,6 +14,14 @@ cannot decide or do:
   replaces the profile's);
 - **a job-name prefix unique to this run** (``ketamap-<8 hex>``): every SLURM job of the run is
   named ``<prefix>_<snakemake run uuid>``, so the run's jobs can be found in ``squeue``;
+- **a cluster configured through ``SLURM_CONF``** (a slurm.conf outside ``/etc/slurm``): the
+  executor's job step drops every ``SLURM_*`` variable before it starts the job's ``srun``, so that
+  ``srun`` finds no configuration and every job fails ("Could not establish a configuration
+  source"). When ``SLURM_CONF`` is set, the launcher writes ``.snakemake/ketamap-slurm/bin/srun``,
+  which sets it again and runs the real ``srun``, and puts it first on the jobs' ``PATH``;
+- **no account guessing without accounting:** with neither ``--account`` nor ``SLURM_ACCOUNT`` on
+  a cluster whose ``sacct`` does not answer, the plugin's guess (``sacct``) can only fail, so
+  ``--slurm-no-account`` is passed (sbatch then uses the user's default account, if any);
 - **interrupts.** Snakemake treats SIGTERM as "finish the running jobs first" and SIGINT cancels
   only the jobs it has registered, then may sleep up to a status-polling interval (up to 180 s)
   before it exits. On SIGINT, SIGTERM or SIGHUP this launcher sends SIGINT to Snakemake, cancels
@@ -32,6 +40,7 @@ import argparse
 import getpass
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -45,6 +54,7 @@ from types import FrameType
 import yaml
 
 PROFILE = "workflow/profiles/slurm"
+SHIM_DIR = Path(".snakemake/ketamap-slurm/bin")
 STATUS_COMMANDS = ("auto", "sacct", "squeue")
 
 
@@ -140,11 +150,35 @@ def snakemake_command(
         "--slurm-jobname-prefix",
         prefix,
     ]
+    if not account and status_command == "squeue":
+        cmd.append("--slurm-no-account")
     slurm = [f"slurm_account={account}"] if account else []
     slurm += [f"slurm_partition={partition}"] if partition else []
     if slurm:
         cmd += ["--default-resources", *profile_default_resources(profile), *slurm]
     return [*cmd, *extra]
+
+
+def srun_shim(slurm_conf: str, shim_dir: Path = SHIM_DIR) -> Path | None:
+    """An ``srun`` that sets ``SLURM_CONF`` again before running the real one (see above).
+
+    Returns its folder (to go first on ``PATH``), or None when no ``srun`` is found.
+    """
+    real = shutil.which("srun")
+    if real is None:
+        return None
+    shim_dir.mkdir(parents=True, exist_ok=True)
+    shim = shim_dir / "srun"
+    shim.write_text(
+        "#!/bin/sh\n"
+        "# Written by python -m ketamap.slurm: the SLURM executor's job step removes SLURM_CONF\n"
+        "# from the environment of the srun it starts; this puts it back.\n"
+        f"SLURM_CONF={shlex.quote(slurm_conf)}\n"
+        "export SLURM_CONF\n"
+        f'exec {shlex.quote(real)} "$@"\n'
+    )
+    shim.chmod(0o755)
+    return shim_dir.resolve()
 
 
 def run_job_ids(prefix: str, user: str | None = None) -> list[str]:
@@ -279,11 +313,16 @@ def run(
         extra=extra,
     )
     unlock = [*base, "--profile", str(profile), *extra, "--unlock"]
+    env = dict(os.environ)
+    if env.get("SLURM_CONF"):
+        shim = srun_shim(str(Path(env["SLURM_CONF"]).resolve()))
+        if shim is not None:
+            env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', '')}"
     interrupt = _Interrupt()
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, interrupt) for sig in handled}
     try:
-        proc = subprocess.Popen(cmd, start_new_session=True)
+        proc = subprocess.Popen(cmd, start_new_session=True, env=env)
         while not interrupt.signals:
             if _wait(proc, 0.5):
                 return proc.returncode
