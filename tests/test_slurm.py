@@ -141,7 +141,18 @@ class Streamed:
             self.proc.wait(timeout=seconds)
         finally:
             self.reader.join(timeout=max(1.0, seconds - (time.time() - self.started)))
+            if not self.reader.is_alive() and self.proc.stdout is not None:
+                self.proc.stdout.close()
         return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL whatever is left of the command's process group (cleanup after a failure)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.reader.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def borrow_venv(project: Path, donor: Path) -> None:
@@ -278,9 +289,9 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
                 "--dry-run",
                 "--forcerun",
                 "harmonize_pet",
+                *(f"results/sites/{s}/pet_regional.parquet" for s in ("ycu_obs", "keio_hc")),
                 "--config",
                 f"scenario={SCENARIO}",
-                *(f"results/sites/{s}/pet_regional.parquet" for s in ("ycu_obs", "keio_hc")),
             ],
             lab,
             no_venv(),
@@ -307,9 +318,7 @@ def _drop_column(path: Path, column: str) -> None:
     )
 
 
-def test_bad_site_fails_as_a_slurm_job_and_the_others_finish(
-    cluster: Cluster, lab: Path, slurm_run: dict
-) -> None:
+def test_bad_site_fails_as_a_slurm_job_and_the_others_finish(cluster: Cluster, lab: Path) -> None:
     """keio_hc's participants.tsv lacks `sex`: its clinical job fails on the cluster, the failure is
     reported soon after the job ended with the job's log path, the other sites finish, and the
     command exits non-zero. SLURM_STATUS=squeue is forced here (the first run chose it itself)."""
@@ -334,7 +343,10 @@ def test_bad_site_fails_as_a_slurm_job_and_the_others_finish(
         project,
         fresh_shell(cluster, SLURM_PARTITION="main", SLURM_STATUS="squeue"),
     )
-    assert run.finish(900) != 0, run.text[-4000:]
+    try:
+        assert run.finish(900) != 0, run.text[-4000:]
+    finally:
+        run.kill()
     out = run.text
     assert re.search(r"^ketamap slurm: job states from squeue$", out, re.M), out[:2000]
     failed = run.first(r"SLURM-job '(\d+)' failed, SLURM status is: 'FAILED'")
@@ -385,8 +397,7 @@ def test_sigterm_cancels_the_runs_jobs_and_leaves_no_lock(cluster: Cluster, lab:
         run.finish(90)
         assert time.monotonic() - sent < 90
     finally:
-        if run.proc.poll() is None:
-            os.killpg(run.proc.pid, signal.SIGKILL)
+        run.kill()
     # Nothing of the run is left: no process, no queued or running job, no lock.
     deadline = time.monotonic() + 30
     while processes_in(project) and time.monotonic() < deadline:
