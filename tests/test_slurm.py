@@ -377,8 +377,13 @@ def test_bad_site_fails_as_a_slurm_job_and_the_others_finish(cluster: Cluster, l
     assert not [j for j in jobs if j[2] in ("PENDING", "RUNNING", "COMPLETING")], jobs
 
 
-def test_sigterm_cancels_the_runs_jobs_and_leaves_no_lock(cluster: Cluster, lab: Path) -> None:
-    project = clone_of(lab, lab.parent / "interrupted")
+@pytest.mark.parametrize("target", ["process group", "make"])
+def test_sigterm_cancels_the_runs_jobs_and_leaves_no_lock(
+    cluster: Cluster, lab: Path, target: str
+) -> None:
+    """SIGTERM to the process group of `make run EXECUTOR=slurm` (a terminal's kill, a batch
+    system) or to make alone (`kill <pid>`: make passes it on to its recipe) while a job runs."""
+    project = clone_of(lab, lab.parent / f"interrupted-{target.replace(' ', '-')}")
     borrow_venv(project, lab)
     run = Streamed(
         ["make", "run", "EXECUTOR=slurm", f"SCENARIO={SCENARIO}"],
@@ -392,7 +397,10 @@ def test_sigterm_cancels_the_runs_jobs_and_leaves_no_lock(cluster: Cluster, lab:
             assert time.monotonic() < deadline, (run.text[-3000:], cluster.queue())
             time.sleep(0.5)
         assert list((project / ".snakemake/locks").glob("*"))  # the run holds its lock
-        os.killpg(run.proc.pid, signal.SIGTERM)  # what a terminal's kill or a scheduler sends
+        if target == "make":
+            os.kill(run.proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(run.proc.pid, signal.SIGTERM)
         sent = time.monotonic()
         run.finish(90)
         assert time.monotonic() - sent < 90

@@ -28,7 +28,8 @@ cannot decide or do:
   every queued or running job named with the run's prefix (``scancel``, repeated, which also
   catches a job submitted during the interrupt), kills Snakemake if it has not exited after
   ``--grace`` seconds, waits until ``squeue`` lists none of the run's jobs, and removes the lock
-  a killed Snakemake leaves (``snakemake --unlock``), so the next run needs no ``--unlock``.
+  a killed Snakemake leaves (``snakemake --unlock``), so the next run needs no ``--unlock``. A
+  second signal (1 s or more after the first) kills Snakemake without waiting for the grace.
 
 Snakemake runs in its own session so that a Ctrl-C in a terminal reaches this launcher only.
 The exit status is Snakemake's, or 128 + the signal number after an interrupt.
@@ -37,6 +38,7 @@ The exit status is Snakemake's, or 128 + the signal number after an interrupt.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import secrets
@@ -97,7 +99,9 @@ def sacct_works(timeout: float = 30.0) -> bool:
 def choose_status_command(setting: str, probe: Callable[[], bool] = sacct_works) -> str:
     """``sacct`` or ``squeue``: the setting itself, or for ``auto`` sacct only when it works."""
     if setting not in STATUS_COMMANDS:
-        raise ValueError(f"status command {setting!r}: expected one of {', '.join(STATUS_COMMANDS)}")
+        raise ValueError(
+            f"status command {setting!r}: expected one of {', '.join(STATUS_COMMANDS)}"
+        )
     if setting != "auto":
         return setting
     return "sacct" if probe() else "squeue"
@@ -209,9 +213,17 @@ class _Interrupt:
 
     def __init__(self) -> None:
         self.signals: list[int] = []
+        self.times: list[float] = []
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
+        self.times.append(time.monotonic())
+
+    def repeated(self) -> bool:
+        """A second interrupt, at least 1 s after the first: not a copy of the first delivered at
+        the same moment (a terminal signals the whole process group, and make passes SIGTERM on to
+        the recipe it runs, which is this launcher)."""
+        return any(t - self.times[0] >= 1.0 for t in self.times[1:])
 
 
 def _wait(proc: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -231,27 +243,21 @@ def _stop(
     unlock: list[str],
 ) -> int:
     signum = interrupt.signals[0]
-    _log(
-        f"{signal.Signals(signum).name}: cancelling the SLURM jobs of this run (named {prefix}_*)"
-    )
-    try:
+    _log(f"{signal.Signals(signum).name}: cancelling the SLURM jobs of this run (named {prefix}_*)")
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGINT)
-    except ProcessLookupError:
-        pass
     cancelled: set[str] = set()
     deadline = time.monotonic() + grace
     while True:
         cancelled.update(cancel_run_jobs(prefix))
         exited = _wait(proc, 1.0)
-        if exited or time.monotonic() > deadline or len(interrupt.signals) > 1:
+        if exited or time.monotonic() > deadline or interrupt.repeated():
             break
     killed = False
     if not exited:
         _log(f"snakemake still running {grace:.0f} s after SIGINT: killing it")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
         killed = True
     # Snakemake may have submitted a job between the last sweep and its exit.
