@@ -299,13 +299,12 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
     finally:
         shutil.rmtree(big.parent)
     planned = {}
-    for block in out.split("\n\n"):
-        rule = re.search(r"rule (\w+):", block)
-        site = re.search(r"wildcards: site=(\w+)", block)
-        res = re.search(r"resources: .*?mem_mb=(\d+).*?runtime=(\d+)", block)
-        if rule and rule.group(1) == "harmonize_pet" and site and res:
-            planned[site.group(1)] = (int(res.group(1)), int(res.group(2)))
-    assert planned.keys() == {"ycu_obs", "keio_hc"}, out[-3000:]
+    for job in re.finditer(r"^rule harmonize_pet:\n((?:    .*\n?)*)", out, re.M):
+        site = re.search(r"wildcards: site=(\w+)", job.group(1))
+        res = re.search(r"resources: .*?mem_mb=(\d+).*?runtime=(\d+)", job.group(1))
+        assert site and res, job.group(0)
+        planned[site.group(1)] = (int(res.group(1)), int(res.group(2)))
+    assert {"ycu_obs", "keio_hc"} <= planned.keys(), out[-3000:]
     assert planned["ycu_obs"][0] >= 1000 + 2 * 800 > planned["keio_hc"][0]
     assert planned["ycu_obs"][1] > planned["keio_hc"][1] >= 30
 
