@@ -34,11 +34,13 @@ endif
 # shared), so `make run` says so and runs nothing. A scenario override always runs Snakemake.
 DVC_UP_TO_DATE := test -z "$(SCENARIO)" && test -f dvc.lock && $(BIN)/dvc status --quiet
 
+# `exec`: the recipe's shell becomes Snakemake or the SLURM launcher, so a SIGTERM that make passes
+# on to its recipe (e.g. `kill <pid of make>`) reaches it instead of orphaning it.
 run: $(STAMP)
 	@if $(DVC_UP_TO_DATE); then \
 		echo "make run: results match dvc.lock and dvc status is clean; nothing to run"; \
 	else \
-		echo "$(RUN) $(SNAKE_CONFIG)"; $(RUN) $(SNAKE_CONFIG); \
+		echo "$(RUN) $(SNAKE_CONFIG)"; exec $(RUN) $(SNAKE_CONFIG); \
 	fi
 
 # The DVC pipeline (dvc.yaml): runs the Snakemake targets of the stages whose code, params or data changed.

@@ -14,13 +14,22 @@ cannot decide or do:
   replaces the profile's);
 - **a job-name prefix unique to this run** (``ketamap-<8 hex>``): every SLURM job of the run is
   named ``<prefix>_<snakemake run uuid>``, so the run's jobs can be found in ``squeue``;
+- **a cluster configured through ``SLURM_CONF``** (a slurm.conf outside ``/etc/slurm``): the
+  executor's job step drops every ``SLURM_*`` variable before it starts the job's ``srun``, so that
+  ``srun`` finds no configuration and every job fails ("Could not establish a configuration
+  source"). When ``SLURM_CONF`` is set, the launcher writes ``.snakemake/ketamap-slurm/bin/srun``,
+  which sets it again and runs the real ``srun``, and puts it first on the jobs' ``PATH``;
+- **no account guessing without accounting:** with neither ``--account`` nor ``SLURM_ACCOUNT`` on
+  a cluster whose ``sacct`` does not answer, the plugin's guess (``sacct``) can only fail, so
+  ``--slurm-no-account`` is passed (sbatch then uses the user's default account, if any);
 - **interrupts.** Snakemake treats SIGTERM as "finish the running jobs first" and SIGINT cancels
   only the jobs it has registered, then may sleep up to a status-polling interval (up to 180 s)
   before it exits. On SIGINT, SIGTERM or SIGHUP this launcher sends SIGINT to Snakemake, cancels
   every queued or running job named with the run's prefix (``scancel``, repeated, which also
   catches a job submitted during the interrupt), kills Snakemake if it has not exited after
   ``--grace`` seconds, waits until ``squeue`` lists none of the run's jobs, and removes the lock
-  a killed Snakemake leaves (``snakemake --unlock``), so the next run needs no ``--unlock``.
+  a killed Snakemake leaves (``snakemake --unlock``), so the next run needs no ``--unlock``. A
+  second signal (1 s or more after the first) kills Snakemake without waiting for the grace.
 
 Snakemake runs in its own session so that a Ctrl-C in a terminal reaches this launcher only.
 The exit status is Snakemake's, or 128 + the signal number after an interrupt.
@@ -29,9 +38,11 @@ The exit status is Snakemake's, or 128 + the signal number after an interrupt.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -45,6 +56,7 @@ from types import FrameType
 import yaml
 
 PROFILE = "workflow/profiles/slurm"
+SHIM_DIR = Path(".snakemake/ketamap-slurm/bin")
 STATUS_COMMANDS = ("auto", "sacct", "squeue")
 
 
@@ -87,7 +99,9 @@ def sacct_works(timeout: float = 30.0) -> bool:
 def choose_status_command(setting: str, probe: Callable[[], bool] = sacct_works) -> str:
     """``sacct`` or ``squeue``: the setting itself, or for ``auto`` sacct only when it works."""
     if setting not in STATUS_COMMANDS:
-        raise ValueError(f"status command {setting!r}: expected one of {', '.join(STATUS_COMMANDS)}")
+        raise ValueError(
+            f"status command {setting!r}: expected one of {', '.join(STATUS_COMMANDS)}"
+        )
     if setting != "auto":
         return setting
     return "sacct" if probe() else "squeue"
@@ -140,11 +154,35 @@ def snakemake_command(
         "--slurm-jobname-prefix",
         prefix,
     ]
+    if not account and status_command == "squeue":
+        cmd.append("--slurm-no-account")
     slurm = [f"slurm_account={account}"] if account else []
     slurm += [f"slurm_partition={partition}"] if partition else []
     if slurm:
         cmd += ["--default-resources", *profile_default_resources(profile), *slurm]
     return [*cmd, *extra]
+
+
+def srun_shim(slurm_conf: str, shim_dir: Path = SHIM_DIR) -> Path | None:
+    """An ``srun`` that sets ``SLURM_CONF`` again before running the real one (see above).
+
+    Returns its folder (to go first on ``PATH``), or None when no ``srun`` is found.
+    """
+    real = shutil.which("srun")
+    if real is None:
+        return None
+    shim_dir.mkdir(parents=True, exist_ok=True)
+    shim = shim_dir / "srun"
+    shim.write_text(
+        "#!/bin/sh\n"
+        "# Written by python -m ketamap.slurm: the SLURM executor's job step removes SLURM_CONF\n"
+        "# from the environment of the srun it starts; this puts it back.\n"
+        f"SLURM_CONF={shlex.quote(slurm_conf)}\n"
+        "export SLURM_CONF\n"
+        f'exec {shlex.quote(real)} "$@"\n'
+    )
+    shim.chmod(0o755)
+    return shim_dir.resolve()
 
 
 def run_job_ids(prefix: str, user: str | None = None) -> list[str]:
@@ -175,9 +213,17 @@ class _Interrupt:
 
     def __init__(self) -> None:
         self.signals: list[int] = []
+        self.times: list[float] = []
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
+        self.times.append(time.monotonic())
+
+    def repeated(self) -> bool:
+        """A second interrupt, at least 1 s after the first: not a copy of the first delivered at
+        the same moment (a terminal signals the whole process group, and make passes SIGTERM on to
+        the recipe it runs, which is this launcher)."""
+        return any(t - self.times[0] >= 1.0 for t in self.times[1:])
 
 
 def _wait(proc: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -197,27 +243,21 @@ def _stop(
     unlock: list[str],
 ) -> int:
     signum = interrupt.signals[0]
-    _log(
-        f"{signal.Signals(signum).name}: cancelling the SLURM jobs of this run (named {prefix}_*)"
-    )
-    try:
+    _log(f"{signal.Signals(signum).name}: cancelling the SLURM jobs of this run (named {prefix}_*)")
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGINT)
-    except ProcessLookupError:
-        pass
     cancelled: set[str] = set()
     deadline = time.monotonic() + grace
     while True:
         cancelled.update(cancel_run_jobs(prefix))
         exited = _wait(proc, 1.0)
-        if exited or time.monotonic() > deadline or len(interrupt.signals) > 1:
+        if exited or time.monotonic() > deadline or interrupt.repeated():
             break
     killed = False
     if not exited:
         _log(f"snakemake still running {grace:.0f} s after SIGINT: killing it")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
         killed = True
     # Snakemake may have submitted a job between the last sweep and its exit.
@@ -279,11 +319,16 @@ def run(
         extra=extra,
     )
     unlock = [*base, "--profile", str(profile), *extra, "--unlock"]
+    env = dict(os.environ)
+    if env.get("SLURM_CONF"):
+        shim = srun_shim(str(Path(env["SLURM_CONF"]).resolve()))
+        if shim is not None:
+            env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', '')}"
     interrupt = _Interrupt()
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, interrupt) for sig in handled}
     try:
-        proc = subprocess.Popen(cmd, start_new_session=True)
+        proc = subprocess.Popen(cmd, start_new_session=True, env=env)
         while not interrupt.signals:
             if _wait(proc, 0.5):
                 return proc.returncode

@@ -1,10 +1,9 @@
 # Helpers shared by the rules; nothing here runs a step.
-import fnmatch
-import math
-import os
-
 from ketamap.config import check_config, demo_sites, resolve_demo_sites, site_by_id
 from ketamap.ids import key_fingerprint
+
+# mem_mb and runtime of most rules grow with the job's input size (see ketamap.jobresources).
+from ketamap.jobresources import scaled_mem_mb, scaled_runtime
 
 resolve_demo_sites(config)
 check_config(config)
@@ -181,62 +180,3 @@ def behaviour_figure_inputs(wildcards):
     if IEEG_SITES:
         inputs["ieeg_timecourses"] = "results/tables/ieeg_timecourses.parquet"
     return inputs
-
-
-# Resources that grow with a job's input (SLURM requests them; the local profile ignores them).
-# A job's input size is measured in MB: directories (a fetched site dataset) are walked, because
-# Snakemake's input.size_mb counts a directory as its inode only; `files` keeps only the files a
-# step reads (e.g. "*.tsv" for the clinical reader of a PET site); the package code a rule lists as
-# input (`code`) is left out. Inputs not made yet (a dry run, whose plan then shows the floors)
-# count 0: Snakemake evaluates resources again when a job is ready and submits it with the size of
-# its real inputs.
-#   mem_mb  = floor + per_mb * total input MB + per_largest_mb * largest input file MB
-#   runtime = floor + per_gb * total input GB   (minutes)
-# Floors: a job's peak RSS is 0.2-0.3 GB on the small scenario (interpreter and imports; the
-# Snakemake process SLURM starts beside it adds about as much), 0.45-0.8 GB for iEEG, synth and the
-# pooled behaviour on the default one. Slopes (per rule, in the rules): readers that hold one file
-# at a time scale with the largest file (iEEG: MNE preloads a recording as float64 and filters a
-# copy, about 25x the EDF; PET streams frames, about 2x the largest NIfTI), readers of Parquet
-# tables with the total (about 20x: zstd-compressed columns decoded, then concatenated).
-def input_mb(input, largest=False, files=None):
-    """Total size (with `largest`, the largest single file) of a job's input data, in MB."""
-    code = input.get("code", [])
-    code_files = {code} if isinstance(code, str) else set(code)
-    sizes = []
-    for path in input:
-        if path in code_files or not os.path.exists(path):
-            continue
-        found = (
-            [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
-            if os.path.isdir(path)
-            else [path]
-        )
-        sizes += [
-            os.path.getsize(f)
-            for f in found
-            if files is None
-            or any(fnmatch.fnmatch(os.path.basename(f), pattern) for pattern in files)
-        ]
-    return (max(sizes, default=0) if largest else sum(sizes)) / 2**20
-
-
-def scaled_mem_mb(floor, per_mb=0.0, per_largest_mb=0.0, files=None):
-    """mem_mb callable: floor + per_mb x input MB + per_largest_mb x largest input file MB."""
-
-    def mem(wildcards, input):
-        return math.ceil(
-            floor
-            + per_mb * input_mb(input, files=files)
-            + per_largest_mb * input_mb(input, largest=True, files=files)
-        )
-
-    return mem
-
-
-def scaled_runtime(floor, per_gb, files=None):
-    """runtime callable (minutes): floor + per_gb x input GB."""
-
-    def minutes(wildcards, input):
-        return math.ceil(floor + per_gb * input_mb(input, files=files) / 1024)
-
-    return minutes
