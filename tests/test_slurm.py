@@ -9,7 +9,6 @@ are clones of that clone that borrow its venv. Nothing here mocks SLURM.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -169,21 +168,13 @@ def clone_of(source: Path, dest: Path) -> Path:
 
 
 def result_hashes(project: Path) -> dict[str, str]:
-    """sha256 of every output under results/ (the manifest without the demo registry's commit)."""
-    hashes = {}
-    for path in sorted((project / "results").rglob("*")):
-        if not path.is_file():
-            continue
-        blob = path.read_bytes()
-        if path.name == "manifest.json":
-            # The demo registry is rebuilt in each clone; its commit hash is not (yet) fixed.
-            manifest = json.loads(blob)
-            for site in manifest["sites"]:
-                site.pop("commit", None)
-            manifest["code_commit"] = manifest["code_commit"].removesuffix("+dirty")
-            blob = json.dumps(manifest, sort_keys=True).encode()
-        hashes[str(path.relative_to(project))] = hashlib.sha256(blob).hexdigest()
-    return hashes
+    """sha256 of every output under results/, the manifest included (the demo registry's commits
+    and the clones' code commit are the same, so its bytes are too)."""
+    return {
+        str(path.relative_to(project)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((project / "results").rglob("*"))
+        if path.is_file()
+    }
 
 
 def run_jobs(cluster: Cluster, prefix: str) -> list[tuple[str, str, str]]:
