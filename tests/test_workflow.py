@@ -339,6 +339,74 @@ def test_second_run_plans_nothing_and_changes_nothing(pipeline: dict) -> None:
     assert "up to date" in _run(["dvc", "status"], project).stdout.lower()
 
 
+def _reordered(value):
+    """The same config with every mapping's keys in reverse order."""
+    if isinstance(value, dict):
+        return {k: _reordered(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reordered(v) for v in value]
+    return value
+
+
+def _site(config: dict, site_id: str) -> dict:
+    return next(s for s in config["sites"] if s["id"] == site_id)
+
+
+def _set_reader_option(config: dict) -> dict:
+    # a reader option the demo scenario leaves to its default (the others must match the scenario)
+    _site(config, "keio_hc")["reader"]["sex_codes"] = {"1": "male", "2": "female"}
+    return config
+
+
+def _set_response_fraction(config: dict) -> dict:
+    config["clinical"]["response_fraction"] = 0.6
+    return config
+
+
+def _set_min_per_class(config: dict) -> dict:
+    config["pet"]["response_prediction"]["min_per_class"] = 5
+    return config
+
+
+# Issue 11: a config edit reruns the jobs that read the edited key (and, since their outputs are
+# remade, the jobs downstream of them), and nothing else.
+@pytest.mark.parametrize(
+    ("edit", "planned", "not_planned"),
+    [
+        # params are compared as text: the same config in another key order must plan nothing
+        (_reordered, {}, ()),
+        # a reader option re-harmonizes its site (and what is downstream), never re-downloads it
+        (_set_reader_option, {"harmonize_clinical": 1}, ("fetch", "fetch_atlas", "demo_synth")),
+        # read by the clinical analysis and by PET response prediction, not the 3 other PET analyses
+        (_set_response_fraction, {"pooled_clinical": 1, "pooled_pet": 1}, ()),
+        # the prediction question is read by that one PET analysis only
+        (_set_min_per_class, {"pooled_pet": 1}, ()),
+    ],
+    ids=["key_order", "reader.sex_codes", "clinical.response_fraction", "pet.min_per_class"],
+)
+def test_config_edit_reruns_only_its_consumers(
+    pipeline: dict, edit, planned: dict, not_planned: tuple
+) -> None:
+    project = pipeline["project"]
+    path = project / "config/config.yaml"
+    original, stat = path.read_bytes(), path.stat()
+    try:
+        path.write_text(yaml.safe_dump(edit(yaml.safe_load(original)), sort_keys=False))
+        out = snakemake(project, "--dry-run")
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    text = out.stdout + out.stderr
+    got = {} if "Nothing to be done" in text else job_counts(out.stdout)
+    for key in ("all", "total", "manifest"):  # the manifest records the whole config, by design
+        got.pop(key, None)
+    if not_planned:
+        assert got.items() >= planned.items(), out.stdout[-3000:]
+        assert not set(not_planned) & set(got), out.stdout[-3000:]
+    else:
+        assert got == planned, out.stdout[-3000:]
+
+
 def _fresh_shell() -> dict[str, str]:
     """The environment of a new terminal: no virtualenv activated, none of its bin on PATH."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}

@@ -284,7 +284,6 @@ def figure_change_scatter(
     subjects: str | Path,
     scores: str | Path,
     figure: str | Path,
-    options: dict[str, Any],
 ) -> None:
     """Scatter of regional % change against MADRS improvement for the strongest regions."""
     from ketamap import figures

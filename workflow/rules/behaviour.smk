@@ -17,7 +17,9 @@ rule harmonize_behaviour:
         runtime=scaled_runtime(30, per_gb=20),
     params:
         site=site_config,
-        config={k: config.get(k, {}) for k in ("pseudonymization", "behaviour")},
+        config=canonical(
+            {k: config.get(k, {}) for k in ("pseudonymization", "behaviour")}
+        ),
         key=key_fingerprint(config),
     script:
         "../scripts/harmonize_behaviour.py"
@@ -42,7 +44,7 @@ rule pooled_behaviour:
         mem_mb=scaled_mem_mb(1000, per_mb=20),
         runtime=scaled_runtime(10, per_gb=30),
     params:
-        options={k: config.get(k, {}) for k in ("behaviour",)},
+        options=canonical({k: config.get(k, {}) for k in ("behaviour",)}),
         seed=config.get("seed", 0),
     script:
         "../scripts/pooled_behaviour.py"

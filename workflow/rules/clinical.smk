@@ -22,7 +22,7 @@ rule harmonize_clinical:
         runtime=scaled_runtime(10, per_gb=10, files=["*.tsv"]),
     params:
         site=site_config,
-        config={k: config[k] for k in ("pseudonymization",)},
+        config=canonical({k: config[k] for k in ("pseudonymization",)}),
         key=key_fingerprint(config),
     script:
         "../scripts/harmonize_clinical.py"

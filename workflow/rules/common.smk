@@ -83,18 +83,61 @@ def code(*modules):
     ]
 
 
+# Params are compared as their repr when Snakemake decides what to rerun, and a dict's repr follows
+# its insertion order, i.e. the order of the keys in config.yaml. Every params value goes through
+# canonical(), so the same config with its keys in another order reruns nothing.
+def canonical(value):
+    """``value`` with every dict's keys sorted (recursively); lists keep their order."""
+    if isinstance(value, dict):
+        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
 def site_config(wildcards):
-    return site_by_id(config, wildcards.site)
+    return canonical(site_by_id(config, wildcards.site))
+
+
+# What the fetch reads of a site entry: where the data is and which release. Editing a reader
+# option, the species or the trial of a site re-harmonizes it but never downloads it again.
+FETCH_KEYS = ("id", "registry", "path", "revision")
+
+
+def fetch_entry(wildcards):
+    site = site_by_id(config, wildcards.site)
+    return canonical({k: site[k] for k in FETCH_KEYS if k in site})
+
+
+def pooled_pet_options(wildcards):
+    """What one pooled PET analysis reads: only response prediction reads options (its question
+    and the clinical response definition); the other analyses read nothing from the config.
+    """
+    if wildcards.name != "response_prediction":
+        return {}
+    return canonical(
+        {
+            "pet": {
+                "response_prediction": config.get("pet", {}).get("response_prediction")
+            },
+            "clinical": {
+                "response_fraction": config.get("clinical", {}).get("response_fraction")
+            },
+        }
+    )
 
 
 def harmonize_pet_config():
     """What the PET reader uses: the key and the quantification options (not the pooled ones)."""
     pet = {k: v for k, v in config.get("pet", {}).items() if k != "response_prediction"}
-    return {"pseudonymization": config.get("pseudonymization", {}), "pet": pet}
+    return canonical(
+        {"pseudonymization": config.get("pseudonymization", {}), "pet": pet}
+    )
 
 
 def atlas_entry(wildcards):
-    return {"id": "atlas", "path": "datasets/atlas", **config["atlas"]}
+    atlas = {"id": "atlas", "path": "datasets/atlas", **config["atlas"]}
+    return canonical({k: atlas[k] for k in FETCH_KEYS if k in atlas})
 
 
 def registry_input(wildcards):

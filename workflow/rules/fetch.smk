@@ -15,6 +15,6 @@ rule fetch:
         mem_mb=2000,
         runtime=30,
     params:
-        site=site_config,
+        site=fetch_entry,
     script:
         "../scripts/fetch.py"

@@ -23,7 +23,7 @@ rule harmonize_ieeg:
         runtime=scaled_runtime(60, per_gb=30),
     params:
         site=site_config,
-        config={k: config.get(k, {}) for k in ("pseudonymization", "ieeg")},
+        config=canonical({k: config.get(k, {}) for k in ("pseudonymization", "ieeg")}),
         key=key_fingerprint(config),
     script:
         "../scripts/harmonize_ieeg.py"
@@ -60,7 +60,7 @@ rule pooled_ieeg:
         mem_mb=scaled_mem_mb(1000, per_mb=20),
         runtime=scaled_runtime(10, per_gb=30),
     params:
-        options=config.get("ieeg", {}),
+        options=canonical(config.get("ieeg", {})),
     script:
         "../scripts/pooled_ieeg.py"
 

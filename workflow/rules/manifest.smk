@@ -13,6 +13,6 @@ rule manifest:
         mem_mb=1000,
         runtime=scaled_runtime(5, per_gb=2),
     params:
-        config=config,
+        config=canonical(config),
     script:
         "../scripts/manifest.py"

@@ -72,7 +72,7 @@ rule pooled_pet:
         mem_mb=scaled_mem_mb(1000, per_mb=20),
         runtime=scaled_runtime(30, per_gb=30),
     params:
-        options={k: config.get(k) for k in ("pet", "clinical")},
+        options=pooled_pet_options,
     script:
         "../scripts/pooled_pet.py"
 
@@ -92,8 +92,6 @@ rule figure_change_scatter:
     resources:
         mem_mb=scaled_mem_mb(1000, per_mb=20),
         runtime=scaled_runtime(10, per_gb=10),
-    params:
-        options={"pet": config.get("pet", {})},
     script:
         "../scripts/figure_change_scatter.py"
 

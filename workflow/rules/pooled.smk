@@ -14,6 +14,11 @@ rule pooled_clinical:
         mem_mb=scaled_mem_mb(1000, per_mb=20),
         runtime=scaled_runtime(10, per_gb=30),
     params:
-        options=config["clinical"],
+        options=canonical(
+            {
+                k: config["clinical"][k]
+                for k in ("response_fraction", "remission_threshold")
+            }
+        ),
     script:
         "../scripts/pooled_clinical.py"

@@ -9,5 +9,4 @@ run_step(
     subjects=snakemake.input.subjects,  # noqa: F821
     scores=snakemake.input.scores,  # noqa: F821
     figure=snakemake.output[0],  # noqa: F821
-    options=snakemake.params.options,  # noqa: F821
 )
