@@ -824,6 +824,21 @@ def test_behaviour_and_cross_species_recover_the_planted_effects(tmp_path: Path)
         "mouse.reward_seeking_after_train.png",
     ):
         assert (project / "results/figures" / figure).read_bytes()[:4] == b"\x89PNG"
+    # Issue 11: options only the pooled analyses read rerun them, never a fetch or harmonization.
+    pooled_only = {
+        "scenario": "config/scenarios/behaviour_small.yaml",
+        "ieeg": {"equivalence_margin_s": 0.05},
+        "behaviour": {
+            "equivalence_margin": 0.2,
+            "bootstrap": 500,
+            "similarity_window_s": [-0.4, 2],
+        },
+    }
+    (project / "pooled_only.yaml").write_text(yaml.safe_dump(pooled_only))
+    edited = snakemake(project, "--dry-run", "--configfile", "pooled_only.yaml").stdout
+    planned = job_counts(edited)
+    assert planned.get("pooled_ieeg") and planned.get("pooled_behaviour"), edited[-3000:]
+    assert not [r for r in planned if r.startswith(("fetch", "harmonize", "combine"))], planned
     # Privacy: the NWB subject names and EDF patient names reach no output or log.
     canaries = json.loads(truth_path.read_text())["canaries"]
     assert any("Doolittle" in c for c in canaries)

@@ -430,7 +430,7 @@ def harmonize_behaviour(
     options = {
         k: v
         for k, v in config.get("behaviour", {}).items()
-        if k in behaviour.DEFAULTS  # the pooled options live in the same config section
+        if k in behaviour.DEFAULTS  # the workflow passes no pooled-only key; a caller might
     }
     tables = behaviour.harmonize_site(site, Path(raw), load_key(config), options)
     schemas.write_table(tables.puffs, "behaviour_puffs", puffs_out)

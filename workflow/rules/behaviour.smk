@@ -17,9 +17,7 @@ rule harmonize_behaviour:
         runtime=scaled_runtime(30, per_gb=20),
     params:
         site=site_config,
-        config=canonical(
-            {k: config.get(k, {}) for k in ("pseudonymization", "behaviour")}
-        ),
+        config=harmonize_config("behaviour"),
         key=key_fingerprint(config),
     script:
         "../scripts/harmonize_behaviour.py"

@@ -109,6 +109,26 @@ def fetch_entry(wildcards):
     return canonical({k: site[k] for k in FETCH_KEYS if k in site})
 
 
+# Options only the pooled analyses read, kept out of the harmonize jobs' params so that changing a
+# margin or the bootstrap size reruns the analyses, never a harmonization.
+POOLED_ONLY = {
+    "ieeg": ("equivalence_margin_s",),
+    "behaviour": ("equivalence_margin", "similarity_window_s", "bootstrap"),
+}
+
+
+def harmonize_config(modality):
+    """What a harmonize job reads: the key, and its modality's section without pooled-only keys."""
+    section = {
+        k: v
+        for k, v in config.get(modality, {}).items()
+        if k not in POOLED_ONLY[modality]
+    }
+    return canonical(
+        {"pseudonymization": config.get("pseudonymization", {}), modality: section}
+    )
+
+
 def pooled_pet_options(wildcards):
     """What one pooled PET analysis reads: only response prediction reads options (its question
     and the clinical response definition); the other analyses read nothing from the config.

@@ -23,7 +23,7 @@ rule harmonize_ieeg:
         runtime=scaled_runtime(60, per_gb=30),
     params:
         site=site_config,
-        config=canonical({k: config.get(k, {}) for k in ("pseudonymization", "ieeg")}),
+        config=harmonize_config("ieeg"),
         key=key_fingerprint(config),
     script:
         "../scripts/harmonize_ieeg.py"
