@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import REPO as REPO_ROOT
 from ketamap import calibration as cal
-from ketamap.paths import REPO_ROOT
 from ketamap.pooled import pet as pooled_pet
 from ketamap.synth import load_scenario, tables
 

@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 
 from conftest import DEMO_KEY
+from conftest import REPO as REPO_ROOT
 from ketamap import behaviour, ieeg, schemas
-from ketamap.paths import REPO_ROOT
 from ketamap.pooled import behaviour as pooled_behaviour
 from ketamap.pooled import ieeg as pooled_ieeg
 from ketamap.recovery import compare

@@ -4,6 +4,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import REPO
 from ketamap import schemas
 from ketamap.errors import SchemaError
 
@@ -98,5 +99,5 @@ def test_read_checks_table_and_version(tmp_path) -> None:
 def test_data_dictionary_is_current() -> None:
     from ketamap.datadict import render
 
-    committed = (schemas.schema_dir().parent / "docs" / "data_dictionary.md").read_text()
+    committed = (REPO / "docs" / "data_dictionary.md").read_text()
     assert committed == render(), "run `make docs` to regenerate docs/data_dictionary.md"

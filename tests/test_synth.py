@@ -18,8 +18,9 @@ import pytest
 import yaml
 from scipy import stats
 
+from conftest import REPO as REPO_ROOT
 from ketamap.errors import ConfigError
-from ketamap.paths import REPO_ROOT, schema_dir
+from ketamap.paths import schema_dir
 from ketamap.synth import generate, load_scenario, site_configs
 
 SCENARIOS = REPO_ROOT / "config" / "scenarios"

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import REPO as REPO_ROOT
 from ketamap.errors import ConfigError
-from ketamap.paths import REPO_ROOT
 from ketamap.synth import generate, load_scenario, site_configs
 
 SCENARIO = REPO_ROOT / "config" / "scenarios" / "behaviour_small.yaml"

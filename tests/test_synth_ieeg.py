@@ -13,7 +13,7 @@ import pytest
 from scipy.signal import welch
 from scipy.special import expit
 
-from ketamap.paths import REPO_ROOT
+from conftest import REPO as REPO_ROOT
 from ketamap.synth import generate, load_scenario, site_configs
 from ketamap.synth import pet as synth_pet
 from ketamap.synth.ieeg import lognormal_correlation, mean_slow_duration, slow_width_change

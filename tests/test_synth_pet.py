@@ -21,8 +21,8 @@ import pytest
 import yaml
 from nibabel.processing import resample_from_to
 
+from conftest import REPO as REPO_ROOT
 from ketamap.errors import ConfigError
-from ketamap.paths import REPO_ROOT
 from ketamap.synth import analysis_options as synth_options
 from ketamap.synth import atlas_config, generate, load_scenario, pet
 

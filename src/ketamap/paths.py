@@ -1,18 +1,24 @@
 """Where the project's declarative files live.
 
-The schemas are data, not code: they sit at the top of the repository (``schemas/``) so that
-the workflow, the docs and the package read the same files. ``KETAMAP_SCHEMAS`` overrides the
-location for installs outside a checkout.
+The schemas are the consortium's contract and sit at the top of the repository (``schemas/``),
+where the workflow and the docs read them. The package reads the same files as package data:
+``ketamap/contracts`` is a link to ``schemas/`` in the checkout, and a built wheel or sdist
+carries copies of them, so an installed ``ketamap`` finds its table contracts and reference
+tables (columns, tables, PET units, scales, config and scenario schemas) without the checkout.
+``KETAMAP_SCHEMAS`` points it at another folder (e.g. a consortium's amended contract).
 """
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def schema_dir() -> Path:
     """Return the folder holding the column, table, config and scenario schemas."""
-    return Path(os.environ.get("KETAMAP_SCHEMAS", REPO_ROOT / "schemas"))
+    override = os.environ.get("KETAMAP_SCHEMAS")
+    if override:
+        return Path(override)
+    # A regular (file system) install: the package data are files on disk.
+    return Path(str(files("ketamap") / "contracts"))
