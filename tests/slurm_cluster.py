@@ -41,15 +41,9 @@ def install() -> None:
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     apt = ["apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confdef"]
-    proc = subprocess.run(
-        [*apt, "install", "--no-install-recommends", *PACKAGES],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:  # a stale package list: update once and retry
-        subprocess.run(["apt-get", "-q", "update"], env=env, capture_output=True, check=False)
+    for attempt in ("install", "update, then install"):  # a stale package list: update once
+        if attempt != "install":
+            subprocess.run(["apt-get", "-q", "update"], env=env, capture_output=True, check=False)
         proc = subprocess.run(
             [*apt, "install", "--no-install-recommends", *PACKAGES],
             env=env,
@@ -57,6 +51,8 @@ def install() -> None:
             text=True,
             check=False,
         )
+        if proc.returncode == 0:
+            break
     if proc.returncode != 0:
         raise RuntimeError(f"apt-get install {' '.join(PACKAGES)} failed:\n{proc.stderr[-3000:]}")
     missing = [b for b in BINARIES if shutil.which(b) is None]

@@ -39,6 +39,15 @@ print(json.dumps({
 """
 
 
+def _pip(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", args[0], "-q", *args[1:]],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_installed_wheel_reads_its_contracts_without_the_checkout(tmp_path: Path) -> None:
     source = tmp_path / "source"
     source.mkdir()
@@ -52,44 +61,13 @@ def test_installed_wheel_reads_its_contracts_without_the_checkout(tmp_path: Path
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
     wheels = tmp_path / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(wheels),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source))
     (wheel,) = wheels.glob("ketamap-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"ketamap/contracts/{name}" for name in CONTRACTS} <= names, sorted(names)
 
     site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--target",
-            str(site),
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    _pip("install", "--no-deps", "--target", str(site), str(wheel))
     env = {k: v for k, v in os.environ.items() if k != "KETAMAP_SCHEMAS"}
     env["PYTHONPATH"] = str(site)
     elsewhere = tmp_path / "elsewhere"

@@ -29,8 +29,8 @@ from typing import Any
 Resource = Callable[[Any, Any], int]
 
 
-def input_mb(input: Any, largest: bool = False, files: Iterable[str] | None = None) -> float:
-    """Total size (with `largest`, the largest single file) of a job's input data, in MB.
+def input_sizes(input: Any, files: Iterable[str] | None = None) -> list[int]:
+    """Sizes in bytes of the files of a job's input data (directories walked, code left out).
 
     ``input`` is a Snakemake job's input (a named list of paths, with ``get``).
     """
@@ -51,6 +51,12 @@ def input_mb(input: Any, largest: bool = False, files: Iterable[str] | None = No
             if files is None
             or any(fnmatch.fnmatch(os.path.basename(f), pattern) for pattern in files)
         ]
+    return sizes
+
+
+def input_mb(input: Any, largest: bool = False, files: Iterable[str] | None = None) -> float:
+    """Total size (with `largest`, the largest single file) of a job's input data, in MB."""
+    sizes = input_sizes(input, files)
     return (max(sizes, default=0) if largest else sum(sizes)) / 2**20
 
 
@@ -63,10 +69,9 @@ def scaled_mem_mb(
     """mem_mb callable: floor + per_mb x input MB + per_largest_mb x largest input file MB."""
 
     def mem(wildcards: Any, input: Any) -> int:
+        sizes = input_sizes(input, files)  # one walk of the inputs for both terms
         return math.ceil(
-            floor
-            + per_mb * input_mb(input, files=files)
-            + per_largest_mb * input_mb(input, largest=True, files=files)
+            floor + (per_mb * sum(sizes) + per_largest_mb * max(sizes, default=0)) / 2**20
         )
 
     return mem
