@@ -20,6 +20,13 @@ PACKAGES = ("slurm-wlm", "munge")
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sacct", "sinfo")
 
 
+def which(name: str) -> str | None:
+    """A binary's path. The daemons live in /usr/sbin, which a minimal PATH (e.g. `env -i
+    PATH=/usr/bin:/bin`) leaves out, so the sbin folders are searched too."""
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+    return shutil.which(name, path=search)
+
+
 class SlurmUnavailableError(Exception):
     """No cluster can be started here: not root (slurmd and munged need root), or SLURM is missing
     and apt-get cannot install it."""
@@ -32,7 +39,7 @@ def install() -> None:
             f"a SLURM test cluster needs root (slurmd runs jobs as their user, munged as munge); "
             f"uid is {os.geteuid()}"
         )
-    if all(shutil.which(b) for b in BINARIES):
+    if all(which(b) for b in BINARIES):
         return
     if shutil.which("apt-get") is None:
         raise SlurmUnavailableError(
@@ -55,7 +62,7 @@ def install() -> None:
             break
     if proc.returncode != 0:
         raise RuntimeError(f"apt-get install {' '.join(PACKAGES)} failed:\n{proc.stderr[-3000:]}")
-    missing = [b for b in BINARIES if shutil.which(b) is None]
+    missing = [b for b in BINARIES if which(b) is None]
     if missing:
         raise RuntimeError(f"after apt-get install, still missing: {', '.join(missing)}")
 
@@ -134,7 +141,7 @@ class Cluster:
                 "--reuid=munge",
                 "--regid=munge",
                 "--init-groups",
-                "munged",
+                str(which("munged")),
                 "--foreground",
                 f"--socket={sock}",
                 f"--key-file={key}",
@@ -189,8 +196,8 @@ class Cluster:
                 ]
             )
         )
-        self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
-        self._spawn("slurmd", ["slurmd", "-D", "-N", self.host, "-f", str(self.conf)])
+        self._spawn("slurmctld", [str(which("slurmctld")), "-D", "-i", "-f", str(self.conf)])
+        self._spawn("slurmd", [str(which("slurmd")), "-D", "-N", self.host, "-f", str(self.conf)])
         self._wait_for(self._node_ready, 60, f"node {self.host} idle in sinfo")
 
     def _node_ready(self) -> bool:
