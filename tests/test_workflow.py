@@ -164,7 +164,7 @@ def test_slurm_profile_plans_the_same_jobs(tmp_path: Path) -> None:
         "manifest",
     ):
         assert re.search(
-            rf"rule {rule}:(?:(?!\n\n).)*resources: [^\n]*mem_mb=\d+[^\n]*runtime=\d+",
+            rf"(?:rule|checkpoint) {rule}:(?:(?!\n\n).)*resources: [^\n]*mem_mb=\d+[^\n]*runtime=\d+",
             out.stdout,
             re.S,
         ), rule
@@ -337,6 +337,51 @@ def test_second_run_plans_nothing_and_changes_nothing(pipeline: dict) -> None:
     snakemake(project)
     assert hashes(project) == pipeline["hashes"]
     assert "up to date" in _run(["dvc", "status"], project).stdout.lower()
+
+
+def _site_table_mtimes(project: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(project)): p.stat().st_mtime_ns
+        for p in sorted((project / "results/sites").rglob("*.parquet"))
+    }
+
+
+def test_comment_edit_and_identical_refetch_rerun_nothing(pipeline: dict) -> None:
+    """Issue 11: reruns follow content. A comment in the scenario plans nothing; refetching the
+    same bytes runs the fetches and nothing after them; other fetched bytes rerun their site."""
+    project = pipeline["project"]
+    scenario = project / "config/scenarios/small.yaml"
+    original = scenario.read_bytes()
+    scenario.write_bytes(b"# a comment a partner added\n" + original.replace(b"\n", b"  \n", 3))
+    try:
+        out = snakemake(project, "--dry-run")
+        assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-3000:]
+    finally:
+        scenario.write_bytes(original)
+
+    before = _site_table_mtimes(project)
+    raw = project / "resources/raw/ycu_rct"
+    fetched_at = raw.stat().st_mtime_ns
+    snakemake(project, "--forcerun", "fetch", "fetch_atlas")
+    assert raw.stat().st_mtime_ns != fetched_at  # the fetch did run
+    assert _site_table_mtimes(project) == before  # and no harmonization after it
+    assert hashes(project) == pipeline["hashes"]
+    out = snakemake(project, "--dry-run")
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-3000:]
+
+    # Other bytes fetched for one site (its content id changes): that site reruns, no other.
+    content = project / "resources/raw/keio_hc.content"
+    kept = content.read_bytes()
+    content.write_text("0" * 32 + "\n")
+    try:
+        out = snakemake(project, "--dry-run")
+        got = job_counts(out.stdout)
+        assert got["harmonize_clinical"] == 1 and got["harmonize_pet"] == 1, out.stdout[-3000:]
+        assert "fetch" not in got and "demo_synth" not in got
+    finally:
+        content.write_bytes(kept)
+    out = snakemake(project, "--dry-run")
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-3000:]
 
 
 def _reordered(value):

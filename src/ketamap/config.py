@@ -7,8 +7,13 @@ express (unique site ids, a demo registry the sites actually point at).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ketamap.errors import ConfigError
 
@@ -150,6 +155,19 @@ def check_config(config: dict[str, Any]) -> None:
                     field=f"sites[{i}].revision",
                     expected=repr(demo["release"]),
                 )
+
+
+def yaml_digest(path: str | Path) -> str:
+    """sha256 of a YAML file's parsed content (keys sorted): the same for any comment, layout or
+    key order, different for any change of a value."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read {path} ({exc})", file=str(path), expected="a YAML file"
+        ) from None
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def site_by_id(config: dict[str, Any], site_id: str) -> dict[str, Any]:

@@ -660,6 +660,13 @@ def _list_tags(url: str) -> list[str]:
     )
 
 
+def content_id(fetched: dict[str, Any]) -> str:
+    """What a fetched dataset holds, and nothing of where it came from: the md5 of its file listing
+    (path and md5 of every file), the same for every registry, revision pin or clone that gives the
+    same bytes."""
+    return _listing_md5({f["path"]: f["md5"] for f in fetched["files"]})
+
+
 def _listing_md5(files: dict[str, str]) -> str:
     """DVC's md5 of a directory: its sorted (md5, relpath) listing as JSON."""
     listing = [{"md5": md5, "relpath": rel} for rel, md5 in sorted(files.items())]

@@ -28,10 +28,12 @@ def fetch_site(
     site: dict[str, Any],
     dest: str | Path,
     manifest: str | Path,
+    content: str | Path | None = None,
     base: str | Path = ".",
     options: dict[str, Any] | None = None,
 ) -> None:
-    """Pull one site's dataset at its pinned revision and write its fetch manifest.
+    """Pull one site's dataset at its pinned revision and write its fetch manifest, and (to
+    ``content``) its content id: what the jobs reading the data compare to know whether to rerun.
 
     ``options`` is the config's ``fetch`` section (``timeout``, ``remote_options``).
     """
@@ -52,6 +54,8 @@ def fetch_site(
         remote_options=options.get("remote_options") or None,
     )
     registry.write_manifest(result, Path(manifest))
+    if content is not None:
+        Path(content).write_text(registry.content_id(result) + "\n")
     log.info(
         "site %s: %d files, %d bytes, commit %s verified",
         site["id"],

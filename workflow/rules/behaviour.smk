@@ -2,7 +2,8 @@
 # the pooled behaviour, mouse and cross-species analyses and their figures.
 rule harmonize_behaviour:
     input:
-        raw="resources/raw/{site}",
+        raw=ancient("resources/raw/{site}"),
+        content="resources/raw/{site}.content",
         code=code("behaviour.py", "behaviour_read.py", "io.py", "ids.py", "clinical.py"),
     output:
         puffs="results/sites/{site}/behaviour_puffs.parquet",

@@ -1,7 +1,8 @@
 # Participants and symptom scores: per-site tables, then the consortium tables.
 rule harmonize_clinical:
     input:
-        raw="resources/raw/{site}",
+        raw=ancient("resources/raw/{site}"),
+        content="resources/raw/{site}.content",
         code=code(
             "clinical.py",
             "io.py",

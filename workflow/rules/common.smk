@@ -1,5 +1,11 @@
 # Helpers shared by the rules; nothing here runs a step.
-from ketamap.config import check_config, demo_sites, resolve_demo_sites, site_by_id
+from ketamap.config import (
+    check_config,
+    demo_sites,
+    resolve_demo_sites,
+    site_by_id,
+    yaml_digest,
+)
 from ketamap.ids import key_fingerprint
 
 # mem_mb and runtime of most rules grow with the job's input size (see ketamap.jobresources).

@@ -1,7 +1,8 @@
 # iEEG: per-site channel, response and timecourse tables, then the pooled ketamine effects.
 rule harmonize_ieeg:
     input:
-        raw="resources/raw/{site}",
+        raw=ancient("resources/raw/{site}"),
+        content="resources/raw/{site}.content",
         code=code(
             "ieeg.py",
             "ieeg_read.py",

@@ -1,11 +1,13 @@
 # PET: the shared atlas, per-site regional SUVR and scan tables, then the pooled PET analyses.
-rule fetch_atlas:
+# A checkpoint like rule fetch: a refetch of the same atlas reruns nothing after it.
+checkpoint fetch_atlas:
     input:
         registry=atlas_registry_input,
         code=code("registry.py", "steps.py"),
     output:
         data=directory("resources/raw/atlas"),
         manifest="resources/raw/atlas.fetch.json",
+        content="resources/raw/atlas.content",
     log:
         "logs/fetch/atlas.log",
     threads: 1
@@ -21,8 +23,10 @@ rule fetch_atlas:
 
 rule harmonize_pet:
     input:
-        raw="resources/raw/{site}",
-        atlas="resources/raw/atlas",
+        raw=ancient("resources/raw/{site}"),
+        content="resources/raw/{site}.content",
+        atlas=ancient("resources/raw/atlas"),
+        atlas_content="resources/raw/atlas.content",
         units="schemas/pet_units.yaml",
         code=code(
             "pet.py",

@@ -7,6 +7,7 @@ run_step(
     site=snakemake.params.site,  # noqa: F821
     dest=snakemake.output.data,  # noqa: F821
     manifest=snakemake.output.manifest,  # noqa: F821
+    content=snakemake.output.content,  # noqa: F821
     # Read from the config, not params: how this machine reaches the remotes (keyfile, timeout)
     # changes nothing in the data, so editing it must not rerun the fetch and all after it.
     options=snakemake.config.get("fetch", {}),  # noqa: F821
