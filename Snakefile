@@ -1,6 +1,8 @@
 # ketamap workflow: versioned site data -> harmonized Parquet tables -> pooled analyses.
 # Table of contents only; the logic lives in the ketamap package (src/ketamap).
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from ketamap.config import validate_config
 
 min_version("9.0")
 
@@ -8,7 +10,8 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
+# Checked against schemas/config.schema.yaml, the one place defaults are written, which fills them in.
+validate_config(config)
 
 
 include: "workflow/rules/common.smk"

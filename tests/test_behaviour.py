@@ -20,13 +20,13 @@ import pytest
 from conftest import DEMO_KEY, write_tsv
 from ketamap import behaviour_read as br
 from ketamap.behaviour import (
-    DEFAULTS,
     EyeTrace,
     closure_timecourse,
     harmonize_site,
     puff_measures,
     reward_measures,
 )
+from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.ids import pseudonymize
 from ketamap.schemas import get_table, write_table
@@ -44,7 +44,7 @@ WATER_DELAY = 1.5
 SESSION_S = 130.0
 BOX_OFFSET = 2.0  # box-clock time of video frame 0 in the DeepLabCut lab
 CONDITIONS = {"ses-sal": "saline", "ses-ket": "ketamine"}
-OPTS = {**DEFAULTS}
+OPTS = with_defaults({}, "behaviour")
 
 
 def planted_closure(rel: np.ndarray, sustained: float) -> np.ndarray:
@@ -442,7 +442,7 @@ def test_consecutive_puffs_do_not_contaminate_the_timecourse() -> None:
 def _checked() -> dict:
     from ketamap.behaviour import _check_options
 
-    return _check_options(dict(DEFAULTS))
+    return _check_options(with_defaults({}, "behaviour"))
 
 
 def test_human_eyelid_csv_with_ieeg_events(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_a_planted_predictor_region_is_pre_specified(tmp_path: Path) -> None:
     )
     config = copy.deepcopy(CONFIG) | {"scenario": path}
     resolve_demo_sites(config)
-    assert config["pet"]["response_prediction"]["regions"] == ["habenula", "acc"]
+    assert config["analyses"]["pet.response_prediction"]["regions"] == ["habenula", "acc"]
 
 
 def test_listed_demo_sites_must_use_the_scenario_options() -> None:

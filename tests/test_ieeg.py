@@ -17,6 +17,7 @@ from scipy.special import expit
 
 from conftest import DEMO_KEY, write_tsv
 from ketamap import ieeg, ieeg_signal
+from ketamap.config import with_defaults
 from ketamap.errors import SiteDataError
 from ketamap.ieeg import (
     bipolar_pairs,
@@ -384,7 +385,7 @@ def _reference_detection(z: np.ndarray, opts: dict) -> tuple[bool, bool, float, 
 
 
 def test_vectorised_detection_equals_the_per_channel_loop() -> None:
-    opts = ieeg._check_options(dict(ieeg.DEFAULT_OPTIONS))
+    opts = ieeg._check_options(with_defaults({}, "ieeg"))
     rng = np.random.default_rng(3)
     n = 400
     fast_amp = rng.choice([0.0, 1.5, 3.0, 6.0], n)[:, None]
@@ -408,7 +409,7 @@ def test_slow_duration_is_the_half_power_width_whatever_the_snr() -> None:
     power envelope's (d - 2 asinh(1) e) at every SNR, and ketamine's factor on d comes out as the
     synthetic truth says. The time above the z threshold (the measure before) depends on the SNR:
     here from 0.53 to 0.76 s for the same planted 0.7 s."""
-    opts = ieeg._check_options(dict(ieeg.DEFAULT_OPTIONS))
+    opts = ieeg._check_options(with_defaults({}, "ieeg"))
     snrs = np.array([0.9, 2.0, 5.0, 30.0])  # evoked / background power on the plateau
     rows = []
     for duration in (0.7, 0.385):
@@ -438,7 +439,7 @@ def test_slow_duration_is_the_half_power_width_whatever_the_snr() -> None:
 def test_slow_duration_on_noisy_averages() -> None:
     """Half-maximum timing stays within a few ms of the planted half-power width with the noise
     of a 24-puff average (z SD 0.2 per sample, smoothed over 30 ms)."""
-    opts = ieeg._check_options(dict(ieeg.DEFAULT_OPTIONS))
+    opts = ieeg._check_options(with_defaults({}, "ieeg"))
     rng = np.random.default_rng(5)
     n = 300
     duration = rng.choice([0.7, 0.385], n)

@@ -593,7 +593,7 @@ def test_a_planted_response_predictor_raises_the_auc(tmp_path: Path) -> None:
     assert all(e["value"] == 0.5 for e in others)
     assert all(abs(e["forward_value"] - 0.5) < 0.02 for e in others)
     # The workflow pre-specifies the planted region when it runs this scenario.
-    assert synth_options(path)["pet"]["response_prediction"] == {"regions": ["acc"]}
+    assert synth_options(path)["analyses"]["pet.response_prediction"] == {"regions": ["acc"]}
 
 
 # --------------------------------------------------------------------------- validation

@@ -409,7 +409,7 @@ def _set_response_fraction(config: dict) -> dict:
 
 
 def _set_min_per_class(config: dict) -> dict:
-    config["pet"]["response_prediction"]["min_per_class"] = 5
+    config["analyses"]["pet.response_prediction"]["min_per_class"] = 5
     return config
 
 
@@ -872,17 +872,18 @@ def test_behaviour_and_cross_species_recover_the_planted_effects(tmp_path: Path)
     # Issue 11: options only the pooled analyses read rerun them, never a fetch or harmonization.
     pooled_only = {
         "scenario": "config/scenarios/behaviour_small.yaml",
-        "ieeg": {"equivalence_margin_s": 0.05},
-        "behaviour": {
-            "equivalence_margin": 0.2,
-            "bootstrap": 500,
-            "similarity_window_s": [-0.4, 2],
+        "analyses": {
+            "ieeg.fast_phase_latency": {"equivalence_margin_s": 0.05},
+            "behaviour.reflex_blink": {"equivalence_margin": 0.2},
+            "cross_species.timing_signature": {"bootstrap": 500, "similarity_window_s": [-0.4, 2]},
         },
     }
     (project / "pooled_only.yaml").write_text(yaml.safe_dump(pooled_only))
     edited = snakemake(project, "--dry-run", "--configfile", "pooled_only.yaml").stdout
     planned = job_counts(edited)
     assert planned.get("pooled_ieeg") and planned.get("pooled_behaviour"), edited[-3000:]
+    # each option reruns its own analysis only: one iEEG analysis, two behaviour analyses
+    assert planned["pooled_ieeg"] == 1 and planned["pooled_behaviour"] == 2, planned
     assert not [r for r in planned if r.startswith(("fetch", "harmonize", "combine"))], planned
     # Privacy: the NWB subject names and EDF patient names reach no output or log.
     canaries = json.loads(truth_path.read_text())["canaries"]

@@ -48,13 +48,13 @@ import numpy as np
 import pandas as pd
 
 from ketamap import behaviour_read as br
+from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, resolve_session, shown_path
 from ketamap.schemas import get_table, load_columns
 
 __all__ = [
-    "DEFAULTS",
     "BehaviourTables",
     "EyeTrace",
     "closure_timecourse",
@@ -65,17 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "likelihood_cutoff": 0.6,
-    "baseline_s": [-0.5, -0.05],
-    "reflex_window_s": [0.0, 0.15],
-    "sustained_window_s": {"human": [0.5, 2.0], "mouse": [0.5, 5.0]},
-    "blink_threshold": 0.5,
-    "min_tracked_fraction": 0.5,
-    "timecourse_s": [-0.5, 5.0],
-    "bout_gap_s": 0.5,
-    "fps_tolerance": 0.01,
-}
 GRID_HZ = 100
 MAX_GAP_FRAMES = 2.5
 EPS = 1e-9
@@ -689,7 +678,7 @@ def harmonize_site(
     root = Path(root)
     site_id = site["id"]
     species = site.get("species")
-    opts = _check_options({**DEFAULTS, **(options or {})})
+    opts = _check_options(with_defaults(options, "behaviour"))
     reader: dict[str, Any] = site.get("reader") or {}
     cfg = {"file": "config/config.yaml"}
     if species not in ("human", "mouse"):

@@ -1,21 +1,170 @@
-"""Checks on the workflow configuration beyond its JSON Schema.
+"""The workflow configuration: its one source of defaults, and the checks beyond its schema.
 
-The Snakefile validates ``config/config.yaml`` against ``schemas/config.schema.yaml`` with
-``snakemake.utils.validate`` at parse time; :func:`check_config` adds the checks a schema cannot
-express (unique site ids, a demo registry the sites actually point at).
+``schemas/config.schema.yaml`` is the only place a default is written. :func:`validate_config`
+(called by the Snakefile at parse time, and by the tests) checks a config against it and fills every
+default in; :func:`with_defaults` does the same for one section, for code that is called without
+the workflow (the readers' and analyses' functions, the tests). :func:`check_config` adds the
+checks a schema cannot express (unique site ids, a demo registry the sites actually point at).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
 from ketamap.errors import ConfigError
+from ketamap.paths import schema_dir
+
+# Options that moved out of the modality sections (issue 11): only one analysis reads each.
+MOVED = {
+    ("pet", "response_prediction"): "analyses.pet.response_prediction",
+    ("ieeg", "equivalence_margin_s"): "analyses.ieeg.fast_phase_latency.equivalence_margin_s",
+    ("behaviour", "equivalence_margin"): "analyses.behaviour.reflex_blink.equivalence_margin",
+    (
+        "behaviour",
+        "similarity_window_s",
+    ): "analyses.cross_species.timing_signature.similarity_window_s",
+    ("behaviour", "bootstrap"): "analyses.cross_species.timing_signature.bootstrap",
+}
+
+
+# What each pooled analysis reads of the config besides its own ``analyses.<name>`` section (dotted
+# key paths): a shared definition, or the measurement options it states in every row's ``method``.
+# The workflow gives each analysis exactly these (and its section) as params, so editing a key
+# reruns the analyses listed here and no other; tests/test_workflow.py checks it key by key.
+_IEEG_MEASURED = ("ieeg.threshold_z", "ieeg.min_duration_s", "ieeg.band_hz", "ieeg.reference")
+_EYELID_MEASURED = (
+    "behaviour.reflex_window_s",
+    "behaviour.sustained_window_s",
+    "behaviour.likelihood_cutoff",
+)
+READS: dict[str, tuple[str, ...]] = {
+    "clinical.madrs_change": ("clinical.response_fraction", "clinical.remission_threshold"),
+    "pet.baseline_trd_vs_hc": (),
+    "pet.ketamine_x_time": (),
+    "pet.change_vs_improvement": (),
+    "pet.response_prediction": ("clinical.response_fraction",),
+    "ieeg.slow_phase_duration": _IEEG_MEASURED,
+    "ieeg.fast_phase_latency": _IEEG_MEASURED,
+    "ieeg.synchrony": _IEEG_MEASURED,
+    "behaviour.reflex_blink": _EYELID_MEASURED,
+    "behaviour.sustained_closure": _EYELID_MEASURED,
+    "mouse.reward_seeking_after_train": (),
+    "cross_species.timing_signature": (*_EYELID_MEASURED, "seed"),
+}
+
+
+def analysis_options(config: dict[str, Any], analysis: str) -> dict[str, Any]:
+    """What one pooled analysis reads of a (validated, default-filled) config: its own section as
+    ``analysis`` and each key of :data:`READS` by its dotted path."""
+    options: dict[str, Any] = {"analysis": config.get("analyses", {}).get(analysis, {})}
+    for dotted in READS[analysis]:
+        value: Any = config
+        for part in dotted.split("."):
+            value = value[part]
+        options[dotted] = value
+    return options
+
+
+@functools.cache
+def config_schema() -> dict[str, Any]:
+    """``config.schema.yaml``, as installed with the package."""
+    schema: dict[str, Any] = yaml.safe_load(
+        (schema_dir() / "config.schema.yaml").read_text(encoding="utf-8")
+    )
+    return schema
+
+
+def _filling(validator_class: Any) -> Any:
+    """A validator that also writes each missing property's schema default into the instance
+    (the jsonschema FAQ's recipe, which snakemake.utils.validate uses too)."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator: Any, props: dict[str, Any], instance: Any, schema: Any) -> Any:
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+_FillingValidator = _filling(jsonschema.Draft202012Validator)
+
+
+def _validate(instance: Any, schema: dict[str, Any], prefix: str) -> None:
+    errors = sorted(_FillingValidator(schema).iter_errors(instance), key=lambda e: list(e.path))
+    if errors:
+        error = errors[0]
+        path = [str(p) for p in error.absolute_path]
+        where = ".".join(p for p in [prefix, *path] if p)
+        name = path[-1] if path else (prefix.rsplit(".", 1)[-1] or "config")
+        if error.validator == "additionalProperties":
+            message = f"unknown key in {where or 'the config'} ({error.message})"
+        elif error.validator == "required":
+            message = error.message
+        else:
+            message = f"{name} {error.instance!r}"
+        raise ConfigError(
+            message,
+            file="config/config.yaml",
+            field=where or "(top level)",
+            expected=_expectation(error),
+        )
+
+
+def _expectation(error: jsonschema.ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "enum":
+        return f"one of {list(error.validator_value)}"
+    if error.validator == "additionalProperties":
+        return f"only the keys {sorted(schema.get('properties', {}))}"
+    described = str(schema.get("description", "")).strip()
+    rule = error.message.replace(repr(error.instance), "it", 1)
+    return f"{described} ({rule})" if described else rule
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Check ``config`` against ``config.schema.yaml`` and fill in every default, in place.
+
+    A key that moved to the ``analyses`` section is named with its new place.
+    """
+    for (section, key), new in MOVED.items():
+        if key in (config.get(section) or {}):
+            raise ConfigError(
+                f"{section}.{key} has moved: only one pooled analysis reads it",
+                file="config/config.yaml",
+                field=f"{section}.{key}",
+                expected=new,
+                hint=f"move it to {new}",
+            )
+    _validate(config, config_schema(), "")
+    return config
+
+
+def section_schema(*path: str) -> dict[str, Any]:
+    """The schema of one config section, e.g. ``("ieeg",)`` or ``("analyses", "pet.response_prediction")``."""
+    schema = config_schema()
+    for key in path:
+        schema = schema["properties"][key]
+    return schema
+
+
+def with_defaults(options: dict[str, Any] | None, *path: str) -> dict[str, Any]:
+    """A copy of one section's ``options`` with the schema's defaults filled in, checked against
+    the schema; what a function called without the workflow (a test, a notebook) starts from."""
+    filled = copy.deepcopy(dict(options or {}))
+    _validate(filled, section_schema(*path), ".".join(path))
+    return filled
 
 
 def resolve_demo_sites(config: dict[str, Any]) -> None:
@@ -83,9 +232,9 @@ def apply_analysis_options(config: dict[str, Any], options: dict[str, dict[str, 
     for section, values in options.items():
         target = config.setdefault(section, {})
         for key, value in values.items():
-            if key == "response_prediction":
+            if (section, key) == ("analyses", "pet.response_prediction"):
                 spec = target.setdefault(key, {})
-                regions = list(spec.get("regions", ["habenula"]))
+                regions = list(with_defaults(spec, section, key)["regions"])
                 spec["regions"] = regions + [r for r in value["regions"] if r not in regions]
             else:
                 target[key] = value
@@ -97,8 +246,8 @@ def check_analysis_options(
     """A config that lists the demo sites must use the options the demo scenario's truths assume."""
     for section, values in options.items():
         for key, want in values.items():
-            if key == "response_prediction":  # a choice of hypotheses, not a rule of the truth
-                continue
+            if (section, key) == ("analyses", "pet.response_prediction"):
+                continue  # a choice of hypotheses, not a rule of the truth
             got = config.get(section, {}).get(key)
             if got is not None and _same(got, want):
                 continue

@@ -62,6 +62,7 @@ from scipy.ndimage import uniform_filter1d
 
 from ketamap import ieeg_signal
 from ketamap.clinical import read_participants
+from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.ids import pseudonymize
 from ketamap.ieeg_read import Recording, read_recording
@@ -69,7 +70,6 @@ from ketamap.io import read_tsv, resolve_session, shown_path
 from ketamap.schemas import get_table
 
 __all__ = [
-    "DEFAULT_OPTIONS",
     "IeegTables",
     "bipolar_pairs",
     "combine_timecourses",
@@ -82,18 +82,6 @@ __all__ = [
 hfb_envelope = ieeg_signal.hfb_envelope
 log = logging.getLogger(__name__)
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "reference": "bipolar",
-    "band_hz": [70, 150],
-    "sub_band_width_hz": 10,
-    "epoch_s": [-1.0, 3.0],
-    "baseline_s": [-0.5, -0.1],
-    "threshold_z": 2.0,
-    "min_duration_s": 0.05,
-    "fast_window_s": [0.05, 0.4],
-    "equivalence_margin_s": 0.03,
-    "synchrony_window_s": [0.4, 0.7],
-}
 EMOTION_REGIONS = {"amygdala", "insula", "acc", "ofc", "hippocampus"}
 IEEG_TYPES = {"seeg": "seeg", "ecog": "ecog"}
 SLOW_SEARCH_S = 0.3
@@ -190,7 +178,7 @@ def harmonize_site(site: dict, root: Path, key: bytes, options: dict | None = No
     """Read every iEEG puff recording of one site at ``root`` into the three iEEG tables."""
     root = Path(root)
     site_id = site["id"]
-    opts = _check_options({**DEFAULT_OPTIONS, **(options or {})})
+    opts = _check_options(with_defaults(options, "ieeg"))
     conditions: dict[str, str] | None = (site.get("reader") or {}).get("conditions")
     if not conditions:
         raise ConfigError(

@@ -37,6 +37,7 @@ import pandas as pd
 
 from ketamap import pet_image
 from ketamap.clinical import read_participants
+from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, resolve_session, shown_path
@@ -50,11 +51,6 @@ __all__ = ["Atlas", "PetTables", "harmonize_site", "read_atlas", "regional_means
 ATLAS_SITE = "atlas"
 ATLAS_KINDS = ("cortical", "subcortical", "reference", "white_matter")
 REGION_PATTERN = r"^[a-z][a-z0-9_]*$"
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "window_min": [30, 50],
-    "reference_region": "cerebellum",
-    "pvc": "none",
-}
 
 
 @dataclass(frozen=True)
@@ -212,7 +208,7 @@ def harmonize_site(
     """Read every PET scan of one site at ``root`` into ``pet_regional`` and ``pet_sessions`` rows."""
     root = Path(root)
     site_id = site["id"]
-    opts = {**DEFAULT_OPTIONS, **(options or {})}
+    opts = with_defaults(options, "pet")
     reader = site.get("reader", {}) or {}
     window, reference, pvc = _check_options(opts, atlas)
     unit = reader.get("frame_time_unit", "auto")

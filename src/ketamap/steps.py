@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ketamap import __version__, clinical, registry, schemas
+from ketamap.config import with_defaults
 from ketamap.errors import KetamapError
 from ketamap.ids import load_key
 from ketamap.pooled import RESULT_TABLE
@@ -37,8 +38,8 @@ def fetch_site(
 
     ``options`` is the config's ``fetch`` section (``timeout``, ``remote_options``).
     """
-    options = options or {}
-    timeout = float(options.get("timeout", registry.DEFAULT_TIMEOUT))
+    options = with_defaults(options, "fetch")
+    timeout = float(options["timeout"])
     log.info(
         "fetching site %s from %s at %s (remote timeout %g s)",
         site["id"],
@@ -51,7 +52,7 @@ def fetch_site(
         Path(dest),
         base=Path(base),
         timeout=timeout,
-        remote_options=options.get("remote_options") or None,
+        remote_options=options["remote_options"] or None,
     )
     registry.write_manifest(result, Path(manifest))
     if content is not None:
@@ -105,12 +106,15 @@ def pooled_madrs_change(
     metrics: str | Path,
     options: dict[str, Any],
 ) -> None:
-    """The pooled clinical analysis of the trials, and its headline metrics."""
+    """The pooled clinical analysis of the trials, and its headline metrics.
+
+    ``options``: what :func:`ketamap.config.analysis_options` gives ``clinical.madrs_change``.
+    """
     result = pooled_clinical.analyze_madrs_change(
         schemas.read_table(subjects, "subjects"),
         schemas.read_table(scores, "clinical_scores"),
-        response_fraction=float(options.get("response_fraction", 0.5)),
-        remission_threshold=float(options.get("remission_threshold", 10)),
+        response_fraction=float(options["clinical.response_fraction"]),
+        remission_threshold=float(options["clinical.remission_threshold"]),
     )
     schemas.write_table(result, RESULT_TABLE, output)
     Path(metrics).parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +226,7 @@ def harmonize_pet(
     from ketamap import pet
 
     tables = pet.harmonize_site(
-        site, Path(raw), pet.read_atlas(Path(atlas)), load_key(config), config.get("pet", {})
+        site, Path(raw), pet.read_atlas(Path(atlas)), load_key(config), config["pet"]
     )
     schemas.write_table(tables.regional, "pet_regional", regional_out)
     schemas.write_table(tables.sessions, "pet_sessions", sessions_out)
@@ -245,7 +249,10 @@ def pooled_pet(
     figure: str | Path,
     options: dict[str, Any],
 ) -> None:
-    """One pooled PET analysis (pet.<name>) in the shared result shape, and its figure."""
+    """One pooled PET analysis (pet.<name>) in the shared result shape, and its figure.
+
+    ``options``: what :func:`ketamap.config.analysis_options` gives the analysis.
+    """
     from ketamap import figures
     from ketamap.pooled import pet as pooled
 
@@ -256,7 +263,6 @@ def pooled_pet(
         raise KetamapError(
             "pet_regional has no rows", file=str(regional), expected="PET scans from a PET site"
         )
-    response_fraction = float(options.get("clinical", {}).get("response_fraction", 0.5))
     if analysis == "pet.baseline_trd_vs_hc":
         result = pooled.analyze_baseline(reg, subj)
     elif analysis == "pet.ketamine_x_time":
@@ -264,15 +270,15 @@ def pooled_pet(
     elif analysis == "pet.change_vs_improvement":
         result = pooled.analyze_change_vs_improvement(reg, subj, sc)
     elif analysis == "pet.response_prediction":
-        spec = options.get("pet", {}).get("response_prediction") or {}
+        spec = with_defaults(options["analysis"], "analyses", analysis)
         result = pooled.analyze_response_prediction(
             reg,
             subj,
             sc,
-            regions=list(spec.get("regions", ["habenula"])),
-            arm=str(spec.get("arm", "ketamine")),
-            response_fraction=response_fraction,
-            min_per_class=int(spec.get("min_per_class", 4)),
+            regions=list(spec["regions"]),
+            arm=str(spec["arm"]),
+            response_fraction=float(options["clinical.response_fraction"]),
+            min_per_class=int(spec["min_per_class"]),
         )
     else:
         raise ValueError(f"unknown PET analysis {analysis!r}")
@@ -331,7 +337,7 @@ def harmonize_ieeg(
     """Harmonize one site's iEEG puff recordings into its per-site iEEG tables."""
     from ketamap import ieeg
 
-    tables = ieeg.harmonize_site(site, Path(raw), load_key(config), config.get("ieeg", {}))
+    tables = ieeg.harmonize_site(site, Path(raw), load_key(config), config["ieeg"])
     schemas.write_table(tables.channels, "ieeg_channels", channels_out)
     schemas.write_table(tables.responses, "ieeg_responses", responses_out)
     schemas.write_table(tables.timecourses, "ieeg_timecourses", timecourses_out)
@@ -366,8 +372,11 @@ def pooled_ieeg(
     options: dict[str, Any],
 ) -> None:
     """One pooled iEEG analysis (ieeg.<name>) in the shared result shape, and its figure: the
-    forest plot, and the per-subject values of the two conditions beside it."""
-    from ketamap import figures, ieeg
+    forest plot, and the per-subject values of the two conditions beside it.
+
+    ``options``: what :func:`ketamap.config.analysis_options` gives the analysis.
+    """
+    from ketamap import figures
     from ketamap.pooled import ieeg as pooled
 
     table = schemas.read_table(responses, "ieeg_responses")
@@ -376,8 +385,9 @@ def pooled_ieeg(
         per_subject = pooled.subject_slow_durations(table)
         what = "mean slow-phase duration (s)\nof baseline slow channels"
     elif analysis == "ieeg.fast_phase_latency":
+        spec = with_defaults(options["analysis"], "analyses", analysis)
         result = pooled.analyze_fast_phase_latency(
-            table, margin_s=float(options.get("equivalence_margin_s", 0.03))
+            table, margin_s=float(spec["equivalence_margin_s"])
         )
         per_subject = pooled.subject_fast_latencies(table)
         what = "mean fast-peak latency (s)"
@@ -390,12 +400,11 @@ def pooled_ieeg(
         what = "cross-channel synchrony (r)\nof slow-phase amplitudes"
     else:
         raise ValueError(f"unknown iEEG analysis {analysis!r}")
-    opts = {**ieeg.DEFAULT_OPTIONS, **options}
     result = with_thresholds(
         result,
-        f"responses: fast peak and slow phase above {float(opts['threshold_z']):g} z "
-        f"(slow for >= {float(opts['min_duration_s']):g} s), HFB {list(opts['band_hz'])} Hz, "
-        f"{opts['reference']} reference",
+        f"responses: fast peak and slow phase above {float(options['ieeg.threshold_z']):g} z "
+        f"(slow for >= {float(options['ieeg.min_duration_s']):g} s), "
+        f"HFB {list(options['ieeg.band_hz'])} Hz, {options['ieeg.reference']} reference",
     )
     schemas.write_table(result, RESULT_TABLE, output)
     figures.paired_forest_plot(
@@ -431,12 +440,7 @@ def harmonize_behaviour(
     """Harmonize one site's eyelid tracking (and, for mice, licking) into its behaviour tables."""
     from ketamap import behaviour
 
-    options = {
-        k: v
-        for k, v in config.get("behaviour", {}).items()
-        if k in behaviour.DEFAULTS  # the workflow passes no pooled-only key; a caller might
-    }
-    tables = behaviour.harmonize_site(site, Path(raw), load_key(config), options)
+    tables = behaviour.harmonize_site(site, Path(raw), load_key(config), config["behaviour"])
     schemas.write_table(tables.puffs, "behaviour_puffs", puffs_out)
     schemas.write_table(tables.timecourses, "behaviour_timecourses", timecourses_out)
     schemas.write_table(tables.reward, "reward_seeking", reward_out)
@@ -460,45 +464,46 @@ def pooled_behaviour(
     output: str | Path,
     figure: str | Path,
     options: dict[str, Any],
-    seed: int,
 ) -> None:
-    """One pooled behaviour or cross-species analysis in the shared result shape, and its figure."""
-    from ketamap import behaviour, figures
+    """One pooled behaviour or cross-species analysis in the shared result shape, and its figure.
+
+    ``options``: what :func:`ketamap.config.analysis_options` gives the analysis.
+    """
+    from ketamap import figures
     from ketamap.pooled import behaviour as pooled
 
-    beh = options.get("behaviour", {})
     table = schemas.read_table(puffs, "behaviour_puffs")
     if analysis == "behaviour.reflex_blink":
-        result = pooled.analyze_reflex_blink(
-            table, margin=float(beh.get("equivalence_margin", 0.1))
-        )
+        spec = with_defaults(options["analysis"], "analyses", analysis)
+        result = pooled.analyze_reflex_blink(table, margin=float(spec["equivalence_margin"]))
     elif analysis == "behaviour.sustained_closure":
         result = pooled.analyze_sustained_closure(table)
     elif analysis == "mouse.reward_seeking_after_train":
         result = pooled.analyze_reward_seeking(schemas.read_table(reward, "reward_seeking"))
     elif analysis == "cross_species.timing_signature":
         responses = schemas.read_table(ieeg_responses, "ieeg_responses") if ieeg_responses else None
-        window = beh.get("similarity_window_s", [-0.5, 2.0])
+        spec = with_defaults(options["analysis"], "analyses", analysis)
+        window = spec["similarity_window_s"]
         result = pooled.analyze_timing_signature(
             table,
             schemas.read_table(timecourses, "behaviour_timecourses"),
             responses,
             window_s=(float(window[0]), float(window[1])),
-            n_boot=int(beh.get("bootstrap", 2000)),
-            seed=seed,
+            n_boot=int(spec["bootstrap"]),
+            seed=int(options["seed"]),
         )
     else:
         raise ValueError(f"unknown behaviour analysis {analysis!r}")
-    opts = {**behaviour.DEFAULTS, **beh}
     if analysis == "mouse.reward_seeking_after_train":
         rule = "anticipatory lick = a lick between reward cue and water"
     else:
         windows = "; ".join(
-            f"{sp} {list(w)} s" for sp, w in sorted(opts["sustained_window_s"].items())
+            f"{sp} {list(w)} s" for sp, w in sorted(options["behaviour.sustained_window_s"].items())
         )
         rule = (
-            f"reflex window {list(opts['reflex_window_s'])} s, sustained window {windows}, "
-            f"tracking cutoff {float(opts['likelihood_cutoff']):g}"
+            f"reflex window {list(options['behaviour.reflex_window_s'])} s, "
+            f"sustained window {windows}, "
+            f"tracking cutoff {float(options['behaviour.likelihood_cutoff']):g}"
         )
     result = with_thresholds(result, rule)
     schemas.write_table(result, RESULT_TABLE, output)

@@ -43,8 +43,7 @@ rule pooled_behaviour:
         mem_mb=scaled_mem_mb(1000, per_mb=20),
         runtime=scaled_runtime(10, per_gb=30),
     params:
-        options=canonical({k: config.get(k, {}) for k in ("behaviour",)}),
-        seed=config.get("seed", 0),
+        options=pooled_options("{analysis}"),
     script:
         "../scripts/pooled_behaviour.py"
 

@@ -1,5 +1,6 @@
 # Helpers shared by the rules; nothing here runs a step.
 from ketamap.config import (
+    analysis_options,
     check_config,
     demo_sites,
     resolve_demo_sites,
@@ -115,49 +116,21 @@ def fetch_entry(wildcards):
     return canonical({k: site[k] for k in FETCH_KEYS if k in site})
 
 
-# Options only the pooled analyses read, kept out of the harmonize jobs' params so that changing a
-# margin or the bootstrap size reruns the analyses, never a harmonization.
-POOLED_ONLY = {
-    "ieeg": ("equivalence_margin_s",),
-    "behaviour": ("equivalence_margin", "similarity_window_s", "bootstrap"),
-}
-
-
 def harmonize_config(modality):
-    """What a harmonize job reads: the key, and its modality's section without pooled-only keys."""
-    section = {
-        k: v
-        for k, v in config.get(modality, {}).items()
-        if k not in POOLED_ONLY[modality]
-    }
+    """What a harmonize job reads: the key, and its modality's section (pooled analyses' options
+    live in `analyses`, so no margin or bootstrap edit reaches a harmonization)."""
     return canonical(
-        {"pseudonymization": config.get("pseudonymization", {}), modality: section}
+        {"pseudonymization": config["pseudonymization"], modality: config[modality]}
     )
 
 
-def pooled_pet_options(wildcards):
-    """What one pooled PET analysis reads: only response prediction reads options (its question
-    and the clinical response definition); the other analyses read nothing from the config.
-    """
-    if wildcards.name != "response_prediction":
-        return {}
-    return canonical(
-        {
-            "pet": {
-                "response_prediction": config.get("pet", {}).get("response_prediction")
-            },
-            "clinical": {
-                "response_fraction": config.get("clinical", {}).get("response_fraction")
-            },
-        }
-    )
-
-
-def harmonize_pet_config():
-    """What the PET reader uses: the key and the quantification options (not the pooled ones)."""
-    pet = {k: v for k, v in config.get("pet", {}).items() if k != "response_prediction"}
-    return canonical(
-        {"pseudonymization": config.get("pseudonymization", {}), "pet": pet}
+def pooled_options(analysis):
+    """What one pooled analysis reads: its `analyses` section and the keys ketamap.pooled.READS
+    lists for it (a function of the wildcards when ``analysis`` holds a pattern)."""
+    if "{" not in analysis:
+        return canonical(analysis_options(config, analysis))
+    return lambda wildcards: canonical(
+        analysis_options(config, analysis.format(**wildcards))
     )
 
 

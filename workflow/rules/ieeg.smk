@@ -61,7 +61,7 @@ rule pooled_ieeg:
         mem_mb=scaled_mem_mb(1000, per_mb=20),
         runtime=scaled_runtime(10, per_gb=30),
     params:
-        options=canonical(config.get("ieeg", {})),
+        options=pooled_options("ieeg.{name}"),
     script:
         "../scripts/pooled_ieeg.py"
 

@@ -48,7 +48,7 @@ rule harmonize_pet:
         runtime=scaled_runtime(30, per_gb=10, files=["*.nii.gz", "*.nii"]),
     params:
         site=site_config,
-        config=harmonize_pet_config(),
+        config=harmonize_config("pet"),
         key=key_fingerprint(config),
     script:
         "../scripts/harmonize_pet.py"
@@ -76,7 +76,7 @@ rule pooled_pet:
         mem_mb=scaled_mem_mb(1000, per_mb=20),
         runtime=scaled_runtime(30, per_gb=30),
     params:
-        options=pooled_pet_options,
+        options=pooled_options("pet.{name}"),
     script:
         "../scripts/pooled_pet.py"
 

@@ -14,11 +14,6 @@ rule pooled_clinical:
         mem_mb=scaled_mem_mb(1000, per_mb=20),
         runtime=scaled_runtime(10, per_gb=30),
     params:
-        options=canonical(
-            {
-                k: config["clinical"][k]
-                for k in ("response_fraction", "remission_threshold")
-            }
-        ),
+        options=pooled_options("clinical.madrs_change"),
     script:
         "../scripts/pooled_clinical.py"

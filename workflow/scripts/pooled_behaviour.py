@@ -12,5 +12,4 @@ run_step(
     output=snakemake.output.result,  # noqa: F821
     figure=snakemake.output.figure,  # noqa: F821
     options=snakemake.params.options,  # noqa: F821
-    seed=int(snakemake.params.seed),  # noqa: F821
 )

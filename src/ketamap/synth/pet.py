@@ -822,11 +822,11 @@ def analysis_options(scenario: dict[str, Any]) -> dict[str, Any]:
         return {}
     pet = scenario["pet"]
     built = model.atlas(pet["atlas"])
-    out: dict[str, Any] = {"reference_region": built.names[built.reference]}
+    out: dict[str, Any] = {"pet": {"reference_region": built.names[built.reference]}}
     predictor = pet["effects"]["response_predictor"]
     if predictor["region"] is not None and predictor["correlation"] != 0:
-        out["response_prediction"] = {"regions": [predictor["region"]]}
-    return {"pet": out}
+        out["analyses"] = {"pet.response_prediction": {"regions": [predictor["region"]]}}
+    return out
 
 
 def truth(scenario: dict[str, Any]) -> list[dict[str, Any]]:
