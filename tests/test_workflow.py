@@ -413,6 +413,21 @@ def _set_min_per_class(config: dict) -> dict:
     return config
 
 
+def _set_fetch_timeout(config: dict) -> dict:
+    config["fetch"] = {"timeout": 45}
+    return config
+
+
+def _set_pet_window(config: dict) -> dict:
+    config["pet"]["window_min"] = [30, 60]
+    return config
+
+
+def _set_seed(config: dict) -> dict:
+    config["seed"] = 7
+    return config
+
+
 # Issue 11: a config edit reruns the jobs that read the edited key (and, since their outputs are
 # remade, the jobs downstream of them), and nothing else.
 @pytest.mark.parametrize(
@@ -426,8 +441,22 @@ def _set_min_per_class(config: dict) -> dict:
         (_set_response_fraction, {"pooled_clinical": 1, "pooled_pet": 1}, ()),
         # the prediction question is read by that one PET analysis only
         (_set_min_per_class, {"pooled_pet": 1}, ()),
+        # how this machine reaches the remotes changes no data
+        (_set_fetch_timeout, {}, ()),
+        # a quantification option re-harmonizes every PET site, never a fetch or the clinical tables
+        (_set_pet_window, {"harmonize_pet": 3}, ("fetch", "fetch_atlas", "harmonize_clinical")),
+        # only the cross-species bootstrap reads the seed, and this consortium has no mice
+        (_set_seed, {}, ()),
     ],
-    ids=["key_order", "reader.sex_codes", "clinical.response_fraction", "pet.min_per_class"],
+    ids=[
+        "key_order",
+        "reader.sex_codes",
+        "clinical.response_fraction",
+        "analyses.pet.response_prediction.min_per_class",
+        "fetch.timeout",
+        "pet.window_min",
+        "seed",
+    ],
 )
 def test_config_edit_reruns_only_its_consumers(
     pipeline: dict, edit, planned: dict, not_planned: tuple
