@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,48 @@ def test_calibration_command_prints_the_table(capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert "| `clinical.madrs_change` | arm_difference | clinical_only | 30 |" in out
     assert "type-I error" in out and "coverage" in out
+
+
+_PARSE = """
+import json, sys, yaml
+from ketamap.config import resolve_demo_sites, validate_config
+config = validate_config(yaml.safe_load(open(sys.argv[1])))
+config["scenario"] = sys.argv[2]
+resolve_demo_sites(config, cache=sys.argv[3])
+print(json.dumps({"sites": config["sites"], "synth": "ketamap.synth" in sys.modules}))
+"""
+
+
+def test_demo_sites_are_derived_once_then_read_without_importing_the_generators(
+    tmp_path: Path,
+) -> None:
+    """Issue 11: a workflow parse must not import ketamap.synth (about 2 s, on every SLURM job)."""
+    import subprocess
+    import sys
+
+    from ketamap import synth
+
+    scenario = _scenario_with(tmp_path, lambda s: None)
+    cache = tmp_path / "cache"
+
+    def parse(path: str) -> dict:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PARSE, str(REPO / "config/config.yaml"), path, str(cache)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return dict(json.loads(proc.stdout))
+
+    first, second = parse(scenario), parse(scenario)
+    assert first["synth"] and not second["synth"]
+    demo = CONFIG["demo"]
+    fresh = synth.site_configs(synth.load_scenario(scenario), demo["registry"], demo["release"])
+    assert first["sites"] == second["sites"] == json.loads(json.dumps(fresh))
+    # A comment changes nothing; another value is derived again, under another key.
+    Path(scenario).write_text("# a comment\n" + Path(scenario).read_text())
+    assert not parse(scenario)["synth"]
+    edited = _scenario_with(tmp_path, lambda s: s["sites"][0].update(id="ycu_rct2"))
+    third = parse(edited)
+    assert third["synth"] and third["sites"][0]["id"] == "ycu_rct2"
+    assert len(list(cache.glob("demo-sites-*.json"))) == 2

@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import importlib.resources
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -167,12 +169,12 @@ def with_defaults(options: dict[str, Any] | None, *path: str) -> dict[str, Any]:
     return filled
 
 
-def resolve_demo_sites(config: dict[str, Any]) -> None:
+def resolve_demo_sites(config: dict[str, Any], cache: str | Path | None = None) -> None:
     """Make the demo sites agree with the demo scenario.
 
     With ``demo.derive_sites`` the site list is taken from the scenario (what ``make run
     SCENARIO=...`` does); otherwise every listed demo site must read the way the scenario writes
-    it, or the run stops naming the site and the fix.
+    it, or the run stops naming the site and the fix. ``cache``: see :func:`demo_derivation`.
     """
     demo = config.get("demo")
     if not demo:
@@ -187,11 +189,9 @@ def resolve_demo_sites(config: dict[str, Any]) -> None:
     if config.get("scenario"):
         demo["scenario"] = config["scenario"]
         demo["derive_sites"] = True
-    from ketamap import synth
-
-    scenario = synth.load_scenario(demo["scenario"])
-    expected = synth.site_configs(scenario, demo["registry"], demo["release"])
-    options = synth.analysis_options(scenario)
+    expected, options = demo_derivation(
+        demo["scenario"], demo["registry"], str(demo["release"]), cache=cache
+    )
     if demo.get("derive_sites"):
         config["sites"] = expected
         apply_analysis_options(config, options)
@@ -221,6 +221,52 @@ def resolve_demo_sites(config: dict[str, Any]) -> None:
                     expected=repr(want[key]),
                     hint=f"set demo.derive_sites: true, or paste the output of `ketamap site-config --scenario {demo['scenario']}`",
                 )
+
+
+def demo_derivation(
+    scenario: str | Path, registry: str, release: str, cache: str | Path | None = None
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The site entries and analysis options a demo scenario gives (``synth.site_configs`` and
+    ``synth.analysis_options``).
+
+    Deriving them imports the generators (numpy, scipy, nibabel: about 2 s), which every parse of
+    the workflow would pay, on every SLURM job too. With ``cache`` (a folder) the result is kept
+    as JSON under a key of everything it depends on: the scenario's parsed content, the registry
+    and release, and the bytes of the generator code and the scenario schema. A parse that finds
+    its key there imports nothing of ``ketamap.synth``.
+    """
+    key = hashlib.sha256(
+        "\0".join((yaml_digest(scenario), registry, release, _synth_code_digest())).encode()
+    ).hexdigest()[:20]
+    path = Path(cache) / f"demo-sites-{key}.json" if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            return kept["sites"], kept["options"]
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is derived again and rewritten
+    from ketamap import synth
+
+    loaded = synth.load_scenario(scenario)
+    sites = synth.site_configs(loaded, registry, release)
+    options = synth.analysis_options(loaded)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"sites": sites, "options": options}, sort_keys=True))
+        os.replace(tmp, path)
+    return sites, options
+
+
+def _synth_code_digest() -> str:
+    """sha256 over the generator package's source files and the scenario schema (read as bytes,
+    not imported)."""
+    digest = hashlib.sha256()
+    package = importlib.resources.files("ketamap") / "synth"  # files("ketamap.synth") imports it
+    for name in sorted(f.name for f in package.iterdir() if f.name.endswith(".py")):
+        digest.update(name.encode() + b"\0" + package.joinpath(name).read_bytes())
+    digest.update((schema_dir() / "scenario.schema.yaml").read_bytes())
+    return digest.hexdigest()
 
 
 def apply_analysis_options(config: dict[str, Any], options: dict[str, dict[str, Any]]) -> None:

@@ -12,7 +12,8 @@ from ketamap.ids import key_fingerprint
 # mem_mb and runtime of most rules grow with the job's input size (see ketamap.jobresources).
 from ketamap.jobresources import scaled_mem_mb, scaled_runtime
 
-resolve_demo_sites(config)
+# The demo sites derived from the scenario are cached, so a parse imports no generator code.
+resolve_demo_sites(config, cache=".snakemake/ketamap")
 check_config(config)
 
 SITES = [site["id"] for site in config["sites"]]

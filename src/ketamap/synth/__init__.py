@@ -21,8 +21,7 @@ atlas_config(scenario, registry, revision)
 
 from __future__ import annotations
 
-from ketamap.synth.consortium import analysis_options, generate, site_configs
+from ketamap.synth.consortium import analysis_options, generate, load_scenario, site_configs
 from ketamap.synth.pet import atlas_config
-from ketamap.synth.scenario import load_scenario
 
 __all__ = ["analysis_options", "atlas_config", "generate", "load_scenario", "site_configs"]

@@ -15,10 +15,37 @@ from ketamap.errors import ConfigError
 from ketamap.synth import behaviour, clinical, ieeg, pet
 from ketamap.synth._io import write_json
 from ketamap.synth._modality import Modality
-from ketamap.synth.scenario import load_scenario
+from ketamap.synth.scenario import read_scenario
 
 MODULES: tuple[Modality, ...] = (clinical, pet, ieeg, behaviour)
 GROUND_TRUTH = "ground_truth.json"
+
+
+def load_scenario(path: str | Path) -> dict[str, Any]:
+    """Read, validate and complete a scenario file: the schema's checks and defaults
+    (:func:`ketamap.synth.scenario.read_scenario`), then each modality generator's own checks
+    (group consistency, participant labels, scale definitions) and that some generator writes
+    data for every site.
+
+    Raises
+    ------
+    ConfigError
+        For the first problem found, naming the file and the dotted field, e.g.
+        ``field 'sites[0].sexstyle': unknown key 'sexstyle'; expected one of the keys ...``.
+    """
+    scenario = read_scenario(path)
+    for module in MODULES:
+        module.validate(scenario, str(path))
+    for i, site in enumerate(scenario["sites"]):
+        if not any(module.applies(site) for module in MODULES):
+            raise ConfigError(
+                f"no generator writes data for a {site['species']} {site['modality']} site yet",
+                site=site["id"],
+                file=Path(path),
+                field=f"sites[{i}]",
+                expected="a human site (the clinical part)",
+            )
+    return scenario
 
 
 def _prepare(out: Path, overwrite: bool) -> None:

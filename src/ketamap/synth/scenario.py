@@ -93,8 +93,10 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
-def load_scenario(path: str | Path) -> dict[str, Any]:
-    """Read, validate and complete a scenario file.
+def read_scenario(path: str | Path) -> dict[str, Any]:
+    """Read a scenario file, check it against the schema and complete it with the schema's
+    defaults. What the modality generators check on top is in
+    :func:`ketamap.synth.consortium.load_scenario`.
 
     Parameters
     ----------
@@ -104,8 +106,7 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
     Returns
     -------
     dict
-        The scenario with every default of the schema filled in, checked by the schema and by
-        each modality generator (group consistency, participant labels, scale definitions).
+        The scenario with every default of the schema filled in, checked by the schema.
 
     Raises
     ------
@@ -113,8 +114,6 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
         For the first problem found, naming the file and the dotted field, e.g.
         ``field 'sites[0].sexstyle': unknown key 'sexstyle'; expected one of the keys ...``.
     """
-    from ketamap.synth.consortium import MODULES  # late: the modules import this package
-
     path = Path(path)
     raw = read_yaml(path)
     schema = load_schema()
@@ -133,17 +132,6 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
                 expected="a unique id per site",
             )
         seen[site["id"]] = i
-    for module in MODULES:
-        module.validate(scenario, str(path))
-    for i, site in enumerate(scenario["sites"]):
-        if not any(module.applies(site) for module in MODULES):
-            raise ConfigError(
-                f"no generator writes data for a {site['species']} {site['modality']} site yet",
-                site=site["id"],
-                file=path,
-                field=f"sites[{i}]",
-                expected="a human site (the clinical part)",
-            )
     return scenario
 
 
