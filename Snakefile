@@ -17,11 +17,8 @@ validate_config(config)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/fetch.smk"
-include: "workflow/rules/clinical.smk"
+include: "workflow/rules/harmonize.smk"
 include: "workflow/rules/pooled.smk"
-include: "workflow/rules/pet.smk"
-include: "workflow/rules/ieeg.smk"
-include: "workflow/rules/behaviour.smk"
 include: "workflow/rules/manifest.smk"
 
 

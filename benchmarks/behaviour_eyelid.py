@@ -150,14 +150,14 @@ def rss_mb() -> float:
 
 
 def ketamap_side(files: list[tuple[Path, Path]], fps: float) -> tuple[dict, float, float]:
-    from ketamap import behaviour_read as br
-    from ketamap.behaviour import (
+    from ketamap.harmonize.behaviour import (
         DEFAULTS,
         EyeTrace,
         _check_options,
         closure_timecourse,
         puff_measures,
     )
+    from ketamap.harmonize.behaviour import read as br
 
     opts = _check_options(dict(DEFAULTS))
     assert opts["likelihood_cutoff"] == CUTOFF and opts["baseline_s"] == BASELINE
@@ -307,7 +307,7 @@ def baseline_side(files: list[tuple[Path, Path]], fps: float) -> tuple[dict, flo
 def run_side(side: str, folder: str, fps: float, out: str, queue: mp.Queue) -> None:
     files = session_files(Path(folder))
     if side == "ketamap":
-        import ketamap.behaviour  # noqa: F401  (imports are not timed)
+        import ketamap.harmonize.behaviour  # noqa: F401  (imports are not timed)
     rss_imports = rss_mb()
     t0 = time.perf_counter()
     if side == "ketamap":

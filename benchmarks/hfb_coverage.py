@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ketamap import ieeg
+from ketamap.harmonize import ieeg
 from ketamap.paths import REPO_ROOT
 from ketamap.pooled import behaviour as pooled_behaviour
 from ketamap.pooled import ieeg as pooled_ieeg

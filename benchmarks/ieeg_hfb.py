@@ -70,7 +70,7 @@ def run_side(side: str, args: dict, out: str, queue: mp.Queue) -> None:
     rss_data = rss_mb()
     t0 = time.perf_counter()
     if side == "ketamap":
-        from ketamap.ieeg_signal import hfb_envelope
+        from ketamap.harmonize.ieeg.signal import hfb_envelope
 
         env = hfb_envelope(data, sfreq, BAND, WIDTH)
         offsets = np.arange(round(EPOCH[0] * 100), round(EPOCH[1] * 100) + 1)
@@ -79,7 +79,7 @@ def run_side(side: str, args: dict, out: str, queue: mp.Queue) -> None:
     else:
         import mne
 
-        from ketamap.ieeg_signal import sub_bands
+        from ketamap.harmonize.ieeg.signal import sub_bands
 
         info = mne.create_info([f"C{i}" for i in range(data.shape[0])], sfreq, ch_types="seeg")
         raw = mne.io.RawArray(data, info, verbose="error")

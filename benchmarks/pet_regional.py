@@ -41,7 +41,8 @@ import numpy as np
 from nibabel.processing import resample_from_to
 from scipy.spatial import cKDTree
 
-from ketamap import pet, pet_image
+from ketamap.harmonize import pet
+from ketamap.harmonize.pet import image as pet_image
 
 N_REGIONS = 20
 FRAMES = 4

@@ -18,16 +18,16 @@ import pandas as pd
 import pytest
 
 from conftest import DEMO_KEY, write_tsv
-from ketamap import behaviour_read as br
-from ketamap.behaviour import (
+from ketamap.config import with_defaults
+from ketamap.errors import ConfigError, SiteDataError
+from ketamap.harmonize.behaviour import (
     EyeTrace,
     closure_timecourse,
     harmonize_site,
     puff_measures,
     reward_measures,
 )
-from ketamap.config import with_defaults
-from ketamap.errors import ConfigError, SiteDataError
+from ketamap.harmonize.behaviour import read as br
 from ketamap.ids import pseudonymize
 from ketamap.schemas import get_table, write_table
 
@@ -440,7 +440,7 @@ def test_consecutive_puffs_do_not_contaminate_the_timecourse() -> None:
 
 
 def _checked() -> dict:
-    from ketamap.behaviour import _check_options
+    from ketamap.harmonize.behaviour import _check_options
 
     return _check_options(with_defaults({}, "behaviour"))
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ketamap.behaviour_read import frame_index_like, read_dlc, read_pose_nwb
 from ketamap.errors import SiteDataError
+from ketamap.harmonize.behaviour.read import frame_index_like, read_dlc, read_pose_nwb
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 EXAMPLES = REALDATA / "DLC2NWB" / "examples"
@@ -60,7 +60,7 @@ def test_nwb_frame_index_timestamps_need_a_frame_rate() -> None:
 
 
 def test_nwb_frame_index_timestamps_converted(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="ketamap.behaviour_read"):
+    with caplog.at_level(logging.INFO, logger="ketamap.harmonize.behaviour.read"):
         df = read_pose_nwb(NWB, frame_rate_hz=30.0, site="real", root=REALDATA)
     # the cached ndx-pose 0.1.0 namespace warning is logged, not raised (filterwarnings=error)
     assert "cached namespace" in caplog.text
@@ -83,7 +83,7 @@ def test_nwb_and_h5_agree_on_coordinates() -> None:
 
 def test_real_nwb_is_not_a_behaviour_session() -> None:
     """The open-field file has no eyelid keypoints: the reader says which ones are missing."""
-    from ketamap.behaviour_read import keypoint_distance
+    from ketamap.harmonize.behaviour.read import keypoint_distance
 
     df = read_pose_nwb(NWB, frame_rate_hz=30.0, site="real")
     with pytest.raises(SiteDataError, match=r"no upper_eyelid x column"):

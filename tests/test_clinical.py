@@ -8,8 +8,8 @@ import pytest
 
 from conftest import DEMO_KEY, make_site, site_entry, write_tsv
 from ketamap import scales
-from ketamap.clinical import harmonize_site
 from ketamap.errors import SiteDataError
+from ketamap.harmonize.clinical import harmonize_site
 from ketamap.ids import pseudonymize
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import REPO
 from ketamap.cli import main
-from ketamap.config import resolve_demo_sites
+from ketamap.demo import resolve_demo_sites
 from ketamap.errors import ConfigError
 
 CONFIG = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -79,7 +79,8 @@ def test_calibration_command_prints_the_table(capsys: pytest.CaptureFixture[str]
 
 _PARSE = """
 import json, sys, yaml
-from ketamap.config import resolve_demo_sites, validate_config
+from ketamap.config import validate_config
+from ketamap.demo import resolve_demo_sites
 config = validate_config(yaml.safe_load(open(sys.argv[1])))
 config["scenario"] = sys.argv[2]
 resolve_demo_sites(config, cache=sys.argv[3])

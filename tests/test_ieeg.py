@@ -16,16 +16,17 @@ from scipy import signal
 from scipy.special import expit
 
 from conftest import DEMO_KEY, write_tsv
-from ketamap import ieeg, ieeg_signal
 from ketamap.config import with_defaults
 from ketamap.errors import SiteDataError
-from ketamap.ieeg import (
+from ketamap.harmonize import ieeg
+from ketamap.harmonize.ieeg import (
     bipolar_pairs,
     combine_timecourses,
     harmonize_site,
     hfb_envelope,
     parse_contact,
 )
+from ketamap.harmonize.ieeg import signal as ieeg_signal
 from ketamap.schemas import to_arrow
 from ketamap.synth.ieeg_signal import slow_half_power_width
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ketamap.errors import SiteDataError
-from ketamap.ieeg import bipolar_pairs, hfb_envelope
-from ketamap.ieeg_read import (
+from ketamap.harmonize.ieeg import bipolar_pairs, hfb_envelope
+from ketamap.harmonize.ieeg.read import (
     _vhdr_fields,
     read_bids,
     read_recording,

@@ -24,7 +24,8 @@ CONTRACTS = {
 
 PROBE = """
 import json, ketamap
-from ketamap import pet_sidecar, scales, schemas
+from ketamap import scales, schemas
+from ketamap.harmonize.pet import sidecar as pet_sidecar
 from ketamap.paths import schema_dir
 from ketamap.synth.scenario import load_schema
 print(json.dumps({

@@ -23,7 +23,8 @@ import pytest
 
 from conftest import DEMO_KEY
 from conftest import REPO as REPO_ROOT
-from ketamap import behaviour, ieeg, schemas
+from ketamap import schemas
+from ketamap.harmonize import behaviour, ieeg
 from ketamap.pooled import behaviour as pooled_behaviour
 from ketamap.pooled import ieeg as pooled_ieeg
 from ketamap.recovery import compare

@@ -15,10 +15,12 @@ import pytest
 from nibabel import orientations as ornt
 
 from conftest import DEMO_KEY, write_tsv
-from ketamap import pet, pet_image, schemas
+from ketamap import schemas
 from ketamap.errors import ConfigError, SiteDataError
+from ketamap.harmonize import pet
+from ketamap.harmonize.pet import image as pet_image
+from ketamap.harmonize.pet.sidecar import PetSidecar, parse_sidecar
 from ketamap.ids import pseudonymize
-from ketamap.pet_sidecar import PetSidecar, parse_sidecar
 
 LAMBDA = math.log(2) / (20.38 * 60)  # C-11, per second
 OPTIONS = {"window_min": [30, 50], "reference_region": "cerebellum", "pvc": "none"}

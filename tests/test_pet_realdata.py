@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_KEY
-from ketamap import pet, pet_image
 from ketamap.errors import SiteDataError
+from ketamap.harmonize import pet
+from ketamap.harmonize.pet import image as pet_image
+from ketamap.harmonize.pet.sidecar import read_sidecar
 from ketamap.io import read_tsv
-from ketamap.pet_sidecar import read_sidecar
 from test_pet import (
     ATLAS_AFFINE,
     OPTIONS,

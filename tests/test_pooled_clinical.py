@@ -8,8 +8,8 @@ import pytest
 from scipy import stats
 
 from ketamap.errors import KetamapError
-from ketamap.pooled import bh_qvalues
 from ketamap.pooled.clinical import analyze_madrs_change
+from ketamap.pooled.stats import bh_qvalues
 
 
 def _frames(

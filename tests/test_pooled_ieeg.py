@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ketamap.errors import KetamapError
-from ketamap.ieeg import synchrony
+from ketamap.harmonize.ieeg import synchrony
 from ketamap.pooled.ieeg import (
     analyze_fast_phase_latency,
     analyze_slow_phase_duration,

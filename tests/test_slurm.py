@@ -25,7 +25,7 @@ import yaml
 
 from conftest import REPO
 from ketamap import synth
-from ketamap.config import apply_analysis_options
+from ketamap.demo import apply_analysis_options
 from ketamap.jobresources import input_mb, scaled_mem_mb, scaled_runtime
 from ketamap.registry import build_registry
 from ketamap.slurm import (

@@ -21,7 +21,7 @@ import yaml
 
 from conftest import REPO, venv_bin
 from ketamap import schemas, synth
-from ketamap.config import apply_analysis_options
+from ketamap.demo import apply_analysis_options
 from ketamap.ids import pseudonymize
 from ketamap.recovery import compare
 from ketamap.registry import build_registry

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import yaml
 
+from ketamap.config import section_schema
 from ketamap.errors import KetamapError
 
-# The registry's default remote timeout, without importing DVC for `ketamap --help`.
-DEFAULT_TIMEOUT = 30.0
+# The registry's default remote timeout (the schema's fetch.timeout), without importing DVC for
+# `ketamap --help`.
+DEFAULT_TIMEOUT = float(section_schema("fetch")["properties"]["timeout"]["default"])
 
 
 def _synth(args: argparse.Namespace) -> None:

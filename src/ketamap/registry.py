@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -25,15 +26,19 @@ from typing import Any
 
 import yaml
 
+from ketamap.config import section_schema, with_defaults
 from ketamap.errors import RegistryError
 
 # Every commit and tag of a registry has the same author and committer; with a fixed date
 # (``date=`` / SOURCE_DATE_EPOCH) two clean builds of the same datasets give the same hashes.
+log = logging.getLogger(__name__)
+
 GIT_NAME = "ketamap registry"
 GIT_EMAIL = "registry@ketamap.invalid"
 
-#: Seconds to wait for a DVC remote to connect or answer (SSH connection setup, S3 connect/read).
-DEFAULT_TIMEOUT = 30.0
+#: Seconds to wait for a DVC remote to connect or answer (SSH connection setup, S3 connect/read):
+#: the default of the config's fetch.timeout, read from the schema that declares it.
+DEFAULT_TIMEOUT = float(section_schema("fetch")["properties"]["timeout"]["default"])
 
 # Remote options that hold credentials or paths of one machine: written to the registry's
 # untracked .dvc/config.local, never committed (partners use their own, see the README).
@@ -681,3 +686,44 @@ def _md5(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def fetch_step(
+    site: dict[str, Any],
+    dest: str | Path,
+    manifest: str | Path,
+    content: str | Path | None = None,
+    base: str | Path = ".",
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Pull one site's dataset at its pinned revision and write its fetch manifest, and (to
+    ``content``) its content id: what the jobs reading the data compare to know whether to rerun.
+
+    ``options`` is the config's ``fetch`` section (``timeout``, ``remote_options``).
+    """
+    options = with_defaults(options, "fetch")
+    timeout = float(options["timeout"])
+    log.info(
+        "fetching site %s from %s at %s (remote timeout %g s)",
+        site["id"],
+        site["registry"],
+        site["revision"],
+        timeout,
+    )
+    result = fetch_site(
+        site,
+        Path(dest),
+        base=Path(base),
+        timeout=timeout,
+        remote_options=options["remote_options"] or None,
+    )
+    write_manifest(result, Path(manifest))
+    if content is not None:
+        Path(content).write_text(content_id(result) + "\n")
+    log.info(
+        "site %s: %d files, %d bytes, commit %s verified",
+        site["id"],
+        result["n_files"],
+        result["bytes"],
+        result["commit"],
+    )

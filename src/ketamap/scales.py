@@ -15,6 +15,9 @@ import yaml
 
 from ketamap.paths import schema_dir
 
+# Contract files this module reads (ketamap.codedeps adds them to the code input of the rules using it).
+CONTRACTS = ("scales.yaml",)
+
 
 @functools.cache
 def load_scales() -> dict:

@@ -32,6 +32,9 @@ import yaml
 from ketamap.errors import SchemaError
 from ketamap.paths import schema_dir
 
+# Contract files this module reads (ketamap.codedeps adds them to the code input of the rules using it).
+CONTRACTS = ("columns.yaml", "tables.yaml")
+
 _TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
     "bool": pa.bool_(),

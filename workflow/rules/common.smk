@@ -1,94 +1,48 @@
-# Helpers shared by the rules; nothing here runs a step.
+# Helpers shared by the rules; nothing here runs a step. What exists (tables, analyses, figures)
+# comes from the registries: ketamap.harmonize.HARMONIZERS and ketamap.pooled.ANALYSES / FIGURES.
+import re
+
+from ketamap.codedeps import step_code
 from ketamap.config import (
-    analysis_options,
     check_config,
     demo_sites,
-    resolve_demo_sites,
     site_by_id,
     yaml_digest,
 )
+from ketamap.demo import resolve_demo_sites
+from ketamap.harmonize import HARMONIZERS, exact_tables, site_groups, table_sites
 from ketamap.ids import key_fingerprint
 
 # mem_mb and runtime of most rules grow with the job's input size (see ketamap.jobresources).
 from ketamap.jobresources import scaled_mem_mb, scaled_runtime
+from ketamap.pooled import (
+    ANALYSES,
+    FIGURES,
+    analysis_options,
+    planned,
+    planned_figures,
+    result_path,
+    table_path,
+)
 
 # The demo sites derived from the scenario are cached, so a parse imports no generator code.
 resolve_demo_sites(config, cache=".snakemake/ketamap")
 check_config(config)
 
 SITES = [site["id"] for site in config["sites"]]
-PET_SITES = (
-    [s["id"] for s in config["sites"] if s["modality"] == "pet"]
-    if config.get("atlas")
-    else []
-)
-IEEG_SITES = [s["id"] for s in config["sites"] if s["modality"] == "ieeg"]
-MOUSE_SITES = [s["id"] for s in config["sites"] if s["modality"] == "behaviour"]
-EYELID_SITES = [
-    s["id"]
-    for s in config["sites"]
-    if s["modality"] == "ieeg" and s.get("reader", {}).get("eyelid")
-]
-BEHAVIOUR_SITES = [s for s in SITES if s in MOUSE_SITES or s in EYELID_SITES]
-SCORE_SITES = [s["id"] for s in config["sites"] if "visits" in s.get("reader", {})]
-TABLE_SITES = {"subjects": SITES, "clinical_scores": SITES}
-if PET_SITES:
-    TABLE_SITES |= {"pet_regional": PET_SITES, "pet_sessions": PET_SITES}
-if IEEG_SITES:
-    TABLE_SITES |= {
-        "ieeg_channels": IEEG_SITES,
-        "ieeg_responses": IEEG_SITES,
-        "ieeg_synchrony": IEEG_SITES,
-    }
-if BEHAVIOUR_SITES:
-    TABLE_SITES |= {
-        t: BEHAVIOUR_SITES
-        for t in (
-            "behaviour_puffs",
-            "behaviour_timecourses",
-            "reward_seeking",
-            "reward_cues",
-        )
-    }
-TABLES = list(TABLE_SITES)
-POOLED = ["clinical.madrs_change"] if SCORE_SITES else []
-PET_POOLED = [
-    "pet.baseline_trd_vs_hc",
-    "pet.ketamine_x_time",
-    "pet.change_vs_improvement",
-    "pet.response_prediction",
-]
-IEEG_POOLED = ["ieeg.slow_phase_duration", "ieeg.fast_phase_latency", "ieeg.synchrony"]
-if PET_SITES:
-    POOLED += PET_POOLED
-if IEEG_SITES:
-    POOLED += IEEG_POOLED
-BEHAVIOUR_POOLED = (
-    ["behaviour.reflex_blink", "behaviour.sustained_closure"] if BEHAVIOUR_SITES else []
-)
-if MOUSE_SITES:
-    BEHAVIOUR_POOLED.append("mouse.reward_seeking_after_train")
-if MOUSE_SITES and EYELID_SITES:
-    BEHAVIOUR_POOLED.append("cross_species.timing_signature")
-POOLED += BEHAVIOUR_POOLED
-BEHAVIOUR_FIGURES = (["eyelid"] if BEHAVIOUR_SITES else []) + (
-    ["reward"] if MOUSE_SITES else []
-)
-if "cross_species.timing_signature" in BEHAVIOUR_POOLED:
-    BEHAVIOUR_FIGURES.append("cross_species")
+GROUPS = site_groups(config)
+TABLE_SITES = table_sites(config)  # per-site table -> the sites that write it
+TABLES = [
+    t for t in TABLE_SITES if t not in exact_tables()
+]  # combined by concatenation
+EXACT = [t for t in TABLE_SITES if t in exact_tables()]  # pooled by their own function
+POOLED = planned(GROUPS)
+FIGURES_PLANNED = planned_figures(GROUPS)
 
 
 wildcard_constraints:
     site="|".join(SITES),
     table="|".join(TABLES),
-
-
-def code(*modules):
-    """Package modules (and schema files) a rule's results depend on: editing them reruns the rule."""
-    return [
-        m if m.startswith("schemas/") else f"src/ketamap/{m}"
-        for m in ("schemas.py", *modules)
-    ]
 
 
 # Params are compared as their repr when Snakemake decides what to rerun, and a dict's repr follows
@@ -117,22 +71,20 @@ def fetch_entry(wildcards):
     return canonical({k: site[k] for k in FETCH_KEYS if k in site})
 
 
-def harmonize_config(modality):
-    """What a harmonize job reads: the key, and its modality's section (pooled analyses' options
-    live in `analyses`, so no margin or bootstrap edit reaches a harmonization)."""
-    return canonical(
-        {"pseudonymization": config["pseudonymization"], modality: config[modality]}
-    )
+def harmonize_config(section):
+    """What a harmonize job reads: the key, and its modality's section if its reader has one
+    (pooled analyses' options live in `analyses`, so no margin edit reaches a harmonization).
+    """
+    slice_ = {"pseudonymization": config["pseudonymization"]}
+    if section:
+        slice_[section] = config[section]
+    return canonical(slice_)
 
 
 def pooled_options(analysis):
-    """What one pooled analysis reads: its `analyses` section and the keys ketamap.pooled.READS
-    lists for it (a function of the wildcards when ``analysis`` holds a pattern)."""
-    if "{" not in analysis:
-        return canonical(analysis_options(config, analysis))
-    return lambda wildcards: canonical(
-        analysis_options(config, analysis.format(**wildcards))
-    )
+    """What one pooled analysis reads: its `analyses` section and the keys its registry entry
+    lists (ketamap.pooled.Analysis.reads)."""
+    return canonical(analysis_options(config, analysis))
 
 
 def atlas_entry(wildcards):
@@ -154,44 +106,33 @@ def atlas_registry_input(wildcards):
     return []
 
 
-def table_inputs(wildcards):
-    return expand(
-        "results/sites/{site}/{table}.parquet",
-        site=TABLE_SITES[wildcards.table],
-        table=wildcards.table,
-    )
-
-
 def table_outputs():
-    extra = ["ieeg_timecourses"] if IEEG_SITES else []
-    return expand("results/tables/{table}.parquet", table=TABLES + extra)
+    return [table_path(t) for t in TABLES + EXACT]
 
 
 def pooled_outputs():
-    return expand("results/pooled/{analysis}.parquet", analysis=POOLED)
+    return [result_path(a) for a in POOLED]
 
 
 def figure_outputs():
-    figures = []
-    if PET_SITES:
-        figures += expand("results/figures/{analysis}.png", analysis=PET_POOLED)
-        figures.append("results/figures/pet.change_vs_improvement.scatter.png")
-        figures.append("results/figures/pet.batches.png")
-    if IEEG_SITES:
-        figures += expand("results/figures/{analysis}.png", analysis=IEEG_POOLED)
-        figures.append("results/figures/ieeg.timecourses.png")
-    figures += expand("results/figures/{analysis}.png", analysis=BEHAVIOUR_POOLED)
-    figures += expand("results/figures/behaviour.{kind}.png", kind=BEHAVIOUR_FIGURES)
-    return figures
+    return [f"results/figures/{a}.png" for a in POOLED if ANALYSES[a].figure] + [
+        f"results/figures/{f}.png" for f in FIGURES_PLANNED
+    ]
 
 
 def metrics_outputs():
-    return ["results/metrics/clinical.json"] if SCORE_SITES else []
+    return sorted(
+        {
+            f"results/metrics/{ANALYSES[a].module.rsplit('.', 1)[-1]}.json"
+            for a in POOLED
+            if ANALYSES[a].metrics
+        }
+    )
 
 
 def fetch_manifests():
     return expand("resources/raw/{site}.fetch.json", site=SITES) + (
-        ["resources/raw/atlas.fetch.json"] if PET_SITES else []
+        ["resources/raw/atlas.fetch.json"] if GROUPS["pet"] else []
     )
 
 
@@ -204,22 +145,19 @@ def all_targets():
     ]
 
 
-def ieeg_responses_input(wildcards):
-    """The cross-species analysis also reads the human iEEG responses, when there are any."""
-    if wildcards.analysis.startswith("cross_species.") and IEEG_SITES:
-        return ["results/tables/ieeg_responses.parquet"]
-    return []
+def analysis_inputs(analysis):
+    """The consortium tables one analysis reads (optional ones when their sites are there)."""
+    spec = ANALYSES[analysis]
+    tables = list(spec.tables) + [t for t, g in spec.optional.items() if GROUPS[g]]
+    return {t: table_path(t) for t in tables}
 
 
-def behaviour_figure_inputs(wildcards):
-    if wildcards.kind == "eyelid":
-        return {"timecourses": "results/tables/behaviour_timecourses.parquet"}
-    if wildcards.kind == "reward":
-        return {"cues": "results/tables/reward_cues.parquet"}
-    inputs = {
-        "timecourses": "results/tables/behaviour_timecourses.parquet",
-        "signature": "results/pooled/cross_species.timing_signature.parquet",
+def figure_inputs(wildcards):
+    """The tables and results one figure is drawn from."""
+    spec = FIGURES[wildcards.figure]
+    sources = dict(spec.inputs)
+    sources |= {k: v for k, (v, g) in spec.optional.items() if GROUPS[g]}
+    return {
+        arg: table_path(what) if kind == "table" else result_path(what)
+        for arg, (kind, _, what) in ((a, s.partition(":")) for a, s in sources.items())
     }
-    if IEEG_SITES:
-        inputs["ieeg_timecourses"] = "results/tables/ieeg_timecourses.parquet"
-    return inputs

@@ -8,7 +8,7 @@
 checkpoint fetch:
     input:
         registry=registry_input,
-        code=code("registry.py", "steps.py"),
+        code=step_code("ketamap.registry"),
     output:
         data=directory("resources/raw/{site}"),
         manifest="resources/raw/{site}.fetch.json",
@@ -23,5 +23,27 @@ checkpoint fetch:
         runtime=30,
     params:
         site=fetch_entry,
+    script:
+        "../scripts/fetch.py"
+
+
+# The shared PET atlas, a checkpoint like rule fetch: a refetch of the same atlas reruns nothing after it.
+checkpoint fetch_atlas:
+    input:
+        registry=atlas_registry_input,
+        code=step_code("ketamap.registry"),
+    output:
+        data=directory("resources/raw/atlas"),
+        manifest="resources/raw/atlas.fetch.json",
+        content="resources/raw/atlas.content",
+    log:
+        "logs/fetch/atlas.log",
+    threads: 1
+    # Fixed, as for rule fetch.
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        site=atlas_entry,
     script:
         "../scripts/fetch.py"

@@ -1,19 +1,71 @@
-# Pooled analyses across trials and species, each in the shared result shape.
-rule pooled_clinical:
-    input:
-        subjects="results/tables/subjects.parquet",
-        scores="results/tables/clinical_scores.parquet",
-        code=code("pooled/__init__.py", "pooled/clinical.py"),
-    output:
-        result="results/pooled/clinical.madrs_change.parquet",
-        metrics="results/metrics/clinical.json",
-    log:
-        "logs/pooled/clinical.madrs_change.log",
-    threads: 1
-    resources:
-        mem_mb=scaled_mem_mb(1000, per_mb=20),
-        runtime=scaled_runtime(10, per_gb=30),
-    params:
-        options=pooled_options("clinical.madrs_change"),
-    script:
-        "../scripts/pooled_clinical.py"
+# Pooled analyses across trials and species: one rule per module of ketamap.pooled
+# (pooled_clinical, pooled_pet, pooled_ieeg, pooled_behaviour), each analysis of ANALYSES a job
+# in the shared result shape; then the figures of FIGURES drawn from tables and results.
+for module in sorted({a.module for a in ANALYSES.values()}):
+    members = [a for a in ANALYSES.values() if a.module == module]
+    kind = members[0]
+    # A module with one analysis (clinical: result + metrics) gets a rule without wildcards, so
+    # its metrics file keeps the module's name; the others take the analysis as a wildcard.
+    name = kind.name if len(members) == 1 else "{analysis}"
+
+    rule:
+        name:
+            kind.rule
+        input:
+            unpack(
+                lambda wildcards, name=name: analysis_inputs(name.format(**wildcards))
+            ),
+            code=step_code("ketamap.pooled", module),
+        output:
+            **(
+                {"figure": f"results/figures/{name}.png"}
+                if kind.figure
+                else {"metrics": f"results/metrics/{module.rsplit('.', 1)[-1]}.json"}
+            ),
+            result=f"results/pooled/{name}.parquet",
+        log:
+            f"logs/pooled/{name}.log",
+        wildcard_constraints:
+            analysis="|".join(re.escape(a.name) for a in members),
+        threads: 1
+        resources:
+            mem_mb=scaled_mem_mb(1000, per_mb=20),
+            runtime=scaled_runtime(30, per_gb=30),
+        params:
+            analysis=lambda wildcards, name=name: name.format(**wildcards),
+            options=lambda wildcards, name=name: pooled_options(
+                name.format(**wildcards)
+            ),
+        script:
+            "../scripts/pooled.py"
+
+
+# One rule per figure kind, named as before the registry (figure_change_scatter, ...).
+FIGURE_RULES = {
+    "pet.change_vs_improvement.scatter": "figure_change_scatter",
+    "pet.batches": "figure_pet_batches",
+    "ieeg.timecourses": "figure_ieeg_timecourses",
+}
+for rule_name in sorted({FIGURE_RULES.get(f, "figure_behaviour") for f in FIGURES}):
+    members = [
+        f for f in FIGURES if FIGURE_RULES.get(f, "figure_behaviour") == rule_name
+    ]
+
+    rule:
+        name:
+            rule_name
+        input:
+            unpack(figure_inputs),
+            code=step_code("ketamap.pooled", *{FIGURES[f].module for f in members}),
+        output:
+            "results/figures/{figure}.png",
+        log:
+            "logs/figures/{figure}.log",
+        wildcard_constraints:
+            figure="|".join(re.escape(f) for f in members),
+        threads: 1
+        resources:
+            mem_mb=scaled_mem_mb(1000, per_mb=20),
+            runtime=scaled_runtime(10, per_gb=10),
+        script:
+            "../scripts/figure.py"

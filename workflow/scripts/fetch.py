@@ -1,9 +1,10 @@
+# Every fetch job (a site's dataset, the atlas): pull at the pinned revision, verify, record.
 from ketamap.adapter import run_step
-from ketamap.steps import fetch_site
+from ketamap.registry import fetch_step
 
 run_step(
     snakemake,  # noqa: F821
-    fetch_site,
+    fetch_step,
     site=snakemake.params.site,  # noqa: F821
     dest=snakemake.output.data,  # noqa: F821
     manifest=snakemake.output.manifest,  # noqa: F821

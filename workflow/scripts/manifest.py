@@ -1,5 +1,5 @@
 from ketamap.adapter import run_step
-from ketamap.steps import write_run_manifest
+from ketamap.manifest import write_run_manifest
 
 run_step(
     snakemake,  # noqa: F821

@@ -1,80 +1,320 @@
-"""Pooled analyses. Each returns rows of the one shared result shape (table ``pooled_result``)."""
+"""Pooled analyses across sites and species, each in the one shared result shape (table
+``pooled_result``), and the registry the workflow's rules are made from.
+
+:data:`ANALYSES` is the one place an analysis is named: the workflow's rule list, wildcards and
+DVC outputs, the params each analysis gets (:mod:`ketamap.config`), and the dispatch below all
+come from it. An entry names its module and step function as strings, so planning the workflow
+imports no statistics and each rule's code input holds its own module (:mod:`ketamap.codedeps`).
+A step takes the tables it reads and its options and returns an :class:`Outcome`.
+"""
 
 from __future__ import annotations
 
-import warnings
+import importlib
+import json
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from statsmodels.stats.multitest import multipletests
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, SingularMatrixWarning
-
-from ketamap.schemas import get_table
+log = logging.getLogger(__name__)
 
 RESULT_TABLE = "pooled_result"
 
-
-def result_frame(rows: list[dict]) -> pd.DataFrame:
-    """Assemble result rows into the shared shape, filling absent strata with missing values and
-    computing Benjamini-Hochberg q-values across the rows that carry a p-value."""
-    fields = get_table(RESULT_TABLE).field_names
-    df = pd.DataFrame(rows)
-    for col in fields:
-        if col not in df.columns:
-            df[col] = None
-    df = df[fields].copy()
-    for col in ("estimate", "ci_low", "ci_high", "p_value", "statistic", "df"):
-        df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
-    df["q_value"] = bh_qvalues(df["p_value"].astype(float).to_numpy())
-    return df
+# The measurement options each iEEG / eyelid analysis states in every row's method column.
+_IEEG_MEASURED = ("ieeg.threshold_z", "ieeg.min_duration_s", "ieeg.band_hz", "ieeg.reference")
+_EYELID_MEASURED = (
+    "behaviour.reflex_window_s",
+    "behaviour.sustained_window_s",
+    "behaviour.likelihood_cutoff",
+)
 
 
-def bh_qvalues(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values; NaN where there is no p-value."""
-    q = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
-    return q
+@dataclass(frozen=True)
+class Analysis:
+    """One pooled analysis.
 
-
-def fit_mixed(fit: Callable[[], Any]) -> tuple[Any, str | None]:
-    """Run a statsmodels MixedLM fit and say in one note what is wrong with it, if anything.
-
-    statsmodels warns about three different things, and only real problems become a note:
-
-    - the fit did not converge (``converged`` is False after every optimizer tried): a problem;
-    - the Hessian at the estimate is not positive definite while the random-intercept variance is
-      inside the parameter space: the standard errors cannot be trusted, a problem;
-    - "the MLE may be on the boundary": statsmodels raises this whenever the random-intercept
-      variance is below 0.01 *in the outcome's own units* (for log SUVR, a between-subject SD of
-      10 % triggers it), so it is replaced by a unit-free check: the variance as a fraction of
-      the residual variance below 1e-6. That is a property of the data, reported as such, not a
-      failure.
-
-    Retries of another optimizer after a first one stalled are not reported when a later one
-    converged.
+    ``tables``: the consortium tables it reads; ``optional``: tables it reads when a group of
+    sites (:data:`ketamap.harmonize.SITE_GROUPS`) is there. ``needs``: groups that must all have
+    sites for the analysis to run. ``reads``: config keys (dotted) it reads besides its own
+    ``analyses.<name>`` section: a shared definition or thresholds it states in ``method``.
+    ``figure``/``metrics``: it draws ``results/figures/<name>.png`` / writes
+    ``results/metrics/<module>.json``.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        warnings.simplefilter("always", SingularMatrixWarning)
-        result = fit()
-    notes = []
-    boundary = random_variance_ratio(result) < 1e-6
-    if not getattr(result, "converged", True):
-        notes.append("the mixed model did not converge (estimates unreliable)")
-    elif not boundary and any("Hessian" in str(w.message) for w in caught):
-        notes.append(
-            "the mixed model's Hessian is not positive definite (standard errors unreliable)"
-        )
-    if boundary:
-        notes.append("random-intercept variance estimated at 0")
-    return result, "; ".join(notes) or None
+
+    name: str
+    module: str
+    function: str
+    tables: tuple[str, ...]
+    needs: tuple[str, ...]
+    reads: tuple[str, ...] = ()
+    optional: dict[str, str] = field(default_factory=dict)
+    figure: bool = True
+    metrics: bool = False
+
+    @property
+    def rule(self) -> str:
+        """The workflow rule that runs it: one per pooled module (``pooled_pet``, ...)."""
+        return "pooled_" + self.module.rsplit(".", 1)[-1]
 
 
-def random_variance_ratio(result: Any) -> float:
-    """Smallest random-effect variance of a MixedLM fit relative to the residual variance."""
-    unscaled = np.atleast_2d(np.asarray(getattr(result, "cov_re_unscaled", [[np.inf]]), float))
-    return float(np.min(np.diag(unscaled))) if unscaled.size else float("inf")
+_PET_TABLES = ("pet_regional", "subjects", "clinical_scores")
+_IEEG_TABLES = ("ieeg_responses", "ieeg_synchrony")
+_EYELID_TABLES = ("behaviour_puffs", "behaviour_timecourses", "reward_seeking")
+
+ANALYSES: dict[str, Analysis] = {
+    a.name: a
+    for a in (
+        Analysis(
+            "clinical.madrs_change",
+            "ketamap.pooled.clinical",
+            "step_madrs_change",
+            ("subjects", "clinical_scores"),
+            needs=("scores",),
+            reads=("clinical.response_fraction", "clinical.remission_threshold"),
+            figure=False,
+            metrics=True,
+        ),
+        Analysis(
+            "pet.baseline_trd_vs_hc", "ketamap.pooled.pet", "step_baseline", _PET_TABLES, ("pet",)
+        ),
+        Analysis(
+            "pet.ketamine_x_time",
+            "ketamap.pooled.pet",
+            "step_ketamine_x_time",
+            _PET_TABLES,
+            ("pet",),
+        ),
+        Analysis(
+            "pet.change_vs_improvement",
+            "ketamap.pooled.pet",
+            "step_change_vs_improvement",
+            _PET_TABLES,
+            ("pet",),
+        ),
+        Analysis(
+            "pet.response_prediction",
+            "ketamap.pooled.pet",
+            "step_response_prediction",
+            _PET_TABLES,
+            ("pet",),
+            reads=("clinical.response_fraction",),
+        ),
+        Analysis(
+            "ieeg.slow_phase_duration",
+            "ketamap.pooled.ieeg",
+            "step_slow_phase_duration",
+            _IEEG_TABLES,
+            ("ieeg",),
+            reads=_IEEG_MEASURED,
+        ),
+        Analysis(
+            "ieeg.fast_phase_latency",
+            "ketamap.pooled.ieeg",
+            "step_fast_phase_latency",
+            _IEEG_TABLES,
+            ("ieeg",),
+            reads=_IEEG_MEASURED,
+        ),
+        Analysis(
+            "ieeg.synchrony",
+            "ketamap.pooled.ieeg",
+            "step_synchrony",
+            _IEEG_TABLES,
+            ("ieeg",),
+            reads=_IEEG_MEASURED,
+        ),
+        Analysis(
+            "behaviour.reflex_blink",
+            "ketamap.pooled.behaviour",
+            "step_reflex_blink",
+            _EYELID_TABLES,
+            ("behaviour",),
+            reads=_EYELID_MEASURED,
+        ),
+        Analysis(
+            "behaviour.sustained_closure",
+            "ketamap.pooled.behaviour",
+            "step_sustained_closure",
+            _EYELID_TABLES,
+            ("behaviour",),
+            reads=_EYELID_MEASURED,
+        ),
+        Analysis(
+            "mouse.reward_seeking_after_train",
+            "ketamap.pooled.behaviour",
+            "step_reward_seeking",
+            _EYELID_TABLES,
+            ("behaviour", "mouse"),
+        ),
+        Analysis(
+            "cross_species.timing_signature",
+            "ketamap.pooled.behaviour",
+            "step_timing_signature",
+            _EYELID_TABLES,
+            ("behaviour", "mouse", "eyelid"),
+            reads=(*_EYELID_MEASURED, "seed"),
+            optional={"ieeg_responses": "ieeg"},
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure drawn from tables and results rather than by one analysis (``results/figures/
+    <name>.png``); ``inputs`` maps the step's argument names to consortium tables (``table:<t>``)
+    or pooled results (``pooled:<analysis>``); ``optional`` are read when a site group has sites."""
+
+    name: str
+    module: str
+    function: str
+    inputs: dict[str, str]
+    needs: tuple[str, ...]
+    optional: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+FIGURES: dict[str, Figure] = {
+    f.name: f
+    for f in (
+        Figure(
+            "pet.change_vs_improvement.scatter",
+            "ketamap.pooled.pet",
+            "figure_change_scatter",
+            {
+                "result": "pooled:pet.change_vs_improvement",
+                "regional": "table:pet_regional",
+                "subjects": "table:subjects",
+                "scores": "table:clinical_scores",
+            },
+            ("pet",),
+        ),
+        Figure(
+            "pet.batches",
+            "ketamap.pooled.pet",
+            "figure_batches",
+            {"regional": "table:pet_regional", "subjects": "table:subjects"},
+            ("pet",),
+        ),
+        Figure(
+            "ieeg.timecourses",
+            "ketamap.pooled.ieeg",
+            "figure_timecourses",
+            {"timecourses": "table:ieeg_timecourses"},
+            ("ieeg",),
+        ),
+        Figure(
+            "behaviour.eyelid",
+            "ketamap.pooled.behaviour",
+            "figure_eyelid",
+            {"timecourses": "table:behaviour_timecourses"},
+            ("behaviour",),
+        ),
+        Figure(
+            "behaviour.reward",
+            "ketamap.pooled.behaviour",
+            "figure_reward",
+            {"cues": "table:reward_cues"},
+            ("behaviour", "mouse"),
+        ),
+        Figure(
+            "behaviour.cross_species",
+            "ketamap.pooled.behaviour",
+            "figure_cross_species",
+            {
+                "timecourses": "table:behaviour_timecourses",
+                "signature": "pooled:cross_species.timing_signature",
+            },
+            ("behaviour", "mouse", "eyelid"),
+            optional={"ieeg_timecourses": ("table:ieeg_timecourses", "ieeg")},
+        ),
+    )
+}
+
+
+@dataclass
+class Outcome:
+    """What a pooled step gives back: the result rows, and what to draw and record from them."""
+
+    result: Any  # pd.DataFrame in the pooled_result shape
+    figure: Callable[[Path], None] | None = None
+    metrics: dict[str, Any] | None = None
+    summary: str = ""
+
+
+def analysis_options(config: dict[str, Any], analysis: str) -> dict[str, Any]:
+    """What one pooled analysis reads of a (validated, default-filled) config: its own section
+    as ``analysis`` and each key of its :attr:`Analysis.reads` by its dotted path. The workflow
+    gives exactly this as the job's params, so editing a key reruns the analyses that read it."""
+    options: dict[str, Any] = {"analysis": config.get("analyses", {}).get(analysis, {})}
+    for dotted in ANALYSES[analysis].reads:
+        value: Any = config
+        for part in dotted.split("."):
+            value = value[part]
+        options[dotted] = value
+    return options
+
+
+def planned(config_groups: dict[str, list[str]]) -> list[str]:
+    """The analyses a consortium with these site groups runs, in registry order."""
+    return [a.name for a in ANALYSES.values() if all(config_groups[g] for g in a.needs)]
+
+
+def planned_figures(config_groups: dict[str, list[str]]) -> list[str]:
+    return [f.name for f in FIGURES.values() if all(config_groups[g] for g in f.needs)]
+
+
+def table_path(table: str) -> str:
+    return f"results/tables/{table}.parquet"
+
+
+def result_path(analysis: str) -> str:
+    return f"results/pooled/{analysis}.parquet"
+
+
+def run(
+    analysis: str,
+    inputs: dict[str, str],
+    output: str | Path,
+    options: dict[str, Any],
+    figure: str | Path | None = None,
+    metrics: str | Path | None = None,
+) -> None:
+    """Run one pooled analysis on the consortium tables ``inputs`` ({table: path}; optional
+    tables may be absent), write its result, and its figure or metrics."""
+    from ketamap import schemas
+
+    spec = ANALYSES[analysis]
+    tables = {table: schemas.read_table(path, table) for table, path in inputs.items()}
+    step = getattr(importlib.import_module(spec.module), spec.function)
+    outcome: Outcome = step(tables, options)
+    schemas.write_table(outcome.result, RESULT_TABLE, output)
+    if figure is not None and outcome.figure is not None:
+        outcome.figure(Path(figure))
+    if metrics is not None and outcome.metrics is not None:
+        Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics).write_text(json.dumps(outcome.metrics, indent=2, sort_keys=True) + "\n")
+    log.info("%s: %s", analysis, outcome.summary)
+
+
+def draw(name: str, inputs: dict[str, str], output: str | Path) -> None:
+    """Draw one figure of :data:`FIGURES` from ``inputs`` ({argument: path})."""
+    from ketamap import schemas
+
+    spec = FIGURES[name]
+    kinds = {**spec.inputs, **{k: v[0] for k, v in spec.optional.items()}}
+    frames = {}
+    for argument, path in inputs.items():
+        kind, _, what = kinds[argument].partition(":")
+        frames[argument] = schemas.read_table(path, what if kind == "table" else RESULT_TABLE)
+    getattr(importlib.import_module(spec.module), spec.function)(**frames, output=Path(output))
+
+
+def __getattr__(name: str) -> Any:
+    """The shared statistics (:mod:`ketamap.pooled.stats`), importable from here as before."""
+    if name in ("result_frame", "bh_qvalues", "fit_mixed", "random_variance_ratio"):
+        from ketamap.pooled import stats
+
+        return getattr(stats, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

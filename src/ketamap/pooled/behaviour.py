@@ -27,13 +27,16 @@ fail to invert its Hessian, so the equivalent form is used (tests check it again
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from ketamap.errors import KetamapError
-from ketamap.pooled import bh_qvalues, result_frame
+from ketamap.pooled import Outcome
+from ketamap.pooled.stats import bh_qvalues, result_frame
 
 CONTROL = {"baseline": "control", "saline": "control", "ketamine": "ketamine"}
 SPECIES = ("human", "mouse")
@@ -402,3 +405,99 @@ def _hfb_rows(responses: pd.DataFrame) -> list[dict]:
             )
         )
     return rows
+
+
+# ------------------------------------------------------------------------------ workflow steps
+# Named by ketamap.pooled.ANALYSES / FIGURES; each takes the tables it reads and its options
+# (ketamap.pooled.analysis_options) and returns what to write.
+
+
+def _behaviour_outcome(result: pd.DataFrame, options: dict[str, Any], rule: str | None) -> Outcome:
+    from ketamap import figures
+
+    if rule is None:
+        windows = "; ".join(
+            f"{sp} {list(w)} s" for sp, w in sorted(options["behaviour.sustained_window_s"].items())
+        )
+        rule = (
+            f"reflex window {list(options['behaviour.reflex_window_s'])} s, "
+            f"sustained window {windows}, "
+            f"tracking cutoff {float(options['behaviour.likelihood_cutoff']):g}"
+        )
+    result = result.assign(method=result["method"].astype(str) + "; " + rule)
+    labels = result.apply(
+        lambda r: " ".join(
+            str(v) for v in (r["term"], r["species"], r["measure"]) if isinstance(v, str)
+        ),
+        axis=1,
+    )
+    labelled = result.assign(region=labels)
+    return Outcome(
+        result,
+        figure=lambda path: figures.forest_plot(labelled, path),
+        summary=f"{len(result)} rows, {int((result['q_value'] < 0.05).sum())} with q < 0.05",
+    )
+
+
+def step_reflex_blink(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    from ketamap.config import with_defaults
+
+    spec = with_defaults(options["analysis"], "analyses", "behaviour.reflex_blink")
+    result = analyze_reflex_blink(
+        tables["behaviour_puffs"], margin=float(spec["equivalence_margin"])
+    )
+    return _behaviour_outcome(result, options, None)
+
+
+def step_sustained_closure(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    return _behaviour_outcome(analyze_sustained_closure(tables["behaviour_puffs"]), options, None)
+
+
+def step_reward_seeking(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    return _behaviour_outcome(
+        analyze_reward_seeking(tables["reward_seeking"]),
+        options,
+        "anticipatory lick = a lick between reward cue and water",
+    )
+
+
+def step_timing_signature(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    from ketamap.config import with_defaults
+
+    spec = with_defaults(options["analysis"], "analyses", "cross_species.timing_signature")
+    window = spec["similarity_window_s"]
+    result = analyze_timing_signature(
+        tables["behaviour_puffs"],
+        tables["behaviour_timecourses"],
+        tables.get("ieeg_responses"),
+        window_s=(float(window[0]), float(window[1])),
+        n_boot=int(spec["bootstrap"]),
+        seed=int(options["seed"]),
+    )
+    return _behaviour_outcome(result, options, None)
+
+
+def figure_eyelid(timecourses: pd.DataFrame, output: Path) -> None:
+    """Eyelid closure by species and drug."""
+    from ketamap import figures
+
+    figures.eyelid_plot(timecourses, output)
+
+
+def figure_reward(cues: pd.DataFrame, output: Path) -> None:
+    """Reward seeking around the puff train."""
+    from ketamap import figures
+
+    figures.reward_plot(cues, output)
+
+
+def figure_cross_species(
+    timecourses: pd.DataFrame,
+    signature: pd.DataFrame,
+    output: Path,
+    ieeg_timecourses: pd.DataFrame | None = None,
+) -> None:
+    """The cross-species panel: eyelid (and iEEG) time courses beside the timing signature."""
+    from ketamap import figures
+
+    figures.cross_species_panel(timecourses, ieeg_timecourses, signature, output)

@@ -10,6 +10,8 @@ differences with Newcombe intervals and Fisher's exact test.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
@@ -17,7 +19,8 @@ from scipy import stats
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from ketamap.errors import KetamapError
-from ketamap.pooled import result_frame
+from ketamap.pooled import Outcome
+from ketamap.pooled.stats import result_frame
 
 ANALYSIS = "clinical.madrs_change"
 ARMS = ("ketamine", "placebo")
@@ -184,3 +187,24 @@ def metrics(result: pd.DataFrame) -> dict:
         "p_value": round(float(diff["p_value"]), 6),
         "n": int(diff["n"]),
     }
+
+
+# ------------------------------------------------------------------------------ workflow steps
+# Named by ketamap.pooled.ANALYSES / FIGURES; each takes the tables it reads and its options
+# (ketamap.pooled.analysis_options) and returns what to write.
+
+
+def step_madrs_change(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    """``clinical.madrs_change`` and the headline metrics."""
+    result = analyze_madrs_change(
+        tables["subjects"],
+        tables["clinical_scores"],
+        response_fraction=float(options["clinical.response_fraction"]),
+        remission_threshold=float(options["clinical.remission_threshold"]),
+    )
+    diff = result[result["term"] == "arm_difference"].iloc[0]
+    summary = (
+        f"arm difference {diff['estimate']:.2f} MADRS points, t({diff['df']:g}) = "
+        f"{diff['statistic']:.2f}, p = {diff['p_value']:.3f}"
+    )
+    return Outcome(result, metrics=metrics(result), summary=summary)

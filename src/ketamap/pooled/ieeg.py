@@ -17,13 +17,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
 from ketamap.errors import KetamapError
-from ketamap.pooled import fit_mixed, result_frame
+from ketamap.pooled import Outcome
+from ketamap.pooled.stats import fit_mixed, result_frame
 
 TERM = "ketamine_minus_baseline"
 
@@ -301,3 +305,71 @@ def subject_fast_latencies(responses: pd.DataFrame) -> pd.DataFrame:
     long = _long(fast, "fast_peak_latency_s_baseline", "fast_peak_latency_s_ketamine", "value")
     long["condition"] = np.where(long["ketamine"] == 1.0, "ketamine", "baseline")
     return long.groupby(["subject_id", "condition"], as_index=False)[["value"]].mean()
+
+
+# ------------------------------------------------------------------------------ workflow steps
+# Named by ketamap.pooled.ANALYSES / FIGURES; each takes the tables it reads and its options
+# (ketamap.pooled.analysis_options) and returns what to write.
+
+
+def _ieeg_outcome(
+    result: pd.DataFrame, per_subject: pd.DataFrame, what: str, options: dict[str, Any]
+) -> Outcome:
+    from ketamap import figures
+
+    result = result.assign(
+        method=result["method"].astype(str)
+        + "; "
+        + f"responses: fast peak and slow phase above {float(options['ieeg.threshold_z']):g} z "
+        f"(slow for >= {float(options['ieeg.min_duration_s']):g} s), "
+        f"HFB {list(options['ieeg.band_hz'])} Hz, {options['ieeg.reference']} reference"
+    )
+    labelled = result.assign(region=result["region_group"].fillna("all channels"))
+    return Outcome(
+        result,
+        figure=lambda path: figures.paired_forest_plot(labelled, per_subject, what, path),
+        summary=f"{len(result)} rows, {int((result['q_value'] < 0.05).sum())} with q < 0.05",
+    )
+
+
+def step_slow_phase_duration(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    table = tables["ieeg_responses"]
+    return _ieeg_outcome(
+        analyze_slow_phase_duration(table),
+        subject_slow_durations(table),
+        "mean slow-phase duration (s)\nof baseline slow channels",
+        options,
+    )
+
+
+def step_fast_phase_latency(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    from ketamap.config import with_defaults
+
+    table = tables["ieeg_responses"]
+    spec = with_defaults(options["analysis"], "analyses", "ieeg.fast_phase_latency")
+    return _ieeg_outcome(
+        analyze_fast_phase_latency(table, margin_s=float(spec["equivalence_margin_s"])),
+        subject_fast_latencies(table),
+        "mean fast-peak latency (s)",
+        options,
+    )
+
+
+def step_synchrony(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    sync = tables["ieeg_synchrony"]
+    per_subject = sync.rename(columns={"synchrony_r": "value"})[
+        ["subject_id", "condition", "value"]
+    ]
+    return _ieeg_outcome(
+        analyze_synchrony(sync),
+        per_subject,
+        "cross-channel synchrony (r)\nof slow-phase amplitudes",
+        options,
+    )
+
+
+def figure_timecourses(timecourses: pd.DataFrame, output: Path) -> None:
+    """Puff-locked high-frequency response by region group and condition."""
+    from ketamap import figures
+
+    figures.timecourse_plot(timecourses, output)

@@ -33,6 +33,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,8 +44,9 @@ from patsy import dmatrix
 from scipy import stats
 
 from ketamap.errors import KetamapError
-from ketamap.pooled import fit_mixed, result_frame
+from ketamap.pooled import Outcome
 from ketamap.pooled.clinical import change_table
+from ketamap.pooled.stats import fit_mixed, result_frame
 
 log = logging.getLogger("ketamap.pooled.pet")
 
@@ -650,3 +653,87 @@ def _finish(rows: list[dict], analysis: str) -> pd.DataFrame:
     out = result_frame(rows)
     out["analysis"] = analysis
     return out
+
+
+# ------------------------------------------------------------------------------ workflow steps
+# Named by ketamap.pooled.ANALYSES / FIGURES; each takes the tables it reads and its options
+# (ketamap.pooled.analysis_options) and returns what to write.
+
+
+def _pet_tables(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, ...]:
+    reg = tables["pet_regional"]
+    if reg.empty:
+        raise KetamapError(
+            "pet_regional has no rows",
+            file="results/tables/pet_regional.parquet",
+            expected="PET scans from a PET site",
+        )
+    return reg, tables["subjects"], tables["clinical_scores"]
+
+
+def _forest(result: pd.DataFrame, null: float = 0.0) -> Outcome:
+    from ketamap import figures
+
+    significant = int((result["q_value"] < 0.05).sum())
+    return Outcome(
+        result,
+        figure=partial(figures.forest_plot, result, null=null),
+        summary=f"{len(result)} rows, {significant} with q < 0.05",
+    )
+
+
+def step_baseline(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    reg, subj, _ = _pet_tables(tables)
+    return _forest(analyze_baseline(reg, subj))
+
+
+def step_ketamine_x_time(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    reg, subj, _ = _pet_tables(tables)
+    return _forest(analyze_ketamine_x_time(reg, subj))
+
+
+def step_change_vs_improvement(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    reg, subj, scores = _pet_tables(tables)
+    return _forest(analyze_change_vs_improvement(reg, subj, scores))
+
+
+def step_response_prediction(tables: dict[str, pd.DataFrame], options: dict[str, Any]) -> Outcome:
+    from ketamap.config import with_defaults
+
+    reg, subj, scores = _pet_tables(tables)
+    spec = with_defaults(options["analysis"], "analyses", "pet.response_prediction")
+    result = analyze_response_prediction(
+        reg,
+        subj,
+        scores,
+        regions=list(spec["regions"]),
+        arm=str(spec["arm"]),
+        response_fraction=float(options["clinical.response_fraction"]),
+        min_per_class=int(spec["min_per_class"]),
+    )
+    return _forest(result, null=0.5)
+
+
+def figure_change_scatter(
+    result: pd.DataFrame,
+    regional: pd.DataFrame,
+    subjects: pd.DataFrame,
+    scores: pd.DataFrame,
+    output: Path,
+) -> None:
+    """Scatter of regional % change against MADRS improvement for the strongest regions."""
+    from ketamap import figures
+
+    clinical = change_table(subjects, scores)
+    ket = clinical[clinical["arm"] == "ketamine"].set_index("subject_id")
+    pct = percent_change(regional)
+    common = pct.index.intersection(ket.index)
+    figures.change_scatter(pct.loc[common], -ket.loc[common, "change"], result, output)
+
+
+def figure_batches(regional: pd.DataFrame, subjects: pd.DataFrame, output: Path) -> None:
+    """Baseline SUVR by acquisition batch and group, as measured and after ComBat (display only)."""
+    from ketamap import figures
+
+    raw, harmonized, check = batch_overview(regional, subjects)
+    figures.batch_plot(raw, harmonized, f"design check: {check.note}", output)

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ketamap.harmonize.pet.sidecar import batch_label
 from ketamap.ids import pseudonymize
-from ketamap.pet_sidecar import batch_label
 from ketamap.synth import clinical, pet
 from ketamap.synth import pet_model as model
 

@@ -42,6 +42,9 @@ from ketamap.errors import SiteDataError
 from ketamap.io import read_json, shown_path
 from ketamap.paths import schema_dir
 
+# Contract files this module reads (ketamap.codedeps adds them to the code input of the rules using it).
+CONTRACTS = ("pet_units.yaml",)
+
 REQUIRED = [
     "Manufacturer",
     "ManufacturersModelName",

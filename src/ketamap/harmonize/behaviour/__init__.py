@@ -47,11 +47,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ketamap import behaviour_read as br
 from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
+from ketamap.harmonize.behaviour import read as br
+from ketamap.harmonize.bids import puff_onsets, resolve_session, session_files
 from ketamap.ids import pseudonymize
-from ketamap.io import read_tsv, resolve_session, shown_path
+from ketamap.io import read_tsv, shown_path
 from ketamap.schemas import get_table, load_columns
 
 __all__ = [
@@ -444,26 +445,24 @@ def _read_ids(site_id: str, root: Path) -> list[str]:
 
 
 def _sessions(
-    site_id: str, root: Path, pattern: str, what: str, suffixes: tuple[str, ...] | None = None
+    site_id: str,
+    root: Path,
+    datatype: str | None,
+    pattern: str,
+    what: str,
+    suffixes: tuple[str, ...] | None = None,
 ) -> list[_Session]:
-    out = []
-    for path in sorted(root.glob(pattern)):
-        if suffixes is not None and path.suffix.lower() not in suffixes:
-            continue
-        rel = path.relative_to(root).parts
-        participant, session = rel[0], rel[1]
-        shown = shown_path(path, root)
-        if not path.name.startswith(f"{participant}_{session}_"):
-            raise SiteDataError(
-                "the file name does not match its folders",
-                site=site_id,
-                file=shown,
-                expected=f"a name starting with {participant}_{session}_",
-            )
-        out.append(_Session(participant, session, root / participant / session, path, shown))
+    out = [
+        _Session(
+            f.participant_id, f.session_id, root / f.participant_id / f.session_id, f.path, f.shown
+        )
+        for f in session_files(site_id, root, datatype, (pattern,))
+        if suffixes is None or f.path.suffix.lower() in suffixes
+    ]
     if not out:
+        where = f"sub-*/ses-*/{datatype}/{pattern}" if datatype else f"sub-*/ses-*/{pattern}"
         raise SiteDataError(
-            f"no {what} found", site=site_id, file=root.name, expected=f"files {pattern}"
+            f"no {what} found", site=site_id, file=root.name, expected=f"files {where}"
         )
     return out
 
@@ -501,29 +500,7 @@ def _read_human(sess: _Session, site_id: str, root: Path, opts: dict[str, Any]) 
             file=shown_path(events[1], root),
             expected="one puff run per session",
         )
-    path = events[0]
-    eshown = shown_path(path, root)
-    df = read_tsv(path, site=site_id, root=root, required=["onset", "duration"])
-    if "trial_type" in df.columns:
-        df = df[df["trial_type"].str.lower() == "puff"]
-    onsets = pd.to_numeric(df["onset"], errors="coerce")
-    if onsets.isna().any():
-        raise SiteDataError(
-            f"non-numeric onsets {df['onset'][onsets.isna()].tolist()[:3]}",
-            site=site_id,
-            file=eshown,
-            field="onset",
-            expected="seconds",
-        )
-    if onsets.empty:
-        raise SiteDataError(
-            "no puff events",
-            site=site_id,
-            file=eshown,
-            field="trial_type",
-            expected="rows with trial_type puff",
-        )
-    return _SessionData(trace=trace, puffs_s=onsets.to_numpy(dtype=float))
+    return _SessionData(trace=trace, puffs_s=puff_onsets(events[0], site_id, root))
 
 
 def _read_nwb(
@@ -716,14 +693,14 @@ def harmonize_site(
                 expected="true for sites that send eyelid video",
                 **cfg,
             )
-        sessions = _sessions(site_id, root, "sub-*/ses-*/beh/*_task-puff_eyelid.csv", "eyelid CSV")
+        sessions = _sessions(site_id, root, "beh", "*_task-puff_eyelid.csv", "eyelid CSV")
     else:
         fmt = reader.get("format")
         if fmt == "nwb":
-            sessions = _sessions(site_id, root, "sub-*/ses-*/*_behavior.nwb", "behaviour NWB files")
+            sessions = _sessions(site_id, root, None, "*_behavior.nwb", "behaviour NWB files")
         elif fmt == "dlc":
             sessions = _sessions(
-                site_id, root, "sub-*/ses-*/*DLC_*", "DeepLabCut files", suffixes=(".csv", ".h5")
+                site_id, root, None, "*DLC_*", "DeepLabCut files", suffixes=(".csv", ".h5")
             )
             # DeepLabCut writes both .h5 and .csv by default: the CSV (the contract's) wins
             by_folder: dict[Path, _Session] = {}
@@ -843,3 +820,24 @@ def _empty_dtype(col: str) -> str:
         return "bool"
     kind = load_columns()[col].type
     return "float64" if kind.startswith("float") else "object"
+
+
+def step(
+    site: dict, raw: Path, key: bytes, options: dict | None, atlas: Path | None = None
+) -> dict[str, pd.DataFrame]:
+    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`)."""
+    tables = harmonize_site(site, raw, key, options)
+    log.info(
+        "site %s: %d puffs of %d subjects, median tracking quality %.3f, %d reward epochs",
+        site["id"],
+        len(tables.puffs),
+        tables.puffs["subject_id"].nunique(),
+        float(tables.puffs["tracking_quality"].median()) if len(tables.puffs) else float("nan"),
+        len(tables.reward),
+    )
+    return {
+        "behaviour_puffs": tables.puffs,
+        "behaviour_timecourses": tables.timecourses,
+        "reward_seeking": tables.reward,
+        "reward_cues": tables.cues,
+    }

@@ -60,13 +60,19 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import uniform_filter1d
 
-from ketamap import ieeg_signal
-from ketamap.clinical import read_participants
 from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
+from ketamap.harmonize.bids import (
+    REGION_PATTERN,
+    puff_onsets,
+    read_participants,
+    resolve_session,
+    session_files,
+)
+from ketamap.harmonize.ieeg import signal as ieeg_signal
+from ketamap.harmonize.ieeg.read import Recording, read_recording
 from ketamap.ids import pseudonymize
-from ketamap.ieeg_read import Recording, read_recording
-from ketamap.io import read_tsv, resolve_session, shown_path
+from ketamap.io import read_tsv, shown_path
 from ketamap.schemas import get_table
 
 __all__ = [
@@ -88,7 +94,6 @@ SLOW_SEARCH_S = 0.3
 PLATEAU_ITERATIONS = 2
 FS = ieeg_signal.OUT_SFREQ
 CONTACT = re.compile(r"^(?P<shaft>.*?)(?P<num>\d+)$")
-REGION_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
 @dataclass(frozen=True)
@@ -280,21 +285,10 @@ def _find_recordings(site_id: str, root: Path) -> list[_Rec]:
             file=shown_path(loose[0], root),
             expected="sub-<label>/ses-<label>/ieeg/ (the session gives the condition)",
         )
-    recs = []
-    for ieeg_dir in sorted(root.glob("sub-*/ses-*/ieeg")):
-        participant, session = ieeg_dir.parts[-3], ieeg_dir.parts[-2]
-        for path in sorted(ieeg_dir.iterdir()):
-            if not (path.name.endswith("_ieeg.edf") or path.name.endswith("_ieeg.vhdr")):
-                continue
-            shown = shown_path(path, root)
-            if not path.name.startswith(f"{participant}_{session}_"):
-                raise SiteDataError(
-                    "the file name does not match its folders",
-                    site=site_id,
-                    file=shown,
-                    expected=f"a name starting with {participant}_{session}_",
-                )
-            recs.append(_Rec(participant, session, path, shown))
+    recs = [
+        _Rec(f.participant_id, f.session_id, f.path, f.shown)
+        for f in session_files(site_id, root, "ieeg", ("*_ieeg.edf", "*_ieeg.vhdr"))
+    ]
     if not recs:
         raise SiteDataError(
             "no iEEG recordings found",
@@ -587,29 +581,7 @@ def _contact_info(names: list[str], types: np.ndarray, electrodes: pd.DataFrame)
 
 
 def _puff_onsets(rec: _Rec, site_id: str, root: Path, stem: str) -> np.ndarray:
-    path = rec.path.parent / f"{stem}_events.tsv"
-    shown = shown_path(path, root)
-    df = read_tsv(path, site=site_id, root=root, required=["onset", "duration"])
-    if "trial_type" in df.columns:
-        df = df[df["trial_type"].str.lower() == "puff"]
-    onsets = pd.to_numeric(df["onset"], errors="coerce")
-    if onsets.isna().any():
-        raise SiteDataError(
-            f"non-numeric onsets {df['onset'][onsets.isna()].tolist()[:3]}",
-            site=site_id,
-            file=shown,
-            field="onset",
-            expected="seconds",
-        )
-    if onsets.empty:
-        raise SiteDataError(
-            "no puff events",
-            site=site_id,
-            file=shown,
-            field="trial_type",
-            expected="rows with trial_type puff",
-        )
-    return onsets.to_numpy(dtype=float)
+    return puff_onsets(rec.path.parent / f"{stem}_events.tsv", site_id, root)
 
 
 def _epoch_z(
@@ -962,3 +934,27 @@ def _group(region: Any) -> str | None:
     if not isinstance(region, str):
         return None
     return "emotion" if region in EMOTION_REGIONS else "other"
+
+
+def step(
+    site: dict, raw: Path, key: bytes, options: dict | None, atlas: Path | None = None
+) -> dict[str, pd.DataFrame]:
+    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`)."""
+    tables = harmonize_site(site, raw, key, options)
+    good = int((tables.channels["channel_status"] == "good").sum())
+    log.info(
+        "site %s: %d channels (%d good), %d responses",
+        site["id"],
+        len(tables.channels),
+        good,
+        len(tables.responses),
+    )
+    for warning in tables.qc.get("warnings", pd.Series(dtype=str)).dropna():
+        if warning:
+            log.warning("site %s: %s", site["id"], warning)
+    return {
+        "ieeg_channels": tables.channels,
+        "ieeg_responses": tables.responses,
+        "ieeg_timecourses": tables.timecourses,
+        "ieeg_synchrony": tables.synchrony,
+    }

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ketamap.errors import SiteDataError
-from ketamap.pet_sidecar import PetSidecar
+from ketamap.harmonize.pet.sidecar import PetSidecar
 
 TOLERANCE_S = 1.0
 MINUTES_WARNING = "frame times in minutes, converted to seconds"

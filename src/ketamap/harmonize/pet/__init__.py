@@ -26,6 +26,7 @@ Decisions:
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,22 +36,23 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ketamap import pet_image
-from ketamap.clinical import read_participants
 from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
+from ketamap.harmonize.bids import REGION_PATTERN, read_participants, resolve_session, session_files
+from ketamap.harmonize.pet import image as pet_image
+from ketamap.harmonize.pet.image import LabelGrid, regional_means
+from ketamap.harmonize.pet.sidecar import read_sidecar
+from ketamap.harmonize.pet.timing import FRAME_TIME_UNITS, decay_correction, window_frames
 from ketamap.ids import pseudonymize
-from ketamap.io import read_tsv, resolve_session, shown_path
-from ketamap.pet_image import LabelGrid, regional_means
-from ketamap.pet_sidecar import read_sidecar
-from ketamap.pet_timing import FRAME_TIME_UNITS, decay_correction, window_frames
+from ketamap.io import read_tsv, shown_path
 from ketamap.schemas import get_table, load_columns
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Atlas", "PetTables", "harmonize_site", "read_atlas", "regional_means"]
 
 ATLAS_SITE = "atlas"
 ATLAS_KINDS = ("cortical", "subcortical", "reference", "white_matter")
-REGION_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def harmonize_site(
     opts = with_defaults(options, "pet")
     reader = site.get("reader", {}) or {}
     window, reference, pvc = _check_options(opts, atlas)
-    unit = reader.get("frame_time_unit", "auto")
+    unit = reader.get("frame_time_unit", with_defaults({}, "sites", "reader")["frame_time_unit"])
     if unit not in FRAME_TIME_UNITS:
         raise ConfigError(
             f"frame_time_unit {unit!r}",
@@ -412,20 +414,23 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
             file=shown_path(loose[0], root),
             expected="sub-<label>/ses-<label>/pet/ (the session gives the visit)",
         )
+    by_dir: dict[Path, dict[str, tuple[Path, str]]] = {}
+    for found in session_files(site_id, root, "pet", ("*_pet.nii.gz", "*_pet.nii")):
+        suffix = "_pet.nii.gz" if found.path.name.endswith(".gz") else "_pet.nii"
+        stem = found.path.name[: -len(suffix)]
+        images = by_dir.setdefault(found.path.parent, {})
+        if stem in images:
+            nii, gz = sorted((images[stem][0], found.path), key=lambda p: len(p.name))
+            raise SiteDataError(
+                f"two images for one scan ({gz.name} and {nii.name})",
+                site=site_id,
+                file=shown_path(nii, root),
+                expected="one image per sidecar",
+            )
+        images[stem] = (found.path, found.shown)
     scans = []
     for pet_dir in pet_dirs:
-        images: dict[str, Path] = {}
-        for suffix in ("_pet.nii.gz", "_pet.nii"):
-            for path in sorted(pet_dir.glob(f"*{suffix}")):
-                stem = path.name[: -len(suffix)]
-                if stem in images:
-                    raise SiteDataError(
-                        f"two images for one scan ({images[stem].name} and {path.name})",
-                        site=site_id,
-                        file=shown_path(path, root),
-                        expected="one image per sidecar",
-                    )
-                images[stem] = path
+        images = by_dir.get(pet_dir, {})
         sidecars = {p.name[: -len("_pet.json")]: p for p in pet_dir.glob("*_pet.json")}
         orphans = sorted(set(sidecars) - set(images))
         if orphans:
@@ -435,16 +440,8 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
                 file=shown_path(sidecars[orphans[0]], root),
                 expected=f"{orphans[0]}_pet.nii.gz next to it",
             )
-        for stem, image in sorted(images.items()):
+        for stem, (image, shown) in sorted(images.items()):
             participant, session = pet_dir.parts[-3], pet_dir.parts[-2]
-            shown = shown_path(image, root)
-            if not stem.startswith(f"{participant}_{session}"):
-                raise SiteDataError(
-                    "the file name does not match its folders",
-                    site=site_id,
-                    file=shown,
-                    expected=f"a name starting with {participant}_{session}_",
-                )
             sidecar = image.parent / f"{stem}_pet.json"
             scans.append(_Scan(participant, session, image, sidecar, shown))
     if not scans:
@@ -457,3 +454,21 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
             "modality: clinical",
         )
     return scans
+
+
+def step(
+    site: dict, raw: Path, key: bytes, options: dict | None, atlas: Path | None
+) -> dict[str, pd.DataFrame]:
+    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`)."""
+    if atlas is None:
+        raise ConfigError("a PET site needs the atlas", file="config/config.yaml", field="atlas")
+    tables = harmonize_site(site, raw, read_atlas(atlas), key, options)
+    warned = int((tables.sessions["warnings"] != "").sum()) if len(tables.sessions) else 0
+    log.info(
+        "site %s: %d PET scans, %d regional values, %d scans with warnings",
+        site["id"],
+        len(tables.sessions),
+        len(tables.regional),
+        warned,
+    )
+    return {"pet_regional": tables.regional, "pet_sessions": tables.sessions}

@@ -8,6 +8,7 @@ reader cannot map is an error naming the site, the file and the field.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,15 +16,13 @@ import numpy as np
 import pandas as pd
 
 from ketamap import scales
+from ketamap.config import with_defaults
 from ketamap.errors import SiteDataError
+from ketamap.harmonize.bids import read_participants
 from ketamap.ids import pseudonymize
 from ketamap.io import read_json, read_tsv
-from ketamap.schemas import load_columns, normalize_values
 
-PARTICIPANT_COLUMNS = ["participant_id", "age", "sex", "group"]
-AGE_PATTERN = r"^(\d+(?:\.\d+)?)\s*(?:y|yr|yrs|year|years)?$"
-DEFAULT_SCORES = "phenotype/depression.tsv"
-DEFAULT_SCORE_COLUMN = "total"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,84 +74,13 @@ def harmonize_site(site: dict, root: Path, key: bytes) -> SiteTables:
     )
 
 
-def read_participants(site: dict, root: Path) -> pd.DataFrame:
-    """Read and check ``participants.tsv``: ids unique, every value mapped to the shared vocabulary."""
-    site_id = site["id"]
-    path = root / "participants.tsv"
-    mouse = site.get("species") == "mouse"
-    # Animal facilities state age in weeks (age_weeks) rather than BIDS' age in years.
-    required = [c for c in PARTICIPANT_COLUMNS if not (mouse and c == "age")]
-    df = read_tsv(path, site=site_id, root=root, required=required)
-    if mouse and "age" not in df.columns:
-        if "age_weeks" not in df.columns:
-            raise SiteDataError(
-                "participants.tsv has neither age nor age_weeks",
-                site=site_id,
-                file="participants.tsv",
-                field="age_weeks",
-                expected="the animals' age in weeks (age_weeks) or years (age)",
-            )
-        weeks = pd.to_numeric(df["age_weeks"], errors="coerce")
-        if (weeks.isna() & df["age_weeks"].notna()).any():
-            raise SiteDataError(
-                f"ages {df.loc[weeks.isna() & df['age_weeks'].notna(), 'age_weeks'].tolist()[:5]} cannot be read",
-                site=site_id,
-                file="participants.tsv",
-                field="age_weeks",
-                expected="a number of weeks or n/a",
-            )
-        df["age"] = (weeks * 7 / 365.25).map(lambda v: None if pd.isna(v) else repr(float(v)))
-    where = {"site": site_id, "file": "participants.tsv"}
-    ids = df["participant_id"]
-    if ids.isna().any():
-        rows = (np.flatnonzero(ids.isna()) + 2).tolist()
-        raise SiteDataError(
-            f"empty participant_id on lines {rows}", field="participant_id", **where
-        )
-    bad_ids = ids[~ids.str.fullmatch(r"sub-[A-Za-z0-9]+")].tolist()
-    if bad_ids:
-        raise SiteDataError(
-            f"ids {bad_ids[:3]} are not BIDS participant labels",
-            field="participant_id",
-            expected="sub-<alphanumeric label>",
-            **where,
-        )
-    dupes = sorted(set(ids[ids.duplicated()]))
-    if dupes:
-        raise SiteDataError(
-            f"duplicate subject ids {dupes[:5]}",
-            field="participant_id",
-            expected="each participant listed once",
-            **where,
-        )
-    out = pd.DataFrame({"participant_id": ids})
-    out["age_years"] = _parse_age(df["age"], **where)
-    sex_raw = df["sex"]
-    codes = {str(k): v for k, v in (site.get("reader", {}).get("sex_codes") or {}).items()}
-    if codes:
-        sex_raw = sex_raw.map(lambda v: codes.get(v, v) if isinstance(v, str) else v)
-    out["sex"] = _categorical(
-        sex_raw, "sex", hint="map numeric codes with sites[].reader.sex_codes", **where
-    )
-    out["group"] = _categorical(df["group"], "group", **where)
-    if out["group"].isna().any():
-        raise SiteDataError(
-            "group is n/a for some participants",
-            field="group",
-            expected="a diagnosis for everyone",
-            **where,
-        )
-    arm_raw = df["arm"] if "arm" in df.columns else pd.Series([None] * len(df), index=df.index)
-    out["arm"] = _categorical(arm_raw, "arm", **where)
-    return out
-
-
 def read_scores(site: dict, root: Path, participants: pd.DataFrame) -> pd.DataFrame:
     """Read the symptom-score file, its scale from the sidecar, and map sessions to shared visits."""
     site_id = site["id"]
     reader = site.get("reader", {})
-    rel = reader.get("scores", DEFAULT_SCORES)
-    score_column = reader.get("score_column", DEFAULT_SCORE_COLUMN)
+    reader = with_defaults(reader, "sites", "reader")
+    rel = reader["scores"]
+    score_column = reader["score_column"]
     visits: dict[str, str] = reader["visits"]
     path = root / rel
     df = read_tsv(
@@ -262,40 +190,18 @@ def _check_sessions_exist(site_id: str, root: Path, scores: pd.DataFrame) -> Non
             )
 
 
-def _parse_age(values: pd.Series, *, site: str, file: str) -> pd.Series:
-    text = values.str.lower()
-    number = text.str.extract(AGE_PATTERN, expand=False)
-    bad = values[values.notna() & number.isna()].unique().tolist()
-    if bad:
-        raise SiteDataError(
-            f"ages {bad[:5]} cannot be read",
-            site=site,
-            file=file,
-            field="age",
-            expected="years such as 34, 34.5, 34y or n/a",
-        )
-    return pd.to_numeric(number).astype(float)
-
-
-def _categorical(
-    values: pd.Series, column: str, *, site: str, file: str, hint: str | None = None
-) -> pd.Series:
-    mapped = normalize_values(values, column)
-    allowed = load_columns()[column].enum or ()
-    bad = sorted(
-        {
-            str(v)
-            for v, m in zip(values, mapped, strict=True)
-            if isinstance(m, str) and m not in allowed
-        }
+def step(
+    site: dict, raw: Path, key: bytes, options: None = None, atlas: Path | None = None
+) -> dict[str, pd.DataFrame]:
+    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`)."""
+    tables = harmonize_site(site, raw, key)
+    scores = tables.clinical_scores
+    converted = int(scores["converted"].sum()) if len(scores) else 0
+    log.info(
+        "site %s: %d subjects, %d scores (%d converted to MADRS)",
+        site["id"],
+        len(tables.subjects),
+        len(scores),
+        converted,
     )
-    if bad:
-        raise SiteDataError(
-            f"values {bad[:5]} cannot be mapped",
-            site=site,
-            file=file,
-            field=column,
-            expected=f"one of {list(allowed)} or a known spelling ({sorted(load_columns()[column].aliases)})",
-            hint=hint,
-        )
-    return mapped
+    return {"subjects": tables.subjects, "clinical_scores": scores}

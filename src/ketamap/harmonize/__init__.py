@@ -1,0 +1,173 @@
+"""Site data -> per-site tables: one subpackage per modality, the BIDS pieces they share
+(:mod:`ketamap.harmonize.bids`), and the registry the workflow's rules are made from.
+
+Each modality subpackage provides ``step(site, raw, key, options, atlas) -> {table: frame}``. The
+registry names it by module path (a string), so planning the workflow imports no reader and each
+rule's code input holds its own modality's package only (see :mod:`ketamap.codedeps`). A new
+modality is one subpackage and one :data:`HARMONIZERS` line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _scores(site: dict[str, Any]) -> bool:
+    return "visits" in (site.get("reader") or {})
+
+
+def _eyelid(site: dict[str, Any]) -> bool:
+    return site["modality"] == "ieeg" and bool((site.get("reader") or {}).get("eyelid"))
+
+
+# Named groups of sites, which decide the jobs and analyses a consortium gets.
+SITE_GROUPS: dict[str, Callable[[dict[str, Any], dict[str, Any]], bool]] = {
+    "all": lambda site, config: True,
+    "scores": lambda site, config: _scores(site),
+    "pet": lambda site, config: site["modality"] == "pet" and bool(config.get("atlas")),
+    "ieeg": lambda site, config: site["modality"] == "ieeg",
+    "mouse": lambda site, config: site["modality"] == "behaviour",
+    "eyelid": lambda site, config: _eyelid(site),
+    "behaviour": lambda site, config: site["modality"] == "behaviour" or _eyelid(site),
+}
+
+
+def site_groups(config: dict[str, Any]) -> dict[str, list[str]]:
+    """The site ids of every group of :data:`SITE_GROUPS`, in config order."""
+    return {
+        name: [s["id"] for s in config["sites"] if member(s, config)]
+        for name, member in SITE_GROUPS.items()
+    }
+
+
+@dataclass(frozen=True)
+class Harmonizer:
+    """One modality's harmonization: which sites, which module, which per-site tables.
+
+    ``options``: the config section its reader reads besides the site entry (None: only the
+    site entry). ``exact``: per-site tables pooled by a function of the module (named here)
+    instead of concatenation. ``memory``/``runtime``: arguments of
+    :func:`ketamap.jobresources.scaled_mem_mb` / ``scaled_runtime`` for its jobs.
+    """
+
+    modality: str
+    module: str
+    tables: tuple[str, ...]
+    sites: str  # a group of SITE_GROUPS
+    options: str | None = None
+    atlas: bool = False
+    exact: dict[str, str] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+
+HARMONIZERS: dict[str, Harmonizer] = {
+    h.modality: h
+    for h in (
+        Harmonizer(
+            "clinical",
+            "ketamap.harmonize.clinical",
+            ("subjects", "clinical_scores"),
+            sites="all",
+            memory={"floor": 1000, "per_mb": 20, "files": ["*.tsv"]},
+            runtime={"floor": 10, "per_gb": 10, "files": ["*.tsv"]},
+        ),
+        Harmonizer(
+            "pet",
+            "ketamap.harmonize.pet",
+            ("pet_regional", "pet_sessions"),
+            sites="pet",
+            options="pet",
+            atlas=True,
+            memory={"floor": 1000, "per_largest_mb": 2, "files": ["*.nii.gz", "*.nii"]},
+            runtime={"floor": 30, "per_gb": 10, "files": ["*.nii.gz", "*.nii"]},
+        ),
+        Harmonizer(
+            "ieeg",
+            "ketamap.harmonize.ieeg",
+            ("ieeg_channels", "ieeg_responses", "ieeg_timecourses", "ieeg_synchrony"),
+            sites="ieeg",
+            options="ieeg",
+            exact={"ieeg_timecourses": "combine_timecourses"},
+            memory={"floor": 1000, "per_largest_mb": 25},
+            runtime={"floor": 60, "per_gb": 30},
+        ),
+        Harmonizer(
+            "behaviour",
+            "ketamap.harmonize.behaviour",
+            ("behaviour_puffs", "behaviour_timecourses", "reward_seeking", "reward_cues"),
+            sites="behaviour",
+            options="behaviour",
+            memory={"floor": 1000, "per_largest_mb": 10},
+            runtime={"floor": 30, "per_gb": 20},
+        ),
+    )
+}
+
+
+def table_sites(config: dict[str, Any]) -> dict[str, list[str]]:
+    """Every per-site table the consortium has, with the sites that write it (none without sites)."""
+    groups = site_groups(config)
+    return {
+        table: groups[h.sites]
+        for h in HARMONIZERS.values()
+        if groups[h.sites]
+        for table in h.tables
+    }
+
+
+def exact_tables() -> dict[str, Harmonizer]:
+    """Tables pooled by their own function rather than concatenated, with their harmonizer."""
+    return {t: h for h in HARMONIZERS.values() for t in h.exact}
+
+
+def run(
+    modality: str,
+    site: dict[str, Any],
+    raw: str | Path,
+    outputs: dict[str, str],
+    config: dict[str, Any],
+    atlas: str | Path | None = None,
+) -> None:
+    """Harmonize one site with its modality's step and write each table to ``outputs[table]``."""
+    from ketamap import schemas
+    from ketamap.ids import load_key
+
+    h = HARMONIZERS[modality]
+    module = importlib.import_module(h.module)
+    tables = module.step(
+        site,
+        Path(raw),
+        load_key(config),
+        config[h.options] if h.options else None,
+        Path(atlas) if atlas else None,
+    )
+    for table in h.tables:
+        schemas.write_table(tables[table], table, outputs[table])
+
+
+def combine(table: str, inputs: list[str], output: str | Path) -> None:
+    """The consortium table from the per-site tables: concatenated and validated again as a
+    whole, or pooled by the harmonizer's own function (:data:`Harmonizer.exact`)."""
+    import pandas as pd
+
+    from ketamap import schemas
+
+    frames = [schemas.read_table(p, table) for p in sorted(inputs)]
+    pooled = exact_tables().get(table)
+    if pooled is not None:
+        function = getattr(importlib.import_module(pooled.module), pooled.exact[table])
+        combined = function(frames)
+    elif frames:
+        combined = pd.concat(frames, ignore_index=True)
+    else:
+        combined = pd.DataFrame(columns=schemas.get_table(table).field_names)
+    schemas.write_table(combined, table, output)
+    log.info("%s: %d rows from %d sites", table, len(combined), len(frames))

@@ -1,0 +1,85 @@
+# Harmonization: one rule per modality of ketamap.harmonize.HARMONIZERS (harmonize_<modality>),
+# each site's data -> its per-site tables; then one consortium table per table.
+for h in HARMONIZERS.values():
+
+    rule:
+        name:
+            f"harmonize_{h.modality}"
+        input:
+            **(
+                {
+                    "atlas": ancient("resources/raw/atlas"),
+                    "atlas_content": "resources/raw/atlas.content",
+                }
+                if h.atlas
+                else {}
+            ),
+            # The fetched tree by content, not mtime (see fetch.smk).
+            raw=ancient("resources/raw/{site}"),
+            content="resources/raw/{site}.content",
+            code=step_code("ketamap.harmonize", h.module),
+        output:
+            **{t: f"results/sites/{{site}}/{t}.parquet" for t in h.tables},
+        log:
+            f"logs/harmonize/{{site}}.{h.modality}.log",
+        threads: 1
+        resources:
+            mem_mb=scaled_mem_mb(**h.memory),
+            runtime=scaled_runtime(**h.runtime),
+        params:
+            modality=h.modality,
+            site=site_config,
+            config=harmonize_config(h.options),
+            key=key_fingerprint(config),
+        script:
+            "../scripts/harmonize.py"
+
+
+rule combine_table:
+    input:
+        tables=lambda wildcards: expand(
+            "results/sites/{site}/{table}.parquet",
+            site=TABLE_SITES[wildcards.table],
+            table=wildcards.table,
+        ),
+        code=step_code("ketamap.harmonize"),
+    output:
+        "results/tables/{table}.parquet",
+    log:
+        "logs/tables/{table}.log",
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(1000, per_mb=20),
+        runtime=scaled_runtime(10, per_gb=10),
+    params:
+        table=lambda wildcards: wildcards.table,
+    script:
+        "../scripts/combine.py"
+
+
+# Tables pooled by their harmonizer's own function (e.g. exact channel-weighted time courses).
+for table, h in exact_tables().items():
+    if table in EXACT:
+
+        rule:
+            name:
+                f"combine_{table}"
+            input:
+                tables=expand(
+                    "results/sites/{site}/{table}.parquet",
+                    site=TABLE_SITES[table],
+                    table=table,
+                ),
+                code=step_code("ketamap.harmonize", h.module),
+            output:
+                table_path(table),
+            log:
+                f"logs/tables/{table}.log",
+            threads: 1
+            resources:
+                mem_mb=scaled_mem_mb(1000, per_mb=20),
+                runtime=scaled_runtime(10, per_gb=10),
+            params:
+                table=table,
+            script:
+                "../scripts/combine.py"
