@@ -87,7 +87,7 @@ def _validate(instance: Any, schema: dict[str, Any], prefix: str) -> None:
 def _expectation(error: jsonschema.ValidationError) -> str:
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "enum":  # jsonschema's own words too: what users search for
-        return f"one of {list(error.validator_value)} ({error.message})"
+        return f"one of {list(schema.get('enum', []))} ({error.message})"
     if error.validator == "additionalProperties":
         return f"only the keys {sorted(schema.get('properties', {}))}"
     described = str(schema.get("description", "")).strip()

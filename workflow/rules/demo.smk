@@ -11,6 +11,7 @@ if config.get("demo"):
     rule demo_synth:
         input:
             scenario=ancient(config["demo"]["scenario"]),
+            code=step_code("ketamap.synth"),
         output:
             sites=directory("resources/demo/sites"),
         log:
@@ -29,6 +30,7 @@ if config.get("demo"):
     rule demo_registry:
         input:
             sites=rules.demo_synth.output.sites,
+            code=step_code("ketamap.registry"),
         output:
             registry=directory(config["demo"]["registry"]),
             remote=directory(config["demo"]["remote"]),

@@ -23,6 +23,9 @@ from jsonschema.exceptions import ValidationError
 from ketamap.errors import ConfigError
 from ketamap.paths import schema_dir
 
+# Contract files this module reads (ketamap.codedeps adds them to the code input of the rules using it).
+CONTRACTS = ("scenario.schema.yaml",)
+
 SCHEMA_FILE = "scenario.schema.yaml"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
