@@ -9,7 +9,7 @@ puff log ``<stem>_puffs.csv`` (time_s at ms precision, frame), 30-60 puffs with 
 frame = frame / fps on both sides. Then each side runs in its own spawned child process (so each
 side's peak memory, ``ru_maxrss``, is its own) over all sessions:
 
-(a) ketamap: ``behaviour_read.read_dlc`` + ``read_event_log`` (puffs), ``keypoint_distance`` with
+(a) ketamap: ``ketamap.harmonize.behaviour.read.read_dlc`` + ``read_event_log`` (puffs), ``keypoint_distance`` with
     the likelihood cutoff, ``EyeTrace``, ``behaviour.puff_measures`` (species mouse),
     ``closure_timecourse`` and the NaN-aware mean over puffs (as ``harmonize_site`` does);
 (b) what a user would otherwise write: ``pd.read_csv(header=[0, 1, 2], index_col=0)``, mask

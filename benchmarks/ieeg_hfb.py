@@ -8,7 +8,7 @@ both sides: Butterworth order 4 band-pass per 10 Hz sub-band, zero phase (forwar
 amplitude, each sub-band divided by its mean, averaged, polyphase resampling to 100 Hz, epochs
 -1..3 s around each puff.
 
-(a) ketamap: ``ketamap.ieeg_signal.hfb_envelope`` (one FFT per channel shared by all sub-bands,
+(a) ketamap: ``ketamap.harmonize.ieeg.signal.hfb_envelope`` (one FFT per channel shared by all sub-bands,
     one inverse FFT per sub-band, channel blocks) + numpy fancy-index epoching.
 (b) MNE: per sub-band ``raw.copy().filter(l, h, method='iir', iir_params=dict(order=4,
     ftype='butter', output='sos'))`` then ``apply_hilbert(envelope=True)``, normalise, average;
