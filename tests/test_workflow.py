@@ -6,6 +6,7 @@ tests never touch the checkout's own results.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -956,3 +957,153 @@ def test_bad_mouse_lab_fails_alone_naming_file_and_field(tmp_path: Path) -> None
     assert len(puffs) and set(puffs["species"]) == {"mouse"}
     assert not (project / "results/sites/lab_dlc_mice/behaviour_puffs.parquet").exists()
     assert not (project / "results/tables/behaviour_puffs.parquet").exists()
+
+
+# --------------------------------------------------------------- every config key -> its consumers
+_FIXED = {("sites", "id"), ("sites", "modality"), ("pet", "pvc")}  # no other valid value here
+
+
+def _leaves(value, schema, path=()):
+    """(path, value, schema) of every leaf of a default-filled config, lists of sites walked."""
+    if isinstance(value, dict) and "properties" in schema:
+        for key, sub in value.items():
+            yield from _leaves(sub, schema["properties"].get(key, {}), (*path, key))
+    elif isinstance(value, list) and schema.get("items", {}).get("type") == "object":
+        for i, item in enumerate(value):
+            yield from _leaves(item, schema["items"], (*path, i))
+    else:
+        yield path, value, schema
+
+
+def _another(value, schema):
+    """A valid value other than ``value``, or None when there is none."""
+    if "enum" in schema:
+        others = [v for v in schema["enum"] if v != value]
+        return others[0] if others else None
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return round(value * 1.1 + 0.01, 6)
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+        return [v + 0.01 for v in value]
+    if isinstance(value, list):
+        return [*value, "acc"]
+    if isinstance(value, dict):
+        sample = next(iter(value.values()), "x")
+        return {**value, "extra": sample if isinstance(sample, str) else "x"}
+    return None
+
+
+def _consumers(config: dict, path: tuple) -> set[tuple[str, str]]:
+    """The jobs whose params hold ``path``, as declared by the registries (rule, wildcards)."""
+    from ketamap.harmonize import HARMONIZERS, site_groups
+    from ketamap.pooled import ANALYSES, planned
+
+    groups = site_groups(config)
+    analyses = planned(groups)
+    harmonize = {
+        (f"harmonize_{h.modality}", f"site={s}")
+        for h in HARMONIZERS.values()
+        for s in groups[h.sites]
+    }
+
+    def analysis_job(name: str) -> tuple[str, str]:
+        spec = ANALYSES[name]
+        alone = sum(a.module == spec.module for a in ANALYSES.values()) == 1
+        return (spec.rule, "" if alone else f"analysis={name}")
+
+    top = path[0]
+    dotted = ".".join(str(p) for p in path[:2])
+    if top == "sites":
+        site = config["sites"][path[1]]["id"]
+        if path[2] in ("registry", "path", "revision"):
+            return {("fetch", f"site={site}")}
+        return {job for job in harmonize if job[1] == f"site={site}"}
+    if top == "atlas":
+        return {("fetch_atlas", "")}
+    if top == "pseudonymization":
+        return harmonize
+    if top == "analyses":
+        return {analysis_job(path[1])} if path[1] in analyses else set()
+    readers = set()
+    for h in HARMONIZERS.values():
+        if h.options == top:
+            readers |= {(f"harmonize_{h.modality}", f"site={s}") for s in groups[h.sites]}
+    return readers | {
+        analysis_job(a) for a in analyses if dotted in ANALYSES[a].reads or top in ANALYSES[a].reads
+    }
+
+
+def _params_changed(output: str) -> set[tuple[str, str]]:
+    jobs = set()
+    for block in output.split("\n\n"):
+        head = re.search(r"^(?:rule|checkpoint) (\w+):", block, re.M)
+        if head and "Params have changed" in block:
+            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs.add((head.group(1), wildcards.group(1).strip() if wildcards else ""))
+    return jobs
+
+
+def test_every_config_key_reruns_exactly_its_declared_consumers(
+    pipeline: dict, tmp_path: Path
+) -> None:
+    """Issue 11: change each config key in turn; the jobs whose params changed are exactly the
+    consumers the registries declare for it (their downstream jobs follow by their inputs).
+
+    Runs on a copy of the finished small consortium with its demo section removed, so no key is
+    pinned by the scenario; the fetches that the removal reruns bring the same bytes, so nothing
+    after them reruns (content-based triggers) and the copy starts with nothing to do."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ketamap.config import config_schema, validate_config
+
+    project = tmp_path / "settled"
+    shutil.copytree(pipeline["project"], project, symlinks=True)
+    config = yaml.safe_load((project / "config/config.yaml").read_text())
+    config.pop("demo")
+    config = validate_config(config)
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(project)  # reruns the fetches (their registry input changed) and nothing else
+    assert hashes(project) == pipeline["hashes"]
+    out = snakemake(project, "--dry-run")
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-3000:]
+
+    cases = []
+    for path, value, schema in _leaves(config, config_schema()):
+        key = tuple(p for p in path if not isinstance(p, int))
+        new = _another(value, schema)
+        if key[:2] in _FIXED or (key[0], key[-1]) in _FIXED or new is None:
+            continue
+        edited = copy.deepcopy(config)
+        target = edited
+        for p in path[:-1]:
+            target = target[p]
+        target[path[-1]] = new
+        cases.append((path, edited))
+    assert len(cases) > 40
+
+    def plan(case):
+        path, edited = case
+        name = "_".join(str(p) for p in path)
+        (project / f"{name}.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+        result = snakemake(project, "--dry-run", "--configfile", f"{name}.yaml", check=False)
+        return path, edited, result
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(plan, cases))
+    wrong = []
+    for path, edited, result in results:
+        text = result.stdout + result.stderr
+        if result.returncode != 0:
+            wrong.append(f"{path}: dry run failed: {text[-500:]}")
+            continue
+        want = _consumers(edited, path)
+        got = set() if "Nothing to be done" in text else _params_changed(result.stdout)
+        got.discard(("manifest", ""))  # the manifest records the whole config, by design
+        if got != want:
+            wrong.append(f"{path}: planned {sorted(got)}, declared {sorted(want)}")
+    assert not wrong, "\n".join(wrong)
