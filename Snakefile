@@ -11,6 +11,9 @@ configfile: "config/config.yaml"
 validate(config, "schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/fetch.smk"

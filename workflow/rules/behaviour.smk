@@ -31,8 +31,20 @@ rule pooled_behaviour:
         ieeg=ieeg_responses_input,
         code=code("pooled/__init__.py", "pooled/behaviour.py", "figures.py"),
     output:
-        result="results/pooled/{analysis}.parquet",
-        figure="results/figures/{analysis}.png",
+        result=report(
+            "results/pooled/{analysis}.parquet",
+            caption="../report/behaviour.rst",
+            category=report_category("{analysis}"),
+            subcategory="{analysis}",
+            labels=report_labels("result table", "results/pooled/{analysis}.parquet"),
+        ),
+        figure=report(
+            "results/figures/{analysis}.png",
+            caption="../report/behaviour.rst",
+            category=report_category("{analysis}"),
+            subcategory="{analysis}",
+            labels=report_labels("forest plot", "results/pooled/{analysis}.parquet"),
+        ),
     log:
         "logs/pooled/{analysis}.log",
     wildcard_constraints:
@@ -52,7 +64,13 @@ rule figure_behaviour:
     input:
         unpack(behaviour_figure_inputs),
     output:
-        "results/figures/behaviour.{kind}.png",
+        report(
+            "results/figures/behaviour.{kind}.png",
+            caption="../report/behaviour.rst",
+            category=behaviour_figure_category,
+            subcategory=behaviour_figure_subcategory,
+            labels=behaviour_figure_labels,
+        ),
     log:
         "logs/figures/behaviour.{kind}.log",
     wildcard_constraints:

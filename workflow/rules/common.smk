@@ -1,9 +1,12 @@
 # Helpers shared by the rules; nothing here runs a step.
+import mimetypes
+
 from ketamap.config import check_config, demo_sites, resolve_demo_sites, site_by_id
 from ketamap.ids import key_fingerprint
 
 # mem_mb and runtime of most rules grow with the job's input size (see ketamap.jobresources).
 from ketamap.jobresources import scaled_mem_mb, scaled_runtime
+from ketamap.report import analysis_category, run_labels
 
 resolve_demo_sites(config)
 check_config(config)
@@ -243,3 +246,59 @@ def behaviour_figure_inputs(wildcards):
     if IEEG_SITES:
         inputs["ieeg_timecourses"] = "results/tables/ieeg_timecourses.parquet"
     return inputs
+
+
+# The report (make report): report() flags in the rules give every figure and pooled result a
+# category per modality, the analysis as subcategory, a caption (workflow/report/<modality>.rst)
+# and labels. Snakemake evaluates these functions only when it makes the report, so the labels
+# (and the captions, which print them) carry the n and verdict read from the run's own results.
+# The pooled results are embedded in the report as downloads, typed (not text/plain).
+mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
+
+
+def _with_wildcards(pattern, wildcards):
+    return pattern.format(**dict(wildcards.items()))
+
+
+def report_category(analysis):
+    """Category of the analysis ``analysis`` names (a pattern such as "{analysis}")."""
+    return lambda wildcards: analysis_category(_with_wildcards(analysis, wildcards))
+
+
+def report_labels(shows, source):
+    """Labels of a report item: what it shows, and the run's n and verdict read from ``source``
+    (a path pattern with the job's wildcards) when the report is made."""
+    return lambda wildcards: run_labels(shows, _with_wildcards(source, wildcards))
+
+
+# Each behaviour figure: the analysis it belongs to, what it shows and where its n comes from.
+BEHAVIOUR_FIGURE_REPORT = {
+    "eyelid": (
+        "behaviour.eyelid",
+        "eyelid closure by species and drug",
+        "results/tables/behaviour_timecourses.parquet",
+    ),
+    "reward": (
+        "mouse.reward_seeking_after_train",
+        "reward seeking around the train",
+        "results/tables/reward_cues.parquet",
+    ),
+    "cross_species": (
+        "cross_species.timing_signature",
+        "cross-species panel",
+        "results/pooled/cross_species.timing_signature.parquet",
+    ),
+}
+
+
+def behaviour_figure_subcategory(wildcards):
+    return BEHAVIOUR_FIGURE_REPORT[wildcards.kind][0]
+
+
+def behaviour_figure_category(wildcards):
+    return analysis_category(behaviour_figure_subcategory(wildcards))
+
+
+def behaviour_figure_labels(wildcards):
+    _, shows, source = BEHAVIOUR_FIGURE_REPORT[wildcards.kind]
+    return run_labels(shows, source)

@@ -51,8 +51,23 @@ rule pooled_ieeg:
         synchrony="results/tables/ieeg_synchrony.parquet",
         code=code("pooled/__init__.py", "pooled/ieeg.py", "figures.py"),
     output:
-        result="results/pooled/ieeg.{name}.parquet",
-        figure="results/figures/ieeg.{name}.png",
+        result=report(
+            "results/pooled/ieeg.{name}.parquet",
+            caption="../report/ieeg.rst",
+            category="iEEG",
+            subcategory="ieeg.{name}",
+            labels=report_labels("result table", "results/pooled/ieeg.{name}.parquet"),
+        ),
+        figure=report(
+            "results/figures/ieeg.{name}.png",
+            caption="../report/ieeg.rst",
+            category="iEEG",
+            subcategory="ieeg.{name}",
+            labels=report_labels(
+                "forest plot and per-subject values",
+                "results/pooled/ieeg.{name}.parquet",
+            ),
+        ),
     log:
         "logs/pooled/ieeg.{name}.log",
     threads: 1
@@ -70,7 +85,15 @@ rule figure_ieeg_timecourses:
         timecourses="results/tables/ieeg_timecourses.parquet",
         code=code("figures.py"),
     output:
-        "results/figures/ieeg.timecourses.png",
+        report(
+            "results/figures/ieeg.timecourses.png",
+            caption="../report/ieeg.rst",
+            category="iEEG",
+            subcategory="ieeg.timecourses",
+            labels=report_labels(
+                "HFB time courses", "results/tables/ieeg_timecourses.parquet"
+            ),
+        ),
     log:
         "logs/figures/ieeg.timecourses.log",
     threads: 1

@@ -63,8 +63,20 @@ rule pooled_pet:
             "steps.py",
         ),
     output:
-        result="results/pooled/pet.{name}.parquet",
-        figure="results/figures/pet.{name}.png",
+        result=report(
+            "results/pooled/pet.{name}.parquet",
+            caption="../report/pet.rst",
+            category="PET",
+            subcategory="pet.{name}",
+            labels=report_labels("result table", "results/pooled/pet.{name}.parquet"),
+        ),
+        figure=report(
+            "results/figures/pet.{name}.png",
+            caption="../report/pet.rst",
+            category="PET",
+            subcategory="pet.{name}",
+            labels=report_labels("forest plot", "results/pooled/pet.{name}.parquet"),
+        ),
     log:
         "logs/pooled/pet.{name}.log",
     threads: 1
@@ -85,7 +97,16 @@ rule figure_change_scatter:
         scores="results/tables/clinical_scores.parquet",
         code=code("figures.py", "pooled/pet.py"),
     output:
-        "results/figures/pet.change_vs_improvement.scatter.png",
+        report(
+            "results/figures/pet.change_vs_improvement.scatter.png",
+            caption="../report/pet.rst",
+            category="PET",
+            subcategory="pet.change_vs_improvement",
+            labels=report_labels(
+                "scatter of change vs improvement",
+                "results/pooled/pet.change_vs_improvement.parquet",
+            ),
+        ),
     log:
         "logs/figures/pet.change_vs_improvement.scatter.log",
     threads: 1
@@ -102,7 +123,16 @@ rule figure_pet_batches:
         subjects="results/tables/subjects.parquet",
         code=code("figures.py", "pooled/pet.py", "steps.py"),
     output:
-        "results/figures/pet.batches.png",
+        report(
+            "results/figures/pet.batches.png",
+            caption="../report/pet.rst",
+            category="PET",
+            subcategory="pet.baseline_trd_vs_hc",
+            labels=report_labels(
+                "SUVR by acquisition batch",
+                "results/pooled/pet.baseline_trd_vs_hc.parquet",
+            ),
+        ),
     log:
         "logs/figures/pet.batches.log",
     threads: 1

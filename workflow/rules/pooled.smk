@@ -5,7 +5,15 @@ rule pooled_clinical:
         scores="results/tables/clinical_scores.parquet",
         code=code("pooled/__init__.py", "pooled/clinical.py"),
     output:
-        result="results/pooled/clinical.madrs_change.parquet",
+        result=report(
+            "results/pooled/clinical.madrs_change.parquet",
+            caption="../report/clinical.rst",
+            category="Clinical",
+            subcategory="clinical.madrs_change",
+            labels=report_labels(
+                "result table", "results/pooled/clinical.madrs_change.parquet"
+            ),
+        ),
         metrics="results/metrics/clinical.json",
     log:
         "logs/pooled/clinical.madrs_change.log",
