@@ -1,4 +1,5 @@
-"""Shared fixtures: small hand-written site datasets and a demo config, built in temporary folders."""
+"""Shared fixtures: small hand-written site datasets and a demo config, built in temporary folders,
+and the small-scenario run of the real workflow (made once per session, see `pipeline`)."""
 
 from __future__ import annotations
 

@@ -25,6 +25,11 @@ NAVIGATE = """
 (function () {
   const path = decodeURIComponent(location.hash.slice(1));
   const mark = (key, value) => { document.body.dataset[key] = value; };
+  // No CSS transitions (the navbar animates its width): virtual time runs the page's timers
+  // ahead of the animations, so the layout measured below would not be the one captured.
+  const still = document.createElement("style");
+  still.textContent = "*, *::before, *::after { transition: none !important; animation: none !important; }";
+  document.head.appendChild(still);
   function until(condition, then, tries) {
     let value;
     try { value = condition(); } catch (error) { mark("error", String(error)); return; }
