@@ -27,7 +27,7 @@ else
 $(error EXECUTOR=$(EXECUTOR): expected local or slurm)
 endif
 
-.PHONY: run test setup lint format docs dry-run repro clean lock
+.PHONY: run report test setup lint format docs dry-run repro clean lock
 
 # A clone whose results came from `dvc pull` is up to date when dvc.lock is there and `dvc status`
 # is clean: Snakemake alone could not tell (the fetched site data and its job records are not
@@ -42,6 +42,13 @@ run: $(STAMP)
 	else \
 		echo "$(RUN) $(SNAKE_CONFIG)"; exec $(RUN) $(SNAKE_CONFIG); \
 	fi
+
+# The Snakemake report of the finished run (after `make run`, same profile and SCENARIO, so the same
+# DAG): every figure and pooled result with its caption, and the run's n and verdict read from the
+# results, in one self-contained HTML file.
+REPORT := results/report.html
+report: $(STAMP)
+	$(SNAKEMAKE) --report $(REPORT) $(SNAKE_CONFIG)
 
 # The DVC pipeline (dvc.yaml): runs the Snakemake targets of the stages whose code, params or data changed.
 repro: $(STAMP)

@@ -1,4 +1,5 @@
-"""Shared fixtures: small hand-written site datasets and a demo config, built in temporary folders."""
+"""Shared fixtures: small hand-written site datasets and a demo config, built in temporary folders,
+and the small-scenario run of the real workflow (made once per session, see `pipeline`)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,23 @@ def _no_real_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def venv_bin() -> Path:
     return Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The small scenario run for real through `dvc repro`, which runs the Snakemake targets.
+
+    Run once per session and shared by the workflow tests and the report test.
+    """
+    from workflow_project import hashes, make_project, run
+
+    base = tmp_path_factory.mktemp("e2e")
+    project = make_project(base / "project")
+    run(["git", "init", "-q", "-b", "main"], project)
+    run(["git", "add", "-A"], project)
+    run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"],
+        project,
+    )
+    repro = run(["dvc", "repro"], project)
+    return {"project": project, "base": base, "hashes": hashes(project), "repro": repro}

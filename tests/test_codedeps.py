@@ -15,7 +15,8 @@ from conftest import REPO
 from ketamap.codedeps import closure, module_file, step_code
 from ketamap.harmonize import HARMONIZERS
 from ketamap.pooled import ANALYSES, FIGURES
-from test_workflow import make_project, snakemake
+from test_workflow import snakemake
+from workflow_project import make_project
 
 SRC = REPO / "src" / "ketamap"
 STEP_MODULES = sorted(

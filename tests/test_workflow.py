@@ -20,52 +20,21 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import REPO, venv_bin
+from conftest import REPO
 from ketamap import schemas, synth
 from ketamap.demo import apply_analysis_options
 from ketamap.ids import pseudonymize
 from ketamap.recovery import compare
 from ketamap.registry import build_registry
 from ketamap.synth.ieeg_signal import slow_half_power_width
+from workflow_project import TABLES, hashes, make_project
+from workflow_project import run as _run
 
 DEMO_KEY = yaml.safe_load((REPO / "config/config.yaml").read_text())["pseudonymization"][
     "demo_key"
 ].encode()
 
 pytestmark = pytest.mark.e2e
-
-TABLES = {
-    "results/tables/subjects.parquet": "subjects",
-    "results/tables/clinical_scores.parquet": "clinical_scores",
-    "results/tables/pet_regional.parquet": "pet_regional",
-    "results/tables/pet_sessions.parquet": "pet_sessions",
-    "results/pooled/clinical.madrs_change.parquet": "pooled_result",
-    **{
-        f"results/pooled/pet.{name}.parquet": "pooled_result"
-        for name in (
-            "baseline_trd_vs_hc",
-            "ketamine_x_time",
-            "change_vs_improvement",
-            "response_prediction",
-        )
-    },
-}
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{venv_bin()}{os.pathsep}{env['PATH']}"
-    env.pop("KETAMAP_PSEUDONYM_KEY", None)
-    return env
-
-
-def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
 
 
 def snakemake(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -76,57 +45,9 @@ def snakemake(project: Path, *args: str, check: bool = True) -> subprocess.Compl
     )
 
 
-def make_project(dest: Path, scenario: str = "small", config_edit=None) -> Path:
-    """A copy of the workflow with its config pointed at a bundled scenario."""
-    dest.mkdir(parents=True)
-    for name in (
-        "Snakefile",
-        "workflow",
-        "schemas",
-        "config",
-        "dvc.yaml",
-        ".dvc",
-        ".dvcignore",
-        ".gitignore",
-    ):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(
-                src, dest / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__")
-            )
-        else:
-            shutil.copy2(src, dest / name)
-    shutil.copytree(
-        REPO / "src" / "ketamap",
-        dest / "src" / "ketamap",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    # dvc.yaml calls the project's venv; this copy borrows the checkout's (the partner-flow test
-    # builds real ones in real clones).
-    (dest / ".venv").symlink_to(venv_bin().parent, target_is_directory=True)
-    config = yaml.safe_load((dest / "config" / "config.yaml").read_text())
-    config["demo"]["scenario"] = f"config/scenarios/{scenario}.yaml"
-    scen = synth.load_scenario(dest / config["demo"]["scenario"])
-    config["sites"] = synth.site_configs(
-        scen, config["demo"]["registry"], config["demo"]["release"]
-    )
-    apply_analysis_options(config, synth.analysis_options(scen))
-    if config_edit:
-        config_edit(config)
-    (dest / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return dest
-
-
 def job_counts(output: str) -> dict[str, int]:
     stats = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
-
-
-def hashes(project: Path) -> dict[str, str]:
-    return {
-        p: hashlib.sha256((project / p).read_bytes()).hexdigest()
-        for p in [*TABLES, "results/manifest.json"]
-    }
 
 
 def test_dry_run_plans_every_step(tmp_path: Path) -> None:
@@ -214,21 +135,6 @@ def test_bad_config_stops_at_parse_time_naming_the_key(tmp_path: Path, edit, mat
     out = snakemake(project, "--dry-run", check=False)
     assert out.returncode != 0
     assert re.search(match, out.stdout + out.stderr), out.stderr[-2000:]
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The small scenario run for real through `dvc repro`, which runs the Snakemake targets."""
-    base = tmp_path_factory.mktemp("e2e")
-    project = make_project(base / "project")
-    _run(["git", "init", "-q", "-b", "main"], project)
-    _run(["git", "add", "-A"], project)
-    _run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"],
-        project,
-    )
-    repro = _run(["dvc", "repro"], project)
-    return {"project": project, "base": base, "hashes": hashes(project), "repro": repro}
 
 
 def test_tables_match_their_schemas(pipeline: dict) -> None:

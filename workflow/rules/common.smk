@@ -1,5 +1,6 @@
 # Helpers shared by the rules; nothing here runs a step. What exists (tables, analyses, figures)
 # comes from the registries: ketamap.harmonize.HARMONIZERS and ketamap.pooled.ANALYSES / FIGURES.
+import mimetypes
 import re
 
 from ketamap.codedeps import step_code
@@ -15,6 +16,7 @@ from ketamap.ids import key_fingerprint
 
 # mem_mb and runtime of most rules grow with the job's input size (see ketamap.jobresources).
 from ketamap.jobresources import scaled_mem_mb, scaled_runtime
+from ketamap.report import analysis_category, run_labels
 from ketamap.pooled import (
     ANALYSES,
     FIGURES,
@@ -161,3 +163,79 @@ def figure_inputs(wildcards):
         arg: table_path(what) if kind == "table" else result_path(what)
         for arg, (kind, _, what) in ((a, s.partition(":")) for a, s in sources.items())
     }
+
+
+# The report (make report): report() flags in the rules give every figure and pooled result a
+# category per modality, the analysis as subcategory, a caption (workflow/report/<module>.rst)
+# and labels. Snakemake evaluates these functions only when it makes the report, so the labels
+# (and the captions, which print them) carry the n and verdict read from the run's own results.
+# The pooled results are embedded in the report as downloads, typed (not text/plain).
+mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
+
+
+def caption(module):
+    """The caption file of a pooled module's analyses and figures (relative to the rules)."""
+    return f"../report/{module.rsplit('.', 1)[-1]}.rst"
+
+
+def _with_wildcards(pattern, wildcards):
+    return pattern.format(**dict(wildcards.items()))
+
+
+def report_category(analysis):
+    """Category of the analysis ``analysis`` names (a pattern such as "{analysis}")."""
+    return lambda wildcards: analysis_category(_with_wildcards(analysis, wildcards))
+
+
+def report_labels(shows, source):
+    """Labels of a report item: what it shows, and the run's n and verdict read from ``source``
+    (a path pattern with the job's wildcards) when the report is made."""
+    return lambda wildcards: run_labels(shows, _with_wildcards(source, wildcards))
+
+
+# Each figure of FIGURES: the analysis it belongs to, what it shows, where its n comes from.
+FIGURE_REPORT = {
+    "pet.change_vs_improvement.scatter": (
+        "pet.change_vs_improvement",
+        "scatter of change vs improvement",
+        result_path("pet.change_vs_improvement"),
+    ),
+    "pet.batches": (
+        "pet.baseline_trd_vs_hc",
+        "SUVR by acquisition batch",
+        result_path("pet.baseline_trd_vs_hc"),
+    ),
+    "ieeg.timecourses": (
+        "ieeg.timecourses",
+        "HFB time courses",
+        table_path("ieeg_timecourses"),
+    ),
+    "behaviour.eyelid": (
+        "behaviour.eyelid",
+        "eyelid closure by species and drug",
+        table_path("behaviour_timecourses"),
+    ),
+    "behaviour.reward": (
+        "mouse.reward_seeking_after_train",
+        "reward seeking around the train",
+        table_path("reward_cues"),
+    ),
+    "behaviour.cross_species": (
+        "cross_species.timing_signature",
+        "cross-species panel",
+        result_path("cross_species.timing_signature"),
+    ),
+}
+
+
+def figure_subcategory(wildcards):
+    return FIGURE_REPORT[wildcards.figure][0]
+
+
+def figure_category(wildcards):
+    return analysis_category(figure_subcategory(wildcards))
+
+
+def figure_labels(wildcards):
+    _, shows, source = FIGURE_REPORT[wildcards.figure]
+    return run_labels(shows, source)

@@ -1,12 +1,40 @@
 # Pooled analyses across trials and species: one rule per module of ketamap.pooled
 # (pooled_clinical, pooled_pet, pooled_ieeg, pooled_behaviour), each analysis of ANALYSES a job
 # in the shared result shape; then the figures of FIGURES drawn from tables and results.
+# What each module's forest figure shows, for the report's labels.
+FIGURE_SHOWS = {
+    "ketamap.pooled.pet": "forest plot",
+    "ketamap.pooled.ieeg": "forest plot and per-subject values",
+    "ketamap.pooled.behaviour": "forest plot",
+}
 for module in sorted({a.module for a in ANALYSES.values()}):
     members = [a for a in ANALYSES.values() if a.module == module]
     kind = members[0]
     # A module with one analysis (clinical: result + metrics) gets a rule without wildcards, so
     # its metrics file keeps the module's name; the others take the analysis as a wildcard.
     name = kind.name if len(members) == 1 else "{analysis}"
+    # Every result and figure goes into the report (make report): see common.smk.
+    outputs = {
+        "result": report(
+            f"results/pooled/{name}.parquet",
+            caption=caption(module),
+            category=report_category(name),
+            subcategory=name,
+            labels=report_labels("result table", f"results/pooled/{name}.parquet"),
+        )
+    }
+    if kind.figure:
+        outputs["figure"] = report(
+            f"results/figures/{name}.png",
+            caption=caption(module),
+            category=report_category(name),
+            subcategory=name,
+            labels=report_labels(
+                FIGURE_SHOWS[module], f"results/pooled/{name}.parquet"
+            ),
+        )
+    else:
+        outputs["metrics"] = f"results/metrics/{module.rsplit('.', 1)[-1]}.json"
 
     rule:
         name:
@@ -17,12 +45,7 @@ for module in sorted({a.module for a in ANALYSES.values()}):
             ),
             code=step_code("ketamap.pooled", module),
         output:
-            **(
-                {"figure": f"results/figures/{name}.png"}
-                if kind.figure
-                else {"metrics": f"results/metrics/{module.rsplit('.', 1)[-1]}.json"}
-            ),
-            result=f"results/pooled/{name}.parquet",
+            **outputs,
         log:
             f"logs/pooled/{name}.log",
         wildcard_constraints:
@@ -58,7 +81,13 @@ for rule_name in sorted({FIGURE_RULES.get(f, "figure_behaviour") for f in FIGURE
             unpack(figure_inputs),
             code=step_code("ketamap.pooled", *{FIGURES[f].module for f in members}),
         output:
-            "results/figures/{figure}.png",
+            report(
+                "results/figures/{figure}.png",
+                caption=caption(FIGURES[members[0]].module),
+                category=figure_category,
+                subcategory=figure_subcategory,
+                labels=figure_labels,
+            ),
         log:
             "logs/figures/{figure}.log",
         wildcard_constraints:
