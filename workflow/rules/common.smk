@@ -21,6 +21,7 @@ from ketamap.pooled import (
     ANALYSES,
     FIGURES,
     analysis_options,
+    n_source,
     planned,
     planned_figures,
     result_path,
@@ -193,43 +194,8 @@ def report_labels(shows, source):
     return lambda wildcards: run_labels(shows, _with_wildcards(source, wildcards))
 
 
-# Each figure of FIGURES: the analysis it belongs to, what it shows, where its n comes from.
-FIGURE_REPORT = {
-    "pet.change_vs_improvement.scatter": (
-        "pet.change_vs_improvement",
-        "scatter of change vs improvement",
-        result_path("pet.change_vs_improvement"),
-    ),
-    "pet.batches": (
-        "pet.baseline_trd_vs_hc",
-        "SUVR by acquisition batch",
-        result_path("pet.baseline_trd_vs_hc"),
-    ),
-    "ieeg.timecourses": (
-        "ieeg.timecourses",
-        "HFB time courses",
-        table_path("ieeg_timecourses"),
-    ),
-    "behaviour.eyelid": (
-        "behaviour.eyelid",
-        "eyelid closure by species and drug",
-        table_path("behaviour_timecourses"),
-    ),
-    "behaviour.reward": (
-        "mouse.reward_seeking_after_train",
-        "reward seeking around the train",
-        table_path("reward_cues"),
-    ),
-    "behaviour.cross_species": (
-        "cross_species.timing_signature",
-        "cross-species panel",
-        result_path("cross_species.timing_signature"),
-    ),
-}
-
-
 def figure_subcategory(wildcards):
-    return FIGURE_REPORT[wildcards.figure][0]
+    return FIGURES[wildcards.figure].about
 
 
 def figure_category(wildcards):
@@ -237,5 +203,4 @@ def figure_category(wildcards):
 
 
 def figure_labels(wildcards):
-    _, shows, source = FIGURE_REPORT[wildcards.figure]
-    return run_labels(shows, source)
+    return run_labels(FIGURES[wildcards.figure].shows, n_source(wildcards.figure))

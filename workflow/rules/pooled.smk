@@ -1,12 +1,6 @@
 # Pooled analyses across trials and species: one rule per module of ketamap.pooled
 # (pooled_clinical, pooled_pet, pooled_ieeg, pooled_behaviour), each analysis of ANALYSES a job
 # in the shared result shape; then the figures of FIGURES drawn from tables and results.
-# What each module's forest figure shows, for the report's labels.
-FIGURE_SHOWS = {
-    "ketamap.pooled.pet": "forest plot",
-    "ketamap.pooled.ieeg": "forest plot and per-subject values",
-    "ketamap.pooled.behaviour": "forest plot",
-}
 for module in sorted({a.module for a in ANALYSES.values()}):
     members = [a for a in ANALYSES.values() if a.module == module]
     kind = members[0]
@@ -29,9 +23,7 @@ for module in sorted({a.module for a in ANALYSES.values()}):
             caption=caption(module),
             category=report_category(name),
             subcategory=name,
-            labels=report_labels(
-                FIGURE_SHOWS[module], f"results/pooled/{name}.parquet"
-            ),
+            labels=report_labels(kind.shows, f"results/pooled/{name}.parquet"),
         )
     else:
         outputs["metrics"] = f"results/metrics/{module.rsplit('.', 1)[-1]}.json"
@@ -63,16 +55,9 @@ for module in sorted({a.module for a in ANALYSES.values()}):
             "../scripts/pooled.py"
 
 
-# One rule per figure kind, named as before the registry (figure_change_scatter, ...).
-FIGURE_RULES = {
-    "pet.change_vs_improvement.scatter": "figure_change_scatter",
-    "pet.batches": "figure_pet_batches",
-    "ieeg.timecourses": "figure_ieeg_timecourses",
-}
-for rule_name in sorted({FIGURE_RULES.get(f, "figure_behaviour") for f in FIGURES}):
-    members = [
-        f for f in FIGURES if FIGURE_RULES.get(f, "figure_behaviour") == rule_name
-    ]
+# One rule per figure rule of FIGURES (figures sharing a rule take the figure as a wildcard).
+for rule_name in sorted({f.rule for f in FIGURES.values()}):
+    members = [f.name for f in FIGURES.values() if f.rule == rule_name]
 
     rule:
         name:

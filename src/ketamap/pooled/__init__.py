@@ -40,7 +40,7 @@ class Analysis:
     sites for the analysis to run. ``reads``: config keys (dotted) it reads besides its own
     ``analyses.<name>`` section: a shared definition or thresholds it states in ``method``.
     ``figure``/``metrics``: it draws ``results/figures/<name>.png`` / writes
-    ``results/metrics/<module>.json``.
+    ``results/metrics/<module>.json``; ``shows``: what that figure shows, for the report.
     """
 
     name: str
@@ -52,6 +52,7 @@ class Analysis:
     optional: dict[str, str] = field(default_factory=dict)
     figure: bool = True
     metrics: bool = False
+    shows: str = "forest plot"  # what its figure shows (the report's label)
 
     @property
     def rule(self) -> str:
@@ -62,6 +63,7 @@ class Analysis:
 _PET_TABLES = ("pet_regional", "subjects", "clinical_scores")
 _IEEG_TABLES = ("ieeg_responses", "ieeg_synchrony")
 _EYELID_TABLES = ("behaviour_puffs", "behaviour_timecourses", "reward_seeking")
+_PAIRED = "forest plot and per-subject values"
 
 ANALYSES: dict[str, Analysis] = {
     a.name: a
@@ -108,6 +110,7 @@ ANALYSES: dict[str, Analysis] = {
             _IEEG_TABLES,
             ("ieeg",),
             reads=_IEEG_MEASURED,
+            shows=_PAIRED,
         ),
         Analysis(
             "ieeg.fast_phase_latency",
@@ -116,6 +119,7 @@ ANALYSES: dict[str, Analysis] = {
             _IEEG_TABLES,
             ("ieeg",),
             reads=_IEEG_MEASURED,
+            shows=_PAIRED,
         ),
         Analysis(
             "ieeg.synchrony",
@@ -124,6 +128,7 @@ ANALYSES: dict[str, Analysis] = {
             _IEEG_TABLES,
             ("ieeg",),
             reads=_IEEG_MEASURED,
+            shows=_PAIRED,
         ),
         Analysis(
             "behaviour.reflex_blink",
@@ -165,13 +170,22 @@ ANALYSES: dict[str, Analysis] = {
 class Figure:
     """A figure drawn from tables and results rather than by one analysis (``results/figures/
     <name>.png``); ``inputs`` maps the step's argument names to consortium tables (``table:<t>``)
-    or pooled results (``pooled:<analysis>``); ``optional`` are read when a site group has sites."""
+    or pooled results (``pooled:<analysis>``); ``optional`` are read when a site group has sites.
+
+    ``rule``: the workflow rule drawing it (figures of one rule share it as a wildcard). For the
+    report: ``about`` the analysis it belongs to (its subcategory), what it ``shows``, and the
+    input whose n the report states (``n_from``, an argument name of ``inputs``).
+    """
 
     name: str
     module: str
     function: str
     inputs: dict[str, str]
     needs: tuple[str, ...]
+    rule: str
+    about: str
+    shows: str
+    n_from: str
     optional: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
@@ -189,6 +203,10 @@ FIGURES: dict[str, Figure] = {
                 "scores": "table:clinical_scores",
             },
             ("pet",),
+            rule="figure_change_scatter",
+            about="pet.change_vs_improvement",
+            shows="scatter of change vs improvement",
+            n_from="result",
         ),
         Figure(
             "pet.batches",
@@ -196,6 +214,10 @@ FIGURES: dict[str, Figure] = {
             "figure_batches",
             {"regional": "table:pet_regional", "subjects": "table:subjects"},
             ("pet",),
+            rule="figure_pet_batches",
+            about="pet.baseline_trd_vs_hc",
+            shows="SUVR by acquisition batch",
+            n_from="pooled:pet.baseline_trd_vs_hc",
         ),
         Figure(
             "ieeg.timecourses",
@@ -203,6 +225,10 @@ FIGURES: dict[str, Figure] = {
             "figure_timecourses",
             {"timecourses": "table:ieeg_timecourses"},
             ("ieeg",),
+            rule="figure_ieeg_timecourses",
+            about="ieeg.timecourses",
+            shows="HFB time courses",
+            n_from="timecourses",
         ),
         Figure(
             "behaviour.eyelid",
@@ -210,6 +236,10 @@ FIGURES: dict[str, Figure] = {
             "figure_eyelid",
             {"timecourses": "table:behaviour_timecourses"},
             ("behaviour",),
+            rule="figure_behaviour",
+            about="behaviour.eyelid",
+            shows="eyelid closure by species and drug",
+            n_from="timecourses",
         ),
         Figure(
             "behaviour.reward",
@@ -217,6 +247,10 @@ FIGURES: dict[str, Figure] = {
             "figure_reward",
             {"cues": "table:reward_cues"},
             ("behaviour", "mouse"),
+            rule="figure_behaviour",
+            about="mouse.reward_seeking_after_train",
+            shows="reward seeking around the train",
+            n_from="cues",
         ),
         Figure(
             "behaviour.cross_species",
@@ -227,6 +261,10 @@ FIGURES: dict[str, Figure] = {
                 "signature": "pooled:cross_species.timing_signature",
             },
             ("behaviour", "mouse", "eyelid"),
+            rule="figure_behaviour",
+            about="cross_species.timing_signature",
+            shows="cross-species panel",
+            n_from="signature",
             optional={"ieeg_timecourses": ("table:ieeg_timecourses", "ieeg")},
         ),
     )
@@ -263,6 +301,14 @@ def planned(config_groups: dict[str, list[str]]) -> list[str]:
 
 def planned_figures(config_groups: dict[str, list[str]]) -> list[str]:
     return [f.name for f in FIGURES.values() if all(config_groups[g] for g in f.needs)]
+
+
+def n_source(figure: str) -> str:
+    """The file whose n the report states beside a figure (see :attr:`Figure.n_from`)."""
+    spec = FIGURES[figure]
+    ref = spec.inputs.get(spec.n_from, spec.n_from)
+    kind, _, what = ref.partition(":")
+    return table_path(what) if kind == "table" else result_path(what)
 
 
 def table_path(table: str) -> str:
