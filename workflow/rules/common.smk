@@ -2,6 +2,7 @@
 # comes from the registries: ketamap.harmonize.HARMONIZERS and ketamap.pooled.ANALYSES / FIGURES.
 import mimetypes
 import re
+from pathlib import Path
 
 from ketamap.codedeps import step_code
 from ketamap.config import (
@@ -88,6 +89,29 @@ def pooled_options(analysis):
     """What one pooled analysis reads: its `analyses` section and the keys its registry entry
     lists (ketamap.pooled.Analysis.reads)."""
     return canonical(analysis_options(config, analysis))
+
+
+def fetched_content(*datasets):
+    """Params: the content ids of the fetched datasets a harmonize job reads (patterns such as
+    "{site}"), read from resources/raw/<dataset>.content when the job is planned.
+
+    The fetch is a checkpoint: Snakemake plans a job again when a fetch it reads has finished,
+    and this is read again then. A fetch that brought other bytes changes the param and reruns
+    the job (and, by its outputs, what follows); a refetch of the same bytes changes nothing, and
+    since every input from the fetch is ancient() nothing after the fetch is planned at all.
+    (A content file as a plain input would do the first, but Snakemake would keep the jobs two
+    steps after a refetch planned: only a checkpoint's direct dependents are planned again.)
+    """
+
+    def content(wildcards):
+        ids = {}
+        for dataset in datasets:
+            name = dataset.format(**wildcards)
+            path = Path(f"resources/raw/{name}.content")
+            ids[name] = path.read_text().strip() if path.is_file() else ""
+        return ids
+
+    return content
 
 
 def atlas_entry(wildcards):

@@ -1,10 +1,11 @@
 # Each site's dataset, pulled through DVC at the revision pinned in the config.
 #
-# Reruns follow content, not timestamps. The fetch is a checkpoint, so Snakemake re-plans after it:
-# the jobs reading the fetched tree take it as ancient() (its mtime never reruns them) and its
-# content id (resources/raw/<site>.content, the md5 of the dataset's file listing) as a plain input,
-# which Snakemake compares by checksum. A refetch of identical data therefore reruns nothing
-# downstream; a fetch that brings other bytes reruns exactly that site's harmonization.
+# Reruns follow content, not timestamps. The fetch is a checkpoint, so Snakemake plans the jobs
+# reading its outputs again once it has finished. Those jobs take the fetched tree and its content
+# id (resources/raw/<site>.content, the md5 of the dataset's file listing) as ancient() inputs
+# (mtimes never rerun them) and the content id as a param (common.smk: fetched_content). A refetch
+# of identical data therefore reruns nothing after it; a fetch that brings other bytes reruns
+# exactly that site's harmonization and what depends on it.
 checkpoint fetch:
     input:
         registry=registry_input,

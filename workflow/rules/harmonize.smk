@@ -9,14 +9,14 @@ for h in HARMONIZERS.values():
             **(
                 {
                     "atlas": ancient("resources/raw/atlas"),
-                    "atlas_content": "resources/raw/atlas.content",
+                    "atlas_content": ancient("resources/raw/atlas.content"),
                 }
                 if h.atlas
                 else {}
             ),
-            # The fetched tree by content, not mtime (see fetch.smk).
+            # The fetched tree by content, not mtime (see fetch.smk): params.content.
             raw=ancient("resources/raw/{site}"),
-            content="resources/raw/{site}.content",
+            content=ancient("resources/raw/{site}.content"),
             code=step_code("ketamap.harmonize", h.module),
         output:
             **{t: f"results/sites/{{site}}/{t}.parquet" for t in h.tables},
@@ -28,6 +28,7 @@ for h in HARMONIZERS.values():
             runtime=scaled_runtime(**h.runtime),
         params:
             modality=h.modality,
+            content=fetched_content("{site}", *(["atlas"] if h.atlas else [])),
             site=site_config,
             config=harmonize_config(h.options),
             key=key_fingerprint(config),
