@@ -109,6 +109,11 @@ def test_recovery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     )
     assert main(["recovery", "--truth", str(truth), "--results", str(tmp_path / "none")]) == 2
     assert "pooled results folder missing" in capsys.readouterr().err
+    # before a run there is no ground truth yet: one message, no traceback
+    missing = tmp_path / "sites" / "ground_truth.json"
+    assert main(["recovery", "--truth", str(missing), "--results", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "ground truth file missing" in err and "Traceback" not in err
     (tmp_path / "pooled").mkdir()
     with pytest.raises(
         SystemExit

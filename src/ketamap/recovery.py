@@ -22,6 +22,12 @@ STRATA = ("arm", "region", "species", "region_group", "measure", "condition")
 
 def compare(truth_path: str | Path, pooled_dir: str | Path, alpha: float = 0.05) -> pd.DataFrame:
     """One row per ground-truth entry with the matching estimate, interval and verdicts."""
+    if not Path(truth_path).is_file():
+        raise KetamapError(
+            "ground truth file missing",
+            file=truth_path,
+            expected="ground_truth.json written by `ketamap synth` (resources/demo/sites/ after make run)",
+        )
     truth = pd.DataFrame(json.loads(Path(truth_path).read_text())["entries"])
     if not Path(pooled_dir).is_dir():
         raise KetamapError(

@@ -9,9 +9,10 @@ names follow. The modality subpackages use these; none repeats them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,6 +91,34 @@ def puff_onsets(path: Path, site_id: str, root: Path) -> np.ndarray:
             expected="rows with trial_type puff",
         )
     return onsets.to_numpy(dtype=float)
+
+
+@dataclass
+class SessionResolver:
+    """One site's session resolver: each file's participant and session label -> (pseudonym,
+    shared label) with :func:`resolve_session`, remembering the pairs already seen, so a second
+    file for the same participant and visit or condition is an error."""
+
+    site: str
+    pseudonyms: dict[str, str]
+    mapping: dict[str, str]
+    mapping_key: str
+    what: str
+    seen: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def __call__(self, item: Any) -> tuple[str, str]:
+        """``item``: anything with ``participant_id``, ``session_id`` and ``shown``."""
+        return resolve_session(
+            site=self.site,
+            shown=item.shown,
+            participant_id=item.participant_id,
+            session_id=item.session_id,
+            pseudonyms=self.pseudonyms,
+            mapping=self.mapping,
+            mapping_key=self.mapping_key,
+            seen=self.seen,
+            what=self.what,
+        )
 
 
 def resolve_session(

@@ -50,7 +50,7 @@ import pandas as pd
 from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.harmonize.behaviour import read as br
-from ketamap.harmonize.bids import puff_onsets, resolve_session, session_files
+from ketamap.harmonize.bids import SessionResolver, puff_onsets, session_files
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, shown_path
 from ketamap.schemas import get_table, load_columns
@@ -719,19 +719,9 @@ def harmonize_site(
             _check_dlc_folders(site_id, root, sessions)
 
     puff_parts, tc_parts, rw_parts, cue_parts = [], [], [], []
-    seen: dict[tuple[str, str], str] = {}
+    resolve = SessionResolver(site_id, pseudonyms, conditions, "conditions", "behaviour session")
     for sess in sessions:
-        subject_id, condition = resolve_session(
-            site=site_id,
-            shown=sess.shown,
-            participant_id=sess.participant_id,
-            session_id=sess.session_id,
-            pseudonyms=pseudonyms,
-            mapping=conditions,
-            mapping_key="conditions",
-            seen=seen,
-            what="behaviour session",
-        )
+        subject_id, condition = resolve(sess)
         if species == "human":
             data = _read_human(sess, site_id, root, opts)
         elif reader.get("format") == "nwb":

@@ -64,9 +64,9 @@ from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.harmonize.bids import (
     REGION_PATTERN,
+    SessionResolver,
     puff_onsets,
     read_participants,
-    resolve_session,
     session_files,
 )
 from ketamap.harmonize.ieeg import signal as ieeg_signal
@@ -197,20 +197,10 @@ def harmonize_site(site: dict, root: Path, key: bytes, options: dict | None = No
     pseudonyms = dict(zip(local_ids, pseudonymize(site_id, local_ids, key), strict=True))
     recs = _find_recordings(site_id, root)
 
+    resolve = SessionResolver(site_id, pseudonyms, conditions, "conditions", "recording")
     results: list[_Result] = []
-    seen: dict[tuple[str, str], str] = {}
     for rec in recs:
-        subject_id, condition = resolve_session(
-            site=site_id,
-            shown=rec.shown,
-            participant_id=rec.participant_id,
-            session_id=rec.session_id,
-            pseudonyms=pseudonyms,
-            mapping=conditions,
-            mapping_key="conditions",
-            seen=seen,
-            what="recording",
-        )
+        subject_id, condition = resolve(rec)
         results.append(_process(rec, site_id, root, subject_id, condition, opts))
 
     return _tables(site_id, results)

@@ -38,7 +38,12 @@ import pandas as pd
 
 from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
-from ketamap.harmonize.bids import REGION_PATTERN, read_participants, resolve_session, session_files
+from ketamap.harmonize.bids import (
+    REGION_PATTERN,
+    SessionResolver,
+    read_participants,
+    session_files,
+)
 from ketamap.harmonize.pet import image as pet_image
 from ketamap.harmonize.pet.image import LabelGrid, regional_means
 from ketamap.harmonize.pet.sidecar import read_sidecar
@@ -248,22 +253,12 @@ def harmonize_site(
     region_index = np.array(sorted(atlas.names), dtype=int)
     region_names = [atlas.names[i] for i in region_index]
     cache: dict[tuple[tuple[int, ...], bytes], LabelGrid] = {}
-    seen: dict[tuple[str, str], str] = {}
+    resolve = SessionResolver(site_id, pseudonyms, visits, "visits", "PET image")
     session_rows: list[dict[str, Any]] = []
     regional_parts: list[pd.DataFrame] = []
 
     for scan in scans:
-        subject_id, visit = resolve_session(
-            site=site_id,
-            shown=scan.shown,
-            participant_id=scan.participant_id,
-            session_id=scan.session_id,
-            pseudonyms=pseudonyms,
-            mapping=visits,
-            mapping_key="visits",
-            seen=seen,
-            what="PET image",
-        )
+        subject_id, visit = resolve(scan)
         where = {"site": site_id, "file": scan.shown}
 
         sidecar = read_sidecar(scan.sidecar, site=site_id, root=root)
