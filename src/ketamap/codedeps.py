@@ -81,12 +81,9 @@ def _scan(path: Path) -> tuple[frozenset[str], tuple[str, ...]]:
 
 
 def _package_of(path: Path) -> str:
-    parts = list(path.with_suffix("").parts)
-    start = len(parts) - 1 - parts[::-1].index(PACKAGE)
-    module = parts[start:]
-    if module[-1] == "__init__":
-        return ".".join(module[:-1])
-    return ".".join(module[:-1])
+    """The package a source file belongs to (for a package's ``__init__.py``, the package)."""
+    parts = list(path.parent.parts)
+    return ".".join(parts[len(parts) - 1 - parts[::-1].index(PACKAGE) :])
 
 
 def _absolute(node: ast.ImportFrom, package: str) -> str | None:
