@@ -309,7 +309,7 @@ def _drop_column(path: Path, column: str) -> None:
 
 
 def test_bad_site_fails_as_a_slurm_job_and_the_others_finish(cluster: Cluster, lab: Path) -> None:
-    """keio_hc's participants.tsv lacks `sex`: its clinical job fails on the cluster, the failure is
+    """keio_hc's participants.tsv lacks `sex`: its clinical and PET jobs fail on the cluster, the failure is
     reported soon after the job ended with the job's log path, the other sites finish, and the
     command exits non-zero. SLURM_STATUS=squeue is forced here (the first run chose it itself)."""
     base = lab.parent / "bad"
@@ -343,9 +343,11 @@ def test_bad_site_fails_as_a_slurm_job_and_the_others_finish(cluster: Cluster, l
     assert failed, out[-5000:]
     reported_at, match = failed
     job_id = match.group(1)
-    # The failed job was harmonize_clinical for keio_hc, and its SLURM log path is printed.
+    # The failed job harmonized keio_hc (clinical and PET both read participants.tsv, so either
+    # may fail first), and its SLURM log path is printed.
     slurm_log = re.search(
-        rf"(\S+/\.snakemake/slurm_logs/rule_harmonize_clinical/keio_hc/{job_id}\.log)", out
+        rf"(\S+/\.snakemake/slurm_logs/rule_harmonize_(?:clinical|pet)/keio_hc/{job_id}\.log)",
+        out,
     )
     assert slurm_log and Path(slurm_log.group(1)).is_file(), out[-5000:]
     assert "site 'keio_hc', file 'participants.tsv', field 'sex': missing required column" in out
