@@ -119,3 +119,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     repro = run(["dvc", "repro"], project)
     return {"project": project, "base": base, "hashes": hashes(project), "repro": repro}
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory):
+    """The bad-input corpus' consortium (tests/badinput.py), generated once per session."""
+    from badinput import build
+
+    return build(tmp_path_factory.mktemp("corpus"))

@@ -39,11 +39,34 @@ def configure_logging(log_file: str | Path | None) -> None:
 
 def run_step(snakemake: Any, func: Callable[..., Any], **kwargs: Any) -> Any:
     """Run ``func(**kwargs)`` for a Snakemake job; exit 1 with one message on a KetamapError."""
+    from ketamap import limits
+
     log_file = snakemake.log[0] if len(snakemake.log) else None
     configure_logging(log_file)
     try:
+        limits.configure(snakemake.config.get("limits"))
         return func(**kwargs)
     except KetamapError as exc:
         log.error("%s", exc)
         sys.stderr.flush()
         raise SystemExit(1) from None
+    except Exception as exc:
+        # Not a user error: a bug, or input no reader anticipated. The job log gets the traceback
+        # (it is never left empty), the console one line naming the log.
+        _log_traceback(log_file)
+        log.error(
+            "unexpected %s: %s (a ketamap bug or an input nothing checks yet; traceback in %s)",
+            type(exc).__name__,
+            str(exc)[:300],
+            log_file or "the job's stderr",
+        )
+        sys.stderr.flush()
+        raise SystemExit(1) from None
+
+
+def _log_traceback(log_file: str | None) -> None:
+    import traceback
+
+    if log_file:
+        with open(log_file, "a") as fh:
+            fh.write(traceback.format_exc())
