@@ -19,10 +19,13 @@ SLURM_ACCOUNT ?=
 SLURM_PARTITION ?=
 SLURM_RUN := $(BIN)/python -m ketamap.slurm --status-command $(SLURM_STATUS) \
 	$(if $(SLURM_ACCOUNT),--account '$(SLURM_ACCOUNT)') $(if $(SLURM_PARTITION),--partition '$(SLURM_PARTITION)') --
+# The run guard (ketamap.runguard) holds a lock for the run's lifetime: a Snakemake lock left by a
+# killed run is cleared by the next `make run`, a live run in the same folder is refused.
+GUARD := $(BIN)/python -m ketamap.runguard --
 ifeq ($(EXECUTOR),local)
-RUN := $(SNAKEMAKE)
+RUN := $(GUARD) $(SNAKEMAKE)
 else ifeq ($(EXECUTOR),slurm)
-RUN := $(SLURM_RUN)
+RUN := $(GUARD) $(SLURM_RUN)
 else
 $(error EXECUTOR=$(EXECUTOR): expected local or slurm)
 endif

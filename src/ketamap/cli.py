@@ -243,11 +243,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.set_defaults(func=_calibration)
 
+    p = sub.add_parser(
+        "verify",
+        help="re-check a finished run: fetched data against its fetch manifests, tables and results "
+        "against their recorded hashes, outputs against results/manifest.json; exit 1 on any drift",
+    )
+    p.add_argument("--dir", default=".", help="the workflow directory (default: here)")
+    p.set_defaults(func=_verify)
+
     p = sub.add_parser("recovery", help="compare pooled results with a scenario's ground truth")
     p.add_argument("--truth", required=True)
     p.add_argument("--results", default="results/pooled")
     p.set_defaults(func=_recovery)
     return parser
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from ketamap.integrity import verify_run
+
+    problems, counts = verify_run(Path(args.dir))
+    for line in problems:
+        print(f"DRIFT {line}")
+    checked = ", ".join(f"{n} {what}" for what, n in counts.items())
+    if problems:
+        raise KetamapError(
+            f"{len(problems)} file(s) differ from their recorded hashes (checked {checked})"
+        )
+    print(f"verified {checked}: every file matches its recorded hash")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ketamap import integrity
+
 _PNG = {"Software": None}
 
 
@@ -149,7 +151,8 @@ def change_scatter(
 def _save(fig: plt.Figure, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, metadata=_PNG)
+    # Atomic, like every output: a killed job never leaves half a PNG that passes for a figure.
+    integrity.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, metadata=_PNG))
     plt.close(fig)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ketamap import __version__, registry, schemas
+from ketamap import __version__, integrity, registry, schemas
 
 
 def write_run_manifest(
@@ -52,6 +52,8 @@ def write_run_manifest(
     for p in sorted(outputs):
         entry: dict[str, Any] = {"path": p, "sha256": _sha256(Path(p))}
         if p.endswith(".parquet"):
+            # A table altered after it was written is never recorded as official.
+            integrity.verify_recorded(p, "the table")
             meta = pq.read_schema(p).metadata or {}
             entry["table"] = meta.get(schemas.METADATA_TABLE, b"").decode()
             entry["schema_version"] = int(meta.get(schemas.METADATA_VERSION, b"0"))

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from ketamap import integrity
 from ketamap.config import section_schema, with_defaults
 from ketamap.errors import RegistryError
 
@@ -331,6 +332,8 @@ def build_registry(
         raise RegistryError(
             "no site datasets found", file=str(sites_dir), expected="one folder per site"
         )
+    for site in sites:
+        _refuse_escaping_links(sites_dir / site, site)
     git_date = _parse_date(date)
     if out.exists() and not (out / ".git").exists():
         raise RegistryError(
@@ -431,6 +434,28 @@ def build_registry(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return sites
+
+
+def _refuse_escaping_links(folder: Path, site: str) -> None:
+    """A release holds a site's own files: a symlink leaving the site's folder (another site's
+    image, a home directory) is refused, never followed. Links inside the folder are copied as the
+    files they point to."""
+    root = folder.resolve()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            link = Path(dirpath) / name
+            if not link.is_symlink():
+                continue
+            target = link.resolve()
+            if not target.is_relative_to(root) or not target.exists():
+                raise RegistryError(
+                    "is a symlink leaving the site's folder (or dangling); it is never followed",
+                    site=site,
+                    file=str(link.relative_to(folder)),
+                    field="path",
+                    expected="a regular file inside the site's folder",
+                    hint="copy the file into the site's folder, or remove the link",
+                )
 
 
 def _swap_into_place(work: Path, out: Path) -> None:
@@ -641,8 +666,7 @@ def _forget_cached(fs: Any, md5: str) -> None:
 
 def write_manifest(manifest: dict[str, Any], path: Path) -> None:
     """Write a manifest as canonical JSON (sorted keys, no timestamps) so reruns are byte-identical."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    integrity.atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _resolve_url(url: str, base: Path | None) -> str:
@@ -719,7 +743,8 @@ def fetch_step(
     )
     write_manifest(result, Path(manifest))
     if content is not None:
-        Path(content).write_text(content_id(result) + "\n")
+        integrity.atomic_write_text(content, content_id(result) + "\n")
+    integrity.remember_verified(dest)
     log.info(
         "site %s: %d files, %d bytes, commit %s verified",
         site["id"],

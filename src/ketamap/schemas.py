@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from ketamap import integrity
 from ketamap.errors import SchemaError
 from ketamap.paths import schema_dir
 
@@ -307,10 +306,8 @@ def write_table(data: pd.DataFrame | pa.Table, table: str, path: str | Path) -> 
     arrow = to_arrow(data.to_pandas() if isinstance(data, pa.Table) else data, spec)
     arrow = _sorted(arrow, spec)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         pq.write_table(
             arrow,
             tmp,
@@ -320,10 +317,11 @@ def write_table(data: pd.DataFrame | pa.Table, table: str, path: str | Path) -> 
             write_statistics=True,
             store_schema=True,
         )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        # The hash is recorded before the table appears: a reader finds the two consistent, or
+        # (after a crash between the renames) a mismatch that Snakemake's rerun of the job repairs.
+        integrity.record(path, integrity.file_hash(tmp))
+
+    integrity.atomic_write(path, write)
     return arrow
 
 
@@ -335,7 +333,17 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
         raise SchemaError(
             "file not found", file=path, expected=f"a Parquet file of table {table!r}"
         )
-    meta = pq.read_schema(path).metadata or {}
+    integrity.verify_recorded(path, f"table {table}")
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        arrow = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SchemaError(
+            f"cannot be read as Parquet ({str(exc)[:200]})",
+            file=path,
+            expected=f"a Parquet file of table {table!r}",
+            hint="rerun `make run`, which rebuilds it",
+        ) from None
     name = meta.get(METADATA_TABLE, b"").decode()
     version = meta.get(METADATA_VERSION, b"").decode()
     if name != spec.name or version != str(spec.version):
@@ -345,7 +353,6 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
             expected=f"table {spec.name!r} version {spec.version}",
             hint="rerun the workflow so the table is rebuilt under the current schema",
         )
-    arrow = pq.read_table(path)
     return arrow.to_pandas(types_mapper=_pandas_types)
 
 

@@ -2,6 +2,7 @@
 # comes from the registries: ketamap.harmonize.HARMONIZERS and ketamap.pooled.ANALYSES / FIGURES.
 import mimetypes
 import re
+import sys
 from pathlib import Path
 
 from ketamap.codedeps import step_code
@@ -14,6 +15,7 @@ from ketamap.config import (
 from ketamap.demo import resolve_demo_sites
 from ketamap.harmonize import HARMONIZERS, exact_tables, site_groups, table_sites
 from ketamap.ids import key_fingerprint
+from ketamap.integrity import refresh_fetch_stamp
 
 # mem_mb and runtime of most rules grow with the job's input size (see ketamap.jobresources).
 from ketamap.jobresources import scaled_mem_mb, scaled_runtime
@@ -42,6 +44,25 @@ TABLES = [
 EXACT = [t for t in TABLE_SITES if t in exact_tables()]  # pooled by their own function
 POOLED = planned(GROUPS)
 FIGURES_PLANNED = planned_figures(GROUPS)
+
+
+# Fetched data that changed on disk (a file altered, added or deleted, the folder removed, another
+# revision pinned) is fetched again: its stamp, an input of the fetch, is rewritten (see
+# ketamap.integrity.refresh_fetch_stamp). Only the main process checks; cluster jobs never do.
+def check_fetched():
+    entries = [dict(site) for site in config["sites"]]
+    if config.get("atlas"):
+        entries.append({"id": "atlas", "path": "datasets/atlas", **config["atlas"]})
+    for entry in entries:
+        why = refresh_fetch_stamp(entry, f"resources/raw/{entry['id']}")
+        if why:
+            print(
+                f"ketamap: {entry['id']}: {why}; it is fetched again", file=sys.stderr
+            )
+
+
+if workflow.is_main_process:
+    check_fetched()
 
 
 wildcard_constraints:

@@ -1,5 +1,8 @@
 # Each site's dataset, pulled through DVC at the revision pinned in the config.
 #
+# Fetched data that changed on disk since it was fetched is fetched again: planning rewrites the
+# site's stamp resources/raw/.state/<site>.changed (common.smk: check_fetched), a newer input.
+#
 # Reruns follow content, not timestamps. The fetch is a checkpoint, so Snakemake plans the jobs
 # reading its outputs again once it has finished. Those jobs take the fetched tree and its content
 # id (resources/raw/<site>.content, the md5 of the dataset's file listing) as ancient() inputs
@@ -9,6 +12,7 @@
 checkpoint fetch:
     input:
         registry=registry_input,
+        changed="resources/raw/.state/{site}.changed",
         code=step_code("ketamap.registry"),
     output:
         data=directory("resources/raw/{site}"),
@@ -32,6 +36,7 @@ checkpoint fetch:
 checkpoint fetch_atlas:
     input:
         registry=atlas_registry_input,
+        changed="resources/raw/.state/atlas.changed",
         code=step_code("ketamap.registry"),
     output:
         data=directory("resources/raw/atlas"),

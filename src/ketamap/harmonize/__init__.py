@@ -136,10 +136,16 @@ def run(
     config: dict[str, Any],
     atlas: str | Path | None = None,
 ) -> None:
-    """Harmonize one site with its modality's step and write each table to ``outputs[table]``."""
-    from ketamap import schemas
+    """Harmonize one site with its modality's step and write each table to ``outputs[table]``.
+
+    The fetched data is verified first (every file's md5 against the fetch manifest, the pinned
+    revision, no file added or removed, no symlink): altered bytes are never read."""
+    from ketamap import integrity, schemas
     from ketamap.ids import load_key
 
+    integrity.verify_fetched(site, raw)
+    if atlas:
+        integrity.verify_fetched({"id": "atlas", **(config.get("atlas") or {})}, atlas)
     h = HARMONIZERS[modality]
     module = importlib.import_module(h.module)
     tables = module.step(

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ketamap import integrity
+
 log = logging.getLogger(__name__)
 
 RESULT_TABLE = "pooled_result"
@@ -340,7 +342,9 @@ def run(
         outcome.figure(Path(figure))
     if metrics is not None and outcome.metrics is not None:
         Path(metrics).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics).write_text(json.dumps(outcome.metrics, indent=2, sort_keys=True) + "\n")
+        integrity.atomic_write_text(
+            metrics, json.dumps(outcome.metrics, indent=2, sort_keys=True) + "\n"
+        )
     log.info("%s: %s", analysis, outcome.summary)
 
 

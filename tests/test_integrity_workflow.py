@@ -1,0 +1,166 @@
+"""Issue 12 end to end: kill -9 drills where a plain `make run` resumes to byte-identical results,
+and flip drills (fetched data, tables) that are all detected by the workflow and `ketamap verify`.
+(A flipped object on the DVC remote: tests/test_registry.py, tests/test_remotes.py.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import REPO
+from ketamap import integrity
+from workflow_project import TABLES, hashes, make_project, run, tool_env
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _snakemake(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run(
+        ["snakemake", "--profile", "workflow/profiles/default", "--cores", "2", *args],
+        project,
+        check=False,
+    )
+
+
+def _copy(pipeline: dict, dest: Path) -> Path:
+    shutil.copytree(pipeline["project"], dest, symlinks=True)
+    return dest
+
+
+def test_altered_fetched_data_is_fetched_again_and_never_read(
+    pipeline: dict, tmp_path: Path
+) -> None:
+    """Ages edited in a fetched participants.tsv (56 -> 46 style), and a site's fetched folder
+    deleted: the next run fetches both again and nothing after the fetches changes."""
+    project = _copy(pipeline, tmp_path / "p")
+    participants = project / "resources/raw/keio_hc/participants.tsv"
+    text = participants.read_text()
+    participants.write_text(text.replace("\t4", "\t3", 1))
+    assert participants.read_text() != text
+    shutil.rmtree(project / "resources/raw/ycu_obs")
+    out = _snakemake(project)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert (
+        "ketamap: keio_hc: participants.tsv was altered after the fetch; it is fetched again" in log
+    )
+    assert "ketamap: ycu_obs: the fetched folder was deleted; it is fetched again" in log
+    assert participants.read_text() == text  # the release's bytes are back
+    assert "rule harmonize" not in log and "localrule harmonize" not in log
+    tables = {p: h for p, h in hashes(project).items() if p in TABLES}
+    assert tables == {p: h for p, h in pipeline["hashes"].items() if p in TABLES}
+    again = _snakemake(project, "--dry-run")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_flipped_table_is_named_and_never_pooled(pipeline: dict, tmp_path: Path) -> None:
+    project = _copy(pipeline, tmp_path / "p")
+    verify = run(["ketamap", "verify"], project, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    table = project / "results/tables/clinical_scores.parquet"
+    stamp = table.stat()
+    _flip(table, 100)
+    os.utime(table, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    verify = run(["ketamap", "verify"], project, check=False)
+    assert verify.returncode != 0
+    assert (
+        "DRIFT file 'results/tables/clinical_scores.parquet', field 'sha256': content changed"
+        in verify.stdout
+    )
+    result = project / "results/pooled/clinical.madrs_change.parquet"
+    before = result.read_bytes()
+    out = _snakemake(project, "--forcerun", "pooled_clinical")
+    log = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert (
+        "file 'results/tables/clinical_scores.parquet', field 'sha256': content changed after it "
+        "was written" in log
+    ), log[-3000:]
+    assert "Traceback" not in log
+    assert not result.exists() or result.read_bytes() == before
+
+
+def _project_with_make(dest: Path) -> Path:
+    project = make_project(dest)
+    for name in ("Makefile", "requirements.lock", "pyproject.toml"):
+        shutil.copy2(REPO / name, project / name)
+        os.utime(project / name, (946684800, 946684800))  # older than the borrowed venv's stamp
+    stamp = project / ".venv" / ".ketamap-installed"
+    assert stamp.is_file() and stamp.stat().st_mtime > 946684800  # make never reinstalls it
+    return project
+
+
+def _reached(project: Path, point: str) -> bool:
+    if point == "fetch":
+        return any((project / "logs" / "fetch").glob("*.log"))
+    if point == "harmonize":
+        return any((project / "results" / "sites").rglob("*.parquet"))
+    return any((project / "results" / "pooled").glob("*"))
+
+
+def test_kill_9_at_three_points_then_plain_make_run_resumes(pipeline: dict, tmp_path: Path) -> None:
+    """`make run` killed with SIGKILL (its whole process group, as a power cut would) while
+    fetching, while harmonizing and while pooling; each time a plain `make run` goes on with no
+    manual step (no --unlock), and the last one finishes with the tables and results
+    byte-identical to an uninterrupted run, no temporary file left and `ketamap verify` clean."""
+    project = _project_with_make(tmp_path / "p")
+    for point in ("fetch", "harmonize", "pooled"):
+        proc = subprocess.Popen(
+            ["make", "run"],
+            cwd=project,
+            env=tool_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 900
+        while not _reached(project, point):
+            assert proc.poll() is None, (
+                f"make run ended before {point}: {proc.stdout.read()[-3000:]}"
+            )  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, point
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        output = proc.communicate()[0].decode()
+        assert proc.returncode != 0, output[-2000:]
+        assert list((project / ".snakemake" / "locks").glob("*.lock")), point  # left locked
+    done = run(["make", "run"], project, check=False)
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text[-4000:]
+    assert "stale Snakemake lock" in text
+    tables = {p: h for p, h in hashes(project).items() if p in TABLES}
+    assert tables == {p: h for p, h in pipeline["hashes"].items() if p in TABLES}
+    assert not list(integrity.leftovers(project / "results"))
+    verify = run(["ketamap", "verify"], project, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_make_run_refuses_a_live_run(tmp_path: Path) -> None:
+    project = _project_with_make(tmp_path / "p")
+    first = subprocess.Popen(
+        ["make", "run"],
+        cwd=project,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list((project / ".snakemake" / "locks").glob("*.lock")):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        second = run(["make", "run"], project, check=False)
+        assert second.returncode != 0
+        assert "another run is in progress" in second.stdout + second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
