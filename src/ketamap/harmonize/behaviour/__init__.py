@@ -415,6 +415,7 @@ def reward_measures(
     where: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Epoch rows (pre_train, post_train) and per-cue rows of one mouse session."""
+    where = {k: v for k, v in where.items() if k != "field"}  # each check names its own field
     licks = np.asarray(licks_s, dtype=float)
     cues = np.asarray(cues_s, dtype=float)
     water = np.asarray(water_s, dtype=float)
@@ -614,12 +615,13 @@ def _check_video_rate(
         raise SiteDataError(
             f"SamplingFrequency {fps:g} Hz, but the {int(frames[-1]) + 1} frames of "
             f"{sess.shown} span the iEEG recording (RecordingDuration {float(duration):g} s in "
-            f"{shown_path(sidecar, root)}, video StartTime {start:g} s) at {implied:.4g} Hz",
+            f"{shown_path(sidecar, root)}, video StartTime {start:g} s) at {implied:.4g} Hz "
+            "(a wrong SamplingFrequency, or an eyelid CSV cut short)",
             site=site_id,
             file=jshown,
             field="SamplingFrequency",
             expected=f"the video's frame rate, within {opts['fps_tolerance']:.0%} of {implied:.4g} Hz",
-            hint="correct SamplingFrequency in the eyelid sidecar (or send the whole video)",
+            hint="correct SamplingFrequency in the eyelid sidecar, or send the whole eyelid CSV",
         )
 
 
