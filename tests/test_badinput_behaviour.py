@@ -133,7 +133,7 @@ def _late_puff(raw: Path) -> None:
     df = pd.read_csv(path)
     slope, intercept = np.polyfit(df["time_s"], df["frame"], 1)
     t = float(df["time_s"].iloc[-1]) + 3600.0
-    df.loc[len(df)] = [round(t, 3), int(round(slope * t + intercept))]
+    df.loc[len(df)] = [round(t, 3), round(slope * t + intercept)]
     df["frame"] = df["frame"].astype(int)
     df.to_csv(path, index=False)
 
@@ -223,14 +223,14 @@ CASES: list[tuple[str, str, Callable[[Path], None], str, list[str]]] = [
     (
         "dlc_duplicated_frame",
         DLC,
-        _dlc_rows(lambda r: r[:100] + [r[99]] + r[100:]),
+        _dlc_rows(lambda r: [*r[:100], r[99], *r[100:]]),
         "DLC_",
         ["frame numbers go backwards", "field 'frame'", "expected strictly increasing"],
     ),
     (
         "dlc_fractional_frame_number",
         DLC,
-        _dlc_rows(lambda r: r[:50] + ["50.5" + r[50][r[50].index(",") :]] + r[51:]),
+        _dlc_rows(lambda r: [*r[:50], "50.5" + r[50][r[50].index(",") :], *r[51:]]),
         "DLC_",
         ["frame number 50.5", "field 'frame'", "expected whole frame numbers"],
     ),
@@ -246,7 +246,7 @@ CASES: list[tuple[str, str, Callable[[Path], None], str, list[str]]] = [
     (
         "dlc_infinite_coordinate",
         DLC,
-        _dlc_rows(lambda r: r[:30] + ["30,inf" + r[30][r[30].index(",", 3) :]] + r[31:]),
+        _dlc_rows(lambda r: [*r[:30], "30,inf" + r[30][r[30].index(",", 3) :], *r[31:]]),
         "DLC_",
         ["infinite value on line 34", "field 'upper_eyelid/x'", "expected finite numbers"],
     ),

@@ -602,9 +602,9 @@ def _check_video_rate(
     if not sidecar.is_file():
         return
     check_size(sidecar, "json", site=site_id, file=shown_path(sidecar, root))
-    duration = read_json(sidecar, site=site_id, root=root).get("RecordingDuration")
+    duration: Any = read_json(sidecar, site=site_id, root=root).get("RecordingDuration")
     try:
-        span = float(duration) - start  # type: ignore[arg-type]
+        span = float(duration) - start
     except (TypeError, ValueError):
         return
     if not (np.isfinite(span) and span > 0):
@@ -931,7 +931,7 @@ def _frame(parts: list[pd.DataFrame], table: str) -> pd.DataFrame:
             df[col] = df[col].to_numpy().astype(dtype)
     for col, dtype in BOOL_COLUMNS.items():
         if col in df.columns:
-            df[col] = df[col].astype(dtype)
+            df[col] = df[col].astype(pd.api.types.pandas_dtype(dtype))
     return df.reset_index(drop=True)
 
 
