@@ -24,8 +24,16 @@ Decisions:
   crossing by linear interpolation from the previous tracked frame (when it is below threshold and
   at most 2.5 frames back; otherwise the crossing frame's time); sustained closure = mean over
   ``sustained_window_s`` (by species). A window with fewer than ``min_tracked_fraction`` of its
-  expected frames tracked gives a missing measure (reflex blink False); expected frames =
-  max(frames present, floor(duration x frame rate)).
+  expected frames tracked gives a missing measure (reflex blink missing too, never False);
+  expected frames = max(frames present, floor(duration x frame rate)).
+* Integrity: every puff's window (onset to the end of the sustained window, cut at the next puff)
+  must lie inside the tracking, else the file is truncated or the clocks disagree: an error naming
+  the last frame present and the frames expected. Likelihoods and confidences must be 0-1 (a
+  0-100 scale is an error, not rescaled: the cutoff is a probability and the scale is a guess).
+  The human video's SamplingFrequency must agree (``fps_tolerance``) with its frames over the iEEG
+  recording (``RecordingDuration`` of the run's ``_ieeg.json``). Frame numbers missing from a
+  tracking file and an NWB rate that differs from ``reader.frame_rate_hz`` are recorded in
+  ``method``.
 * ``tracking_quality`` = tracked / expected frames over the whole (cut) puff window;
   ``frames_dropped`` = expected - tracked.
 * Timecourses: tracked apertures linearly interpolated onto puff + ``timecourse_s`` at 100 Hz
@@ -52,12 +60,14 @@ from ketamap.errors import ConfigError, SiteDataError
 from ketamap.harmonize.behaviour import read as br
 from ketamap.harmonize.bids import SessionResolver, puff_onsets, session_files
 from ketamap.ids import pseudonymize
-from ketamap.io import read_tsv, shown_path
+from ketamap.io import read_json, read_tsv, shown_path
+from ketamap.limits import check_size
 from ketamap.schemas import get_table, load_columns
 
 __all__ = [
     "BehaviourTables",
     "EyeTrace",
+    "check_coverage",
     "closure_timecourse",
     "harmonize_site",
     "puff_measures",
@@ -67,6 +77,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GRID_HZ = 100
+EYELID_PARTS = ("upper_eyelid", "lower_eyelid")
 MAX_GAP_FRAMES = 2.5
 EPS = 1e-9
 TABLES = {
@@ -84,7 +95,7 @@ INT_COLUMNS = {
     "cue_index": "int16",
     "anticipatory_licks": "int32",
 }
-BOOL_COLUMNS = ("reflex_blink", "anticipatory")
+BOOL_COLUMNS = {"reflex_blink": "boolean", "anticipatory": "bool"}  # boolean: may be missing
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,7 @@ class EyeTrace:
     passed: np.ndarray  # bool per frame
     frame_rate_hz: float
     source: str
+    frames: np.ndarray | None = None  # the file's frame (or sample) numbers, for messages
 
 
 # ------------------------------------------------------------------------------------ options
@@ -287,7 +299,7 @@ def puff_measures(
             "puff_index": np.arange(1, n_p + 1),
             "puff_time_s": puffs,
             "reflex_closure": reflex,
-            "reflex_blink": blink.astype(bool),
+            "reflex_blink": pd.arrays.BooleanArray(blink.astype(bool), ~has),
             "reflex_latency_s": latency,
             "sustained_closure": sustained,
             "open_aperture_px": open_px,
@@ -296,6 +308,64 @@ def puff_measures(
             "frame_rate_hz": fps,
         }
     )
+
+
+def check_coverage(
+    trace: EyeTrace,
+    puffs_s: np.ndarray,
+    opts: dict[str, Any],
+    species: str,
+    *,
+    where: dict[str, Any],
+    field: str,
+) -> None:
+    """Raise when a puff's window (onset to the end of the sustained window, cut at the next puff)
+    is not inside the tracking: a truncated file, or puffs on another clock."""
+    puffs = np.sort(np.asarray(puffs_s, dtype=float))
+    times = trace.times_s
+    if not puffs.size or not times.size:
+        return
+    fps = float(trace.frame_rate_hz)
+    frames = trace.frames if trace.frames is not None else np.arange(times.size)
+    nxt = np.append(puffs[1:], np.inf)
+    end = puffs + np.minimum(opts["sustained_window_s"][species][1], nxt - puffs)
+    slack = 1.5 / fps
+    late = np.flatnonzero(end > times[-1] + slack)
+    early = np.flatnonzero(puffs < times[0] - slack)
+    if not late.size and not early.size:
+        return
+    if late.size:
+        k = int(late[0])
+        need = int(np.ceil(frames[-1] + (end[k] - times[-1]) * fps - 1e-6))
+        problem = (
+            f"the tracking ends at frame {int(frames[-1])} ({times[-1]:.3f} s), but puff {k + 1} "
+            f"of {puffs.size} at {puffs[k]:.3f} s needs frames up to {need} ({end[k]:.3f} s); "
+            f"{late.size} puff(s) not covered"
+        )
+        expected = f"frames {int(frames[0])}-{need} or more"
+    else:
+        k = int(early[0])
+        problem = (
+            f"puff {k + 1} at {puffs[k]:.3f} s is before the first frame "
+            f"{int(frames[0])} ({times[0]:.3f} s)"
+        )
+        expected = "every puff inside the tracking"
+    raise SiteDataError(
+        problem,
+        field=field,
+        expected=expected,
+        hint="check the file is complete (not cut short) and on the puffs' clock (frame rate, "
+        "start time)",
+        **where,
+    )
+
+
+def frame_gap_note(frames: np.ndarray) -> str:
+    """A ``method`` note when frame numbers are missing between the first and last (counted as
+    dropped frames), empty otherwise."""
+    frames = np.asarray(frames)
+    missing = int(frames[-1] - frames[0] + 1 - frames.size) if frames.size else 0
+    return f"; warning: {missing} frame numbers missing from the tracking file" if missing else ""
 
 
 def closure_timecourse(
@@ -345,6 +415,7 @@ def reward_measures(
     where: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Epoch rows (pre_train, post_train) and per-cue rows of one mouse session."""
+    where = {k: v for k, v in where.items() if k != "field"}  # each check names its own field
     licks = np.asarray(licks_s, dtype=float)
     cues = np.asarray(cues_s, dtype=float)
     water = np.asarray(water_s, dtype=float)
@@ -482,7 +553,15 @@ def _read_human(sess: _Session, site_id: str, root: Path, opts: dict[str, Any]) 
             expected=f"confidence >= {opts['likelihood_cutoff']:g} and an aperture_px",
             **where,
         )
-    trace = EyeTrace(times, np.where(passed, ap, np.nan), passed, fps, "bedside eyelid CSV")
+    frame_numbers = frames["frame"].to_numpy()
+    trace = EyeTrace(
+        times,
+        np.where(passed, ap, np.nan),
+        passed,
+        fps,
+        "bedside eyelid CSV" + frame_gap_note(frame_numbers),
+        frame_numbers,
+    )
     ieeg_dir = sess.folder / "ieeg"
     events = sorted(ieeg_dir.glob(f"{sess.participant_id}_{sess.session_id}_task-puff*_events.tsv"))
     if not events:
@@ -500,7 +579,50 @@ def _read_human(sess: _Session, site_id: str, root: Path, opts: dict[str, Any]) 
             file=shown_path(events[1], root),
             expected="one puff run per session",
         )
-    return _SessionData(trace=trace, puffs_s=puff_onsets(events[0], site_id, root))
+    _check_video_rate(sess, events[0], frame_numbers, fps, _start, site_id, root, opts)
+    puffs = puff_onsets(events[0], site_id, root)
+    check_coverage(trace, puffs, opts, "human", where=where, field="frame")
+    return _SessionData(trace=trace, puffs_s=puffs)
+
+
+def _check_video_rate(
+    sess: _Session,
+    events: Path,
+    frames: np.ndarray,
+    fps: float,
+    start: float,
+    site_id: str,
+    root: Path,
+    opts: dict[str, Any],
+) -> None:
+    """The eyelid sidecar's SamplingFrequency against the video's own extent: the bedside video
+    records the iEEG run, so its frames span the run (``RecordingDuration`` of the run's
+    ``_ieeg.json``) from ``StartTime``; a wrong rate stretches or squeezes every frame time."""
+    sidecar = events.with_name(events.name.replace("_events.tsv", "_ieeg.json"))
+    if not sidecar.is_file():
+        return
+    check_size(sidecar, "json", site=site_id, file=shown_path(sidecar, root))
+    duration: Any = read_json(sidecar, site=site_id, root=root).get("RecordingDuration")
+    try:
+        span = float(duration) - start
+    except (TypeError, ValueError):
+        return
+    if not (np.isfinite(span) and span > 0):
+        return
+    implied = (float(frames[-1]) + 1.0) / span
+    if abs(implied - fps) > opts["fps_tolerance"] * fps:
+        jshown = shown_path(sess.path.with_suffix(".json"), root)
+        raise SiteDataError(
+            f"SamplingFrequency {fps:g} Hz, but the {int(frames[-1]) + 1} frames of "
+            f"{sess.shown} span the iEEG recording (RecordingDuration {float(duration):g} s in "
+            f"{shown_path(sidecar, root)}, video StartTime {start:g} s) at {implied:.4g} Hz "
+            "(a wrong SamplingFrequency, or an eyelid CSV cut short)",
+            site=site_id,
+            file=jshown,
+            field="SamplingFrequency",
+            expected=f"the video's frame rate, within {opts['fps_tolerance']:.0%} of {implied:.4g} Hz",
+            hint="correct SamplingFrequency in the eyelid sidecar, or send the whole eyelid CSV",
+        )
 
 
 def _read_nwb(
@@ -511,13 +633,13 @@ def _read_nwb(
         sess.path, site=site_id, root=root, frame_rate_hz=float(rate) if rate else None
     )
     where = {"site": site_id, "file": sess.shown}
+    note = ""
     if rate and abs(data.frame_rate_hz - float(rate)) > opts["fps_tolerance"] * float(rate):
-        log.warning(
-            "%s: NWB frame rate %.4g Hz differs from reader.frame_rate_hz %.4g Hz; the file's clock is used",
-            sess.shown,
-            data.frame_rate_hz,
-            float(rate),
+        note = (
+            f"; warning: NWB frame rate {data.frame_rate_hz:.4g} Hz differs from "
+            f"reader.frame_rate_hz {float(rate):.4g} Hz (the file's clock used)"
         )
+        log.warning("%s: %s", sess.shown, note[2:])
     with np.errstate(invalid="ignore"):
         passed = np.isfinite(data.aperture_px) & (data.confidence >= opts["likelihood_cutoff"])
     field = "processing/behavior/EyelidTracking/tracking_confidence"
@@ -537,7 +659,15 @@ def _read_nwb(
         np.where(passed, data.aperture_px, np.nan),
         passed,
         data.frame_rate_hz,
-        data.source,
+        data.source + note,
+    )
+    check_coverage(
+        trace,
+        data.puffs_s,
+        opts,
+        "mouse",
+        where=where,
+        field="processing/behavior/EyelidTracking/eyelid_aperture",
     )
     return _SessionData(
         trace=trace,
@@ -584,7 +714,7 @@ def _read_dlc_session(
             expected="the video frame rate in Hz",
         )
     declared = float(declared)
-    pose = br.read_dlc(sess.path, site=site_id, root=root)
+    pose = br.read_dlc(sess.path, site=site_id, root=root, bodyparts=list(EYELID_PARTS))
     aperture, passed = br.keypoint_distance(pose, where=where, cutoff=opts["likelihood_cutoff"])
     if not passed.any():
         raise SiteDataError(
@@ -623,8 +753,10 @@ def _read_dlc_session(
         passed,
         float(fitted),
         f"DeepLabCut upper_eyelid-lower_eyelid distance, box clock by puff-log fit "
-        f"(declared {declared:g} fps)",
+        f"(declared {declared:g} fps)" + frame_gap_note(frames),
+        frames,
     )
+    check_coverage(trace, pt, opts, "mouse", where=where, field="frame")
     lpath = _one(folder, f"{stem}_licks.csv", site_id, root, "the lick log")
     licks = br.read_event_log(lpath, ["time_s"], site=site_id, root=root, what="licks")
     lt = licks["time_s"].to_numpy()
@@ -797,9 +929,9 @@ def _frame(parts: list[pd.DataFrame], table: str) -> pd.DataFrame:
     for col, dtype in INT_COLUMNS.items():
         if col in df.columns:
             df[col] = df[col].to_numpy().astype(dtype)
-    for col in BOOL_COLUMNS:
+    for col, dtype in BOOL_COLUMNS.items():
         if col in df.columns:
-            df[col] = df[col].astype(bool)
+            df[col] = df[col].astype(pd.api.types.pandas_dtype(dtype))
     return df.reset_index(drop=True)
 
 
@@ -807,7 +939,7 @@ def _empty_dtype(col: str) -> str:
     if col in INT_COLUMNS:
         return INT_COLUMNS[col]
     if col in BOOL_COLUMNS:
-        return "bool"
+        return BOOL_COLUMNS[col]
     kind = load_columns()[col].type
     return "float64" if kind.startswith("float") else "object"
 

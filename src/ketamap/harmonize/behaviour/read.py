@@ -26,13 +26,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from ketamap.errors import SiteDataError
 from ketamap.io import MISSING, read_json, shown_path
+from ketamap.limits import check_size, excerpt
 
 __all__ = [
     "NwbSession",
     "check_increasing",
+    "check_probability",
     "frame_index_like",
     "keypoint_distance",
     "read_behaviour_nwb",
@@ -47,15 +51,22 @@ log = logging.getLogger(__name__)
 COORDS = ("x", "y", "likelihood")
 DLC_HEADER = ("scorer", "bodyparts", "coords")
 NAMESPACE_WARNING = re.compile(r"Ignoring the following cached namespace", re.IGNORECASE)
+LINE_BYTES = 1 << 20  # the longest CSV line a reader accepts (a DeepLabCut row is < 10 kB)
+HEADER_BYTES = 1 << 17  # the longest header line (csv's default field size limit)
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _require_file(path: Path, *, site: str, root: Path | None, expected: str) -> str:
+def _require_file(
+    path: Path, *, site: str, root: Path | None, expected: str, kind: str = "tracking"
+) -> str:
+    """The path as messages show it, once the file is there, not empty and within the ``kind``
+    size limit (:mod:`ketamap.limits`), before anything is read."""
     shown = shown_path(path, root)
     if not path.is_file():
         raise SiteDataError("file not found", site=site, file=shown, expected=expected)
     if path.stat().st_size == 0:
         raise SiteDataError("file is empty", site=site, file=shown, expected=expected)
+    check_size(path, kind, site=site, file=shown)
     return shown
 
 
@@ -90,26 +101,185 @@ def frame_index_like(timestamps: np.ndarray) -> bool:
     return bool(ts[0] == 0 and np.all(np.diff(ts) == 1) and np.all(ts == np.round(ts)))
 
 
-def _numeric(
-    df: pd.DataFrame, columns: list[str], *, site: str, file: str, expected: str = "numbers"
+def check_probability(
+    values: np.ndarray, *, site: str, file: str, field: str, what: str, first_line: int = 1
+) -> None:
+    """Raise unless every present value lies in [0, 1] (a DeepLabCut likelihood, a tracker's
+    confidence). A 0-100 scale is named as such: the cutoff is a probability, and rescaling a
+    guessed scale would decide which frames pass."""
+    values = np.asarray(values, dtype=float)
+    bad = np.flatnonzero(np.isfinite(values) & ((values < 0) | (values > 1)))
+    if not bad.size:
+        return
+    top = float(np.nanmax(values))
+    scale = (
+        f" (maximum {top:g}: a 0-100 scale?)"
+        if 1 < top <= 100 and float(np.nanmin(values)) >= 0
+        else ""
+    )
+    raise SiteDataError(
+        f"{what} {values[bad[0]]:g} on line {int(bad[0]) + first_line}{scale}; "
+        f"{bad.size} values outside [0, 1]",
+        site=site,
+        file=file,
+        field=field,
+        expected=f"{what} between 0 and 1",
+        hint="export the tracker's 0-1 score (divide a percentage by 100 at the site); the "
+        "likelihood cutoff is a probability and is not applied to a guessed scale",
+    )
+
+
+def check_integers(
+    values: np.ndarray, *, site: str, file: str, field: str, first_line: int = 1
+) -> None:
+    """Raise when a frame number is not a whole number (missing values are checked elsewhere)."""
+    values = np.asarray(values, dtype=float)
+    bad = np.flatnonzero(np.isfinite(values) & (values != np.round(values)))
+    if bad.size:
+        raise SiteDataError(
+            f"frame number {values[bad[0]]:g} on line {int(bad[0]) + first_line}",
+            site=site,
+            file=file,
+            field=field,
+            expected="whole frame numbers counted from 0",
+        )
+
+
+def _header_rows(path: Path, n: int, where: dict[str, Any]) -> list[list[str]]:
+    """The first ``n`` lines of a CSV as fields, reading at most ``n`` x 128 kB."""
+    lines = []
+    with path.open("rb") as fh:
+        for i in range(n):
+            line = fh.readline(HEADER_BYTES + 1)
+            if not line:
+                break
+            if len(line) > HEADER_BYTES or b"\0" in line:
+                raise SiteDataError(
+                    f"header line {i + 1} is "
+                    + ("binary (NUL bytes)" if b"\0" in line else "longer than 128 kB")
+                    + f", starting {excerpt(line)}",
+                    field="header",
+                    expected="a text CSV with a short header",
+                    hint="check the file is not corrupt or truncated",
+                    **where,
+                )
+            lines.append(line)
+    try:
+        text = b"".join(lines).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SiteDataError(
+            f"header is not UTF-8 text (byte {exc.start})",
+            field="header",
+            expected="a UTF-8 text CSV",
+            **where,
+        ) from None
+    return [[c.strip() for c in row] for row in csv.reader(text.splitlines())]
+
+
+_ROW = re.compile(r"Row #(\d+)")
+_COLUMN = re.compile(r"column #(\d+)")
+_FIELDS = re.compile(r"Expected (\d+) columns, got (\d+)")
+_VALUE = re.compile(r"invalid value '(.*)'\s*$", re.DOTALL)
+
+
+def read_numeric_csv(
+    path: Path,
+    *,
+    skip: int,
+    n_columns: int,
+    keep: dict[int, str],
+    where: dict[str, Any],
 ) -> pd.DataFrame:
-    """Columns of string cells to float; ``n/a``/empty -> NaN, any other text is an error."""
-    out = pd.DataFrame(index=df.index)
-    for col in columns:
-        raw = df[col].astype("string").str.strip()
-        raw = raw.mask(raw.isin(MISSING))
-        values = pd.to_numeric(raw, errors="coerce")
-        bad = raw[values.isna() & raw.notna()]
-        if len(bad):
-            raise SiteDataError(
-                f"non-numeric values {bad.tolist()[:3]} (line {int(bad.index[0]) + 2})",
-                site=site,
-                file=file,
-                field=col,
-                expected=expected,
+    """The ``keep`` columns (position -> field name) of a comma-separated file as float64, after
+    ``skip`` header lines; ``n/a`` or empty is NaN.
+
+    Streamed in 1 MB blocks by pyarrow, so memory stays bounded by the kept columns whatever the
+    file holds: a line longer than 1 MB (a sparse or binary file), a row with the wrong number of
+    fields (a file cut short mid-row), a non-numeric or infinite value is an error naming its line
+    and quoting at most a short excerpt.
+    """
+    names = [f"c{i}" for i in range(n_columns)]
+    read = pacsv.ReadOptions(
+        skip_rows=skip, column_names=names, block_size=LINE_BYTES, use_threads=False
+    )
+    convert = pacsv.ConvertOptions(
+        column_types={names[i]: pa.float64() for i in keep},
+        include_columns=[names[i] for i in keep],
+        null_values=sorted(MISSING),
+        quoted_strings_can_be_null=True,
+    )
+    parse = pacsv.ParseOptions(newlines_in_values=False)
+    batches = []
+    n_rows = 0
+    try:
+        with pacsv.open_csv(
+            path, read_options=read, parse_options=parse, convert_options=convert
+        ) as reader:
+            for batch in reader:
+                batches.append(batch)
+                n_rows += batch.num_rows
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(str(exc), skip + n_rows, n_columns, keep, where) from None
+    table = pa.Table.from_batches(batches, schema=reader.schema) if batches else None
+    out = pd.DataFrame(
+        {
+            name: (
+                table.column(names[i]).to_numpy().astype(float)
+                if table is not None
+                else np.zeros(0)
             )
-        out[col] = values.astype(float).to_numpy()
+            for i, name in keep.items()
+        }
+    )
+    for name in out.columns:
+        inf = np.flatnonzero(np.isinf(out[name].to_numpy()))
+        if inf.size:
+            raise SiteDataError(
+                f"infinite value on line {int(inf[0]) + skip + 1}",
+                field=name,
+                expected="finite numbers (or empty / n/a for a missing value)",
+                **where,
+            )
     return out
+
+
+def _csv_error(
+    message: str, lines_read: int, n_columns: int, keep: dict[int, str], where: dict[str, Any]
+) -> SiteDataError:
+    row = _ROW.search(message)
+    line = f"line {row.group(1)}" if row else f"a line after line {lines_read}"
+    if "straddl" in message:
+        return SiteDataError(
+            f"a line longer than {LINE_BYTES // (1 << 20)} MB after line {lines_read} "
+            "(a corrupt, sparse or binary file?)",
+            field="row",
+            expected=f"rows of {n_columns} comma-separated numbers",
+            hint="check the file is not corrupt; re-export it from the tracker",
+            **where,
+        )
+    fields = _FIELDS.search(message)
+    if fields:
+        return SiteDataError(
+            f"{line} has {fields.group(2)} fields (a file cut short mid-row, or a broken row)",
+            field="row",
+            expected=f"{fields.group(1)} comma-separated fields per row, as in the header",
+            hint="check the export finished; a truncated file must be re-exported",
+            **where,
+        )
+    column = _COLUMN.search(message)
+    value = _VALUE.search(message)
+    if column and value:
+        return SiteDataError(
+            f"non-numeric values [{excerpt(value.group(1))}] ({line})",
+            field=keep.get(int(column.group(1)), f"column {int(column.group(1)) + 1}"),
+            expected="numbers (or empty / n/a for a missing value)",
+            **where,
+        )
+    return SiteDataError(
+        f"cannot be parsed as CSV ({excerpt(message, 120)})",
+        expected=f"rows of {n_columns} comma-separated numbers",
+        **where,
+    )
 
 
 def read_event_log(
@@ -121,22 +291,10 @@ def read_event_log(
     what: str = "events",
 ) -> pd.DataFrame:
     """Read a comma-separated log (puffs, licks, cues) into float columns; empty logs are errors."""
-    shown = _require_file(path, site=site, root=root, expected=f"a CSV log of {what} ({columns})")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SiteDataError(f"cannot be parsed as CSV ({exc})", site=site, file=shown) from None
-    df.columns = [str(c).strip() for c in df.columns]
-    for col in columns:
-        if col not in df.columns:
-            raise SiteDataError(
-                "missing required column",
-                site=site,
-                file=shown,
-                field=col,
-                expected=f"columns {columns} (found {list(df.columns)})",
-            )
-    out = _numeric(df, columns, site=site, file=shown, expected="seconds or frame numbers")
+    shown = _require_file(
+        path, site=site, root=root, expected=f"a CSV log of {what} ({columns})", kind="tsv"
+    )
+    out = _read_columns(path, columns, {"site": site, "file": shown})
     out = out.dropna(how="all").reset_index(drop=True)
     if out.empty:
         raise SiteDataError(
@@ -158,6 +316,23 @@ def read_event_log(
     return out
 
 
+def _read_columns(path: Path, columns: list[str], where: dict[str, Any]) -> pd.DataFrame:
+    """The named float columns of a CSV with one header line (any other columns are skipped)."""
+    header = _header_rows(path, 1, where)
+    found = header[0] if header else []
+    for col in columns:
+        if col not in found:
+            raise SiteDataError(
+                "missing required column",
+                field=col,
+                expected=f"columns {columns} (found {excerpt(','.join(found), 120)})",
+                **where,
+            )
+    keep = {found.index(col): col for col in columns}
+    out = read_numeric_csv(path, skip=1, n_columns=len(found), keep=keep, where=where)
+    return out[columns]
+
+
 # ------------------------------------------------------------------------------------ DeepLabCut
 def read_dlc(
     path: Path,
@@ -165,19 +340,23 @@ def read_dlc(
     site: str = "?",
     root: Path | None = None,
     frame_rate_hz: float | None = None,
+    bodyparts: list[str] | None = None,
 ) -> pd.DataFrame:
     """Read a DeepLabCut prediction (``.csv`` with 3 header rows, or ``.h5``).
 
     Returns columns ``(bodyparts, coords)`` indexed by ``frame`` (0, 1, ...), or by ``time_s``
     (frame / ``frame_rate_hz``) when a rate is given. Single-animal files only (a multi-animal
-    file with one individual is accepted).
+    file with one individual is accepted). With ``bodyparts``, a CSV is read for those only (the
+    others are skipped unparsed). Likelihoods must be probabilities (0-1) and frame numbers whole.
     """
     shown = _require_file(path, site=site, root=root, expected="a DeepLabCut .csv or .h5 file")
     where = {"site": site, "file": shown}
     if path.suffix.lower() in (".h5", ".hdf5"):
         df = _read_dlc_h5(path, where)
+        first_line = 1
     else:
-        df = _read_dlc_csv(path, where)
+        df = _read_dlc_csv(path, where, bodyparts)
+        first_line = df.columns.nlevels + 2
     levels = list(df.columns.names)
     if "individuals" in levels:
         individuals = df.columns.get_level_values("individuals").unique()
@@ -200,8 +379,26 @@ def read_dlc(
             expected="x, y and likelihood per body part",
             **where,
         )
+    if df.columns.duplicated().any():
+        dup = df.columns[df.columns.duplicated()][0]
+        raise SiteDataError(
+            f"{dup[0]} {dup[1]} appears twice in the header",
+            field=f"{dup[0]}/{dup[1]}",
+            expected="each body part's x, y and likelihood once",
+            **where,
+        )
+    for bp in df.columns.get_level_values("bodyparts").unique():
+        if (bp, "likelihood") in df.columns:
+            check_probability(
+                df[(bp, "likelihood")].to_numpy(dtype=float),
+                field=f"{bp}/likelihood",
+                what="likelihood",
+                first_line=first_line,
+                **where,
+            )
     frames = pd.to_numeric(pd.Series(df.index), errors="coerce").to_numpy(dtype=float)
     check_increasing(frames, strict=True, field="frame", what="frame numbers", **where)
+    check_integers(frames, field="frame", first_line=first_line, **where)
     df.index = pd.Index(frames.astype(np.int64), name="frame")
     if frame_rate_hz is not None:
         df.index = pd.Index(df.index.to_numpy() / float(frame_rate_hz), name="time_s")
@@ -235,9 +432,10 @@ def _read_dlc_h5(path: Path, where: dict[str, Any]) -> pd.DataFrame:
     return df
 
 
-def _read_dlc_csv(path: Path, where: dict[str, Any]) -> pd.DataFrame:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        head = [row for _, row in zip(range(4), csv.reader(fh), strict=False)]
+def _read_dlc_csv(
+    path: Path, where: dict[str, Any], bodyparts: list[str] | None = None
+) -> pd.DataFrame:
+    head = _header_rows(path, 4, where)
     labels = [row[0].strip().lower() if row else "" for row in head]
     n_header = 4 if len(labels) > 1 and labels[1] == "individuals" else 3
     expected_labels = (
@@ -245,51 +443,46 @@ def _read_dlc_csv(path: Path, where: dict[str, Any]) -> pd.DataFrame:
     )
     if labels[:n_header] != expected_labels:
         raise SiteDataError(
-            f"header rows start with {labels[:n_header]}",
+            f"header rows start with {excerpt(str(labels[:n_header]), 80)}",
             field="header",
             expected="three DeepLabCut header rows: scorer, bodyparts, coords",
             **where,
         )
-    try:
-        # Fast path: pandas' C float parser, the missing spellings as NaN. Only when some column
-        # does not parse as numbers is the file re-read as text, to name the offending cell.
-        fast = pd.read_csv(
-            path,
-            header=list(range(n_header)),
-            index_col=0,
-            na_values=sorted(MISSING),
-            keep_default_na=False,
-            skipinitialspace=True,
-            encoding="utf-8-sig",
-        )
-        if all(pd.api.types.is_numeric_dtype(t) for t in fast.dtypes):
-            fast.columns = fast.columns.set_names(expected_labels)
-            return fast.astype(float)
-        df = pd.read_csv(
-            path,
-            header=list(range(n_header)),
-            index_col=0,
-            dtype=str,
-            keep_default_na=False,
-            encoding="utf-8-sig",
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SiteDataError(f"cannot be parsed as CSV ({exc})", **where) from None
-    df.columns = df.columns.set_names(expected_labels)
-    text = df.apply(lambda s: s.str.strip())
-    missing = text.isin(MISSING)
-    values = text.mask(missing).apply(pd.to_numeric, errors="coerce")
-    bad = values.isna() & ~missing
-    if bad.any().any():
-        col = bad.any()[bad.any()].index[0]
-        row = int(np.flatnonzero(bad[col].to_numpy())[0])
+    rows = head[:n_header]
+    n_columns = len(rows[-1])
+    if any(len(r) != n_columns for r in rows) or n_columns < 2:
         raise SiteDataError(
-            f"non-numeric value {text[col].iloc[row]!r} on data row {row + 1}",
-            field="/".join(str(c) for c in col[-2:]),
-            expected="numbers (or empty for a missing point)",
+            f"header rows of {[len(r) for r in rows]} fields",
+            field="header",
+            expected="scorer, bodyparts and coords rows of equal length",
             **where,
         )
-    return values.astype(float)
+    parts = rows[-2]
+    keep = [i for i in range(1, n_columns) if bodyparts is None or parts[i] in bodyparts]
+    if not keep:
+        raise SiteDataError(
+            f"none of the body parts {bodyparts} "
+            f"(found {excerpt(', '.join(sorted(set(parts[1:]))), 120)})",
+            field="bodyparts",
+            expected=f"x, y, likelihood of {', '.join(bodyparts or [])}",
+            **where,
+        )
+    data = read_numeric_csv(
+        path,
+        skip=n_header,
+        n_columns=n_columns,
+        keep={0: "frame", **{i: f"{parts[i]}/{rows[-1][i]}" for i in keep}},
+        where=where,
+    )
+    if data.empty:
+        raise SiteDataError(
+            "no frames after the header", field="frame", expected="one row per frame", **where
+        )
+    columns = pd.MultiIndex.from_tuples(
+        [tuple(r[i] for r in rows) for i in keep], names=expected_labels
+    )
+    values = data.drop(columns="frame").to_numpy(dtype=float)
+    return pd.DataFrame(values, index=pd.Index(data["frame"].to_numpy()), columns=columns)
 
 
 # ------------------------------------------------------------------------------------ NWB
@@ -411,6 +604,9 @@ def _pose_frame(pose: Any, *, frame_rate_hz: float | None, where: dict[str, Any]
             np.asarray(s.confidence[:], dtype=float)
             if s.confidence is not None
             else np.full(len(data), np.nan)
+        )
+        check_probability(
+            conf, field=f"PoseEstimation/{name}/confidence", what="confidence", **where
         )
         columns[(bp, "x")] = data[:, 0]
         columns[(bp, "y")] = data[:, 1]
@@ -538,6 +734,13 @@ def read_behaviour_nwb(
                     expected="the same timing as eyelid_aperture",
                     **where,
                 )
+            check_probability(
+                confidence,
+                field=f"{field}/tracking_confidence",
+                what="tracking confidence",
+                first_line=0,
+                **where,
+            )
             times, rate = _series_times(
                 ap_series,
                 aperture.size,
@@ -680,8 +883,10 @@ def read_eyelid_csv(
     """
     shown = _require_file(path, site=site, root=root, expected="frame, aperture_px, confidence")
     sidecar_path = path.with_suffix(".json")
-    sidecar = read_json(sidecar_path, site=site, root=root)
     jshown = shown_path(sidecar_path, root)
+    if sidecar_path.is_file():
+        check_size(sidecar_path, "json", site=site, file=jshown)
+    sidecar = read_json(sidecar_path, site=site, root=root)
     values = {}
     for name in ("SamplingFrequency", "StartTime"):
         raw = sidecar.get(name)
@@ -692,7 +897,7 @@ def read_eyelid_csv(
             ok = False
         if not ok or (name == "SamplingFrequency" and values[name] <= 0):
             raise SiteDataError(
-                f"{name} {raw!r}",
+                f"{name} {excerpt(repr(raw))}",
                 site=site,
                 file=jshown,
                 field=name,
@@ -701,33 +906,28 @@ def read_eyelid_csv(
                 else "seconds of the first frame on the iEEG clock",
             )
     fps, start = values["SamplingFrequency"], values["StartTime"]
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SiteDataError(f"cannot be parsed as CSV ({exc})", site=site, file=shown) from None
-    df.columns = [str(c).strip() for c in df.columns]
-    cols = ["frame", "aperture_px", "confidence"]
-    for col in cols:
-        if col not in df.columns:
-            raise SiteDataError(
-                "missing required column",
-                site=site,
-                file=shown,
-                field=col,
-                expected=f"columns {cols} (found {list(df.columns)})",
-            )
-    out = _numeric(df, cols, site=site, file=shown)
+    where = {"site": site, "file": shown}
+    out = _read_columns(path, ["frame", "aperture_px", "confidence"], where)
     if out.empty:
-        raise SiteDataError(
-            "no frames", site=site, file=shown, field="frame", expected="one row per video frame"
-        )
+        raise SiteDataError("no frames", field="frame", expected="one row per video frame", **where)
     check_increasing(
-        out["frame"].to_numpy(),
-        strict=True,
-        site=site,
-        file=shown,
-        field="frame",
-        what="frame numbers",
+        out["frame"].to_numpy(), strict=True, field="frame", what="frame numbers", **where
     )
+    check_integers(out["frame"].to_numpy(), field="frame", first_line=2, **where)
+    check_probability(
+        out["confidence"].to_numpy(),
+        field="confidence",
+        what="confidence",
+        first_line=2,
+        **where,
+    )
+    negative = np.flatnonzero(out["aperture_px"].to_numpy() < 0)
+    if negative.size:
+        raise SiteDataError(
+            f"aperture {out['aperture_px'].iloc[negative[0]]:g} px on line {int(negative[0]) + 2}",
+            field="aperture_px",
+            expected="a lid-to-lid distance >= 0 px (or n/a when the eye was lost)",
+            **where,
+        )
     out["time_s"] = start + out["frame"].to_numpy() / fps
     return out, fps, start
