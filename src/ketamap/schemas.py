@@ -17,10 +17,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -224,7 +226,7 @@ def to_arrow(df: pd.DataFrame, table: str | Table) -> pa.Table:
                 file=f"table {spec.name}",
                 field=col.name,
             ) from None
-        _validate_array(arr, col, spec.name)
+        _validate_array(arr, col, spec.name, lambda i: _row(df, spec, i))
         arrays.append(arr)
     out = pa.Table.from_arrays(arrays, schema=spec.arrow_schema())
     _validate_primary_key(out, spec)
@@ -240,35 +242,61 @@ def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
     return numeric and not pa.types.is_boolean(got)
 
 
-def _validate_array(arr: pa.Array, col: Column, table: str) -> None:
+def _row(df: pd.DataFrame, spec: Table, i: int) -> str:
+    """Row ``i`` of ``df`` for a message: its position and primary key (pseudonymized ids only)."""
+    key = {k: df[k].iloc[i] for k in spec.primary_key if k in df}
+    return f"row {i + 1} ({', '.join(f'{k}={v}' for k, v in key.items())})"
+
+
+def _first(mask: pa.Array) -> int:
+    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
+
+
+def _validate_array(
+    arr: pa.Array, col: Column, table: str, row: Callable[[int], str] | None = None
+) -> None:
     where = {"file": f"table {table}", "field": col.name}
+
+    def at(mask: pa.Array) -> str:
+        # Which row: the first offending one, named by its primary key.
+        return f" at {row(_first(pc.fill_null(mask, False)))}" if row is not None else ""
+
     if not col.nullable and arr.null_count:
-        raise SchemaError(f"{arr.null_count} missing values", expected="no missing values", **where)
+        raise SchemaError(
+            f"{arr.null_count} missing values{at(arr.is_null())}",
+            expected="no missing values",
+            **where,
+        )
     valid = pc.drop_null(arr)
     if col.enum is not None and len(valid):
-        bad = pc.unique(
-            pc.filter(valid, pc.invert(pc.is_in(valid, pa.array(col.enum))))
-        ).to_pylist()
+        outside = pc.and_(pc.invert(pc.is_in(arr, pa.array(col.enum))), pc.is_valid(arr))
+        bad = pc.unique(pc.filter(arr, pc.fill_null(outside, False))).to_pylist()
         if bad:
             raise SchemaError(
-                f"values {sorted(bad)[:5]} not allowed",
+                f"values {sorted(bad)[:5]} not allowed{at(outside)}",
                 expected=f"one of {list(col.enum)}",
                 **where,
             )
     if col.pattern is not None and len(valid):
-        ok = pc.match_substring_regex(valid, col.pattern)
-        if not pc.all(ok).as_py():
-            bad = pc.filter(valid, pc.invert(ok)).to_pylist()[:3]
+        ok = pc.match_substring_regex(arr, col.pattern)
+        if not pc.all(pc.fill_null(ok, True)).as_py():
+            bad = pc.filter(valid, pc.invert(pc.match_substring_regex(valid, col.pattern)))
             raise SchemaError(
-                f"values {bad} do not match the pattern", expected=f"pattern {col.pattern}", **where
+                f"values {bad.to_pylist()[:3]} do not match the pattern{at(pc.invert(ok))}",
+                expected=f"pattern {col.pattern}",
+                **where,
             )
     if col.min is not None and len(valid) and pc.min(valid).as_py() < col.min:
         raise SchemaError(
-            f"minimum {pc.min(valid).as_py()} below the bound", expected=f">= {col.min}", **where
+            f"minimum {pc.min(valid).as_py()} below the bound{at(pc.less(arr, col.min))}",
+            expected=f">= {col.min}",
+            **where,
         )
     if col.max is not None and len(valid) and pc.max(valid).as_py() > col.max:
         raise SchemaError(
-            f"maximum {pc.max(valid).as_py()} above the bound", expected=f"<= {col.max}", **where
+            f"maximum {pc.max(valid).as_py()} above the bound{at(pc.greater(arr, col.max))}",
+            expected=f"<= {col.max}",
+            **where,
         )
 
 

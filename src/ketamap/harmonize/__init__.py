@@ -141,6 +141,7 @@ def run(
     The fetched data is verified first (every file's md5 against the fetch manifest, the pinned
     revision, no file added or removed, no symlink): altered bytes are never read."""
     from ketamap import integrity, schemas
+    from ketamap.errors import SchemaError
     from ketamap.ids import load_key
 
     integrity.verify_fetched(site, raw)
@@ -156,7 +157,18 @@ def run(
         Path(atlas) if atlas else None,
     )
     for table in h.tables:
-        schemas.write_table(tables[table], table, outputs[table])
+        try:
+            schemas.write_table(tables[table], table, outputs[table])
+        except SchemaError as exc:
+            # The table's check names the table, column and row; the job adds whose data it is.
+            raise SchemaError(
+                exc.problem,
+                site=site["id"],
+                file=exc.file,
+                field=exc.field,
+                expected=exc.expected,
+                hint=exc.hint or "check the site's files for the value the row names",
+            ) from None
 
 
 def combine(table: str, inputs: list[str], output: str | Path) -> None:
