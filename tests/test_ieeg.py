@@ -638,7 +638,9 @@ def test_empty_and_truncated_payloads_rejected(tmp_path: Path) -> None:
     with pytest.raises(SiteDataError, match=r"_ieeg\.edf'.*size does not match the number of data"):
         harmonize_site(site_entry("ieeg_d"), root, DEMO_KEY, {})
     edf.write_bytes(b"not an edf at all")
-    with pytest.raises(SiteDataError, match=r"_ieeg\.edf', field 'header': MNE cannot read it as EDF"):
+    with pytest.raises(
+        SiteDataError, match=r"_ieeg\.edf', field 'header': MNE cannot read it as EDF"
+    ):
         harmonize_site(site_entry("ieeg_d"), root, DEMO_KEY, {})
 
 

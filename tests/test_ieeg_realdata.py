@@ -10,7 +10,7 @@ import pytest
 
 from ketamap.errors import SiteDataError
 from ketamap.harmonize.ieeg import bipolar_pairs, hfb_envelope
-from ketamap.harmonize.ieeg.read import format_of, open_raw, read_bids, read_recording
+from ketamap.harmonize.ieeg.read import format_of, read_bids, read_recording
 from ketamap.io import read_json, read_tsv
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
