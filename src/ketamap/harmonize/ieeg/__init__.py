@@ -633,7 +633,11 @@ def _check_channel_counts(
     if unlisted or len(chans) != len(ch_names):
         raise SiteDataError(
             f"{len(chans)} rows for a recording of {len(ch_names)} channels"
-            + (f"; not listed: {[excerpt(n, 16) for n in unlisted[:5]]}" if unlisted else ""),
+            + (
+                f"; not listed: {', '.join(excerpt(n, 16) for n in unlisted[:5])}"
+                if unlisted
+                else ""
+            ),
             site=site_id,
             file=ch_shown,
             field="name",
@@ -647,7 +651,8 @@ def _check_channel_counts(
         value = sidecar[key]
         if not (isinstance(value, int | float) and not isinstance(value, bool) and value == n):
             raise SiteDataError(
-                f"{key} {excerpt(str(value))} but {ch_shown} lists {n} {kind} channels",
+                f"{key} {value if isinstance(value, int | float) else excerpt(str(value))} but "
+                f"{ch_shown} lists {n} {kind} channels",
                 site=site_id,
                 file=json_shown,
                 field=key,

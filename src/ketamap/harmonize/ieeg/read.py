@@ -133,7 +133,8 @@ def _check_files(
     files: list[Path], shown: str, fmt: Format, *, site: str, root: Path | None
 ) -> None:
     """Every file of the recording: the size limit (together), then none of them empty."""
-    check_size(files, "ieeg", site=site, file=shown)
+    others = ", ".join(f.name for f in files[1:])
+    check_size(files, "ieeg", site=site, file=f"{shown} (with {others})" if others else shown)
     for f in files:
         if f.is_file() and f.stat().st_size == 0:
             raise SiteDataError(
