@@ -1,5 +1,5 @@
 """Every iEEG format MNE reads, through the ketamap reader: written by MNE where MNE can export
-(EDF, BrainVision, FIF), by hand after MNE's reader where it cannot (BDF, Persyst), and real files
+(EDF, BrainVision, FIF), by hand after MNE's reader where it cannot (BDF, Persyst, EEGLAB), and real files
 (../shared/realdata). Each format must read, keep no header privacy field, fail with one clear
 message when broken, and give the same tables as the BrainVision original."""
 
@@ -126,12 +126,47 @@ def write_persyst(path: Path, raw: mne.io.BaseRaw) -> Path:
     return path
 
 
+def write_eeglab(path: Path, raw: mne.io.BaseRaw) -> Path:
+    """An EEGLAB ``.set`` (a MATLAB struct, data inside) with scipy: MNE's EEGLAB export needs
+    eeglabio, which is not a dependency; its reader needs only scipy/pymatreader."""
+    import scipy.io
+
+    n, n_times = len(raw.ch_names), raw.n_times
+    chanlocs = np.zeros(n, dtype=[("labels", object), ("type", object)])
+    for i, name in enumerate(raw.ch_names):
+        chanlocs[i] = (name, "SEEG")
+    sfreq = float(raw.info["sfreq"])
+    eeg = {
+        "setname": "x",
+        "filename": path.name,
+        "filepath": "",
+        "subject": CANARY,
+        "comments": CANARY + " comment",
+        "nbchan": float(n),
+        "trials": 1.0,
+        "pnts": float(n_times),
+        "srate": sfreq,
+        "xmin": 0.0,
+        "xmax": (n_times - 1) / sfreq,
+        "times": np.arange(n_times) / sfreq * 1000,
+        "data": (raw.get_data() * 1e6).astype("float32"),
+        "chanlocs": chanlocs,
+        "event": np.zeros((0,)),
+        "chaninfo": {"plotrad": 0.5},
+        "icawinv": np.zeros((0,)),
+        "ref": "common",
+    }
+    scipy.io.savemat(path, {"EEG": eeg}, appendmat=False)
+    return path
+
+
 WRITERS = {
     "edf": (".edf", write_edf),
     "bdf": (".bdf", write_bdf),
     "brainvision": (".vhdr", write_brainvision),
     "fif": (".fif", write_fif),
     "persyst": (".lay", write_persyst),
+    "eeglab": (".set", write_eeglab),
 }
 
 
@@ -154,7 +189,7 @@ def test_each_format_reads_and_keeps_no_privacy_field(
     orig = _raw()
     path = write(tmp_path / f"sub-1_ses-1_task-puff_ieeg{ext}", orig)
     header = b"".join(p.read_bytes()[:4096] for p in tmp_path.iterdir())
-    if fmt != "brainvision":  # the canary is really in the file
+    if fmt not in ("brainvision", "eeglab"):  # the canary is really in the file (eeglab: zlib)
         assert CANARY.encode() in header
     with caplog.at_level(logging.DEBUG):
         raw, name = read_raw(path, site="s")
@@ -314,7 +349,7 @@ def test_oversized_recording_fails_before_reading(
 
     monkeypatch.setattr(mne.io, FORMATS[ext].reader, boom)
     msg = _message(path)
-    assert f"file 'r_ieeg{ext}', field 'size': file is 2,000" in msg, msg
+    assert f"file 'r_ieeg{ext}" in msg and "field 'size': file is 2,000" in msg, msg
     assert "above the 1000 MB limit for ieeg files" in msg, msg
 
 
@@ -335,7 +370,7 @@ def _tables(root: Path) -> dict:
     return {"channels": t.channels, "responses": t.responses, "qc": t.qc}
 
 
-@pytest.mark.parametrize("fmt", ["edf", "bdf", "fif", "persyst"])
+@pytest.mark.parametrize("fmt", ["edf", "bdf", "fif", "persyst", "eeglab"])
 def test_same_tables_from_every_format(fmt: str, bv_site, tmp_path: Path) -> None:
     """The BrainVision site converted to another format harmonizes to the same tables (up to
     the target format's quantisation)."""

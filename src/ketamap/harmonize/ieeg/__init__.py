@@ -4,14 +4,21 @@ read -> harmonize -> table, like the clinical and PET modules: :func:`harmonize_
 recording of one site (docs/site_data.md, iEEG part), cleans and re-references it, computes the
 high-frequency broadband (HFB) envelope, epochs it around the puffs and returns the rows of the
 ``ieeg_channels``, ``ieeg_responses`` and ``ieeg_timecourses`` tables with pseudonymous ids, plus a
-per-recording ``qc`` frame (not a declared table). The details live in :mod:`ketamap.ieeg_read`
-(formats, payload checks, sidecars) and :mod:`ketamap.ieeg_signal` (HFB core, line noise, bad
-channels).
+per-recording ``qc`` frame (not a declared table). The details live in
+:mod:`ketamap.harmonize.ieeg.read` (formats, size and payload checks, sidecars, privacy) and
+:mod:`ketamap.harmonize.ieeg.signal` (HFB core, line noise, bad channels).
 
 Decisions:
 
-* One recording per subject and condition (``sub-*/ses-*/ieeg/*_ieeg.edf|.vhdr``); the session label
-  maps to the condition through ``sites[].reader.conditions``; an unmapped session is an error.
+* One recording per subject and condition (``sub-*/ses-*/ieeg/*_ieeg.<ext>``, any format of
+  :data:`ketamap.harmonize.ieeg.read.FORMATS`: EDF/EDF+, BDF, BrainVision, Persyst, Nihon Kohden,
+  FIF, EEGLAB, each opened by MNE's reader); the session label maps to the condition through
+  ``sites[].reader.conditions``; an unmapped session is an error.
+* Consistency: ``_channels.tsv`` lists every channel of the recording once; the sidecar's
+  ``SamplingFrequency`` matches the header, and when given, ``RecordingDuration`` matches the
+  signal (within 1 s) and ``SEEGChannelCount``/``ECOGChannelCount`` match ``_channels.tsv``;
+  puff onsets lie inside the recording and agree with a ``sample`` column. Each is an error
+  naming the file, field and row.
 * Channels: only ``SEEG``/``ECOG`` rows of ``channels.tsv``. ``status: bad`` -> ``bad_declared``;
   the others are checked after the notch: ``flat`` (SD < 1e-3 x median SD) and ``noisy`` (robust z
   > 5 of log SD or of log(max|x|/SD)); see :func:`ketamap.ieeg_signal.detect_bad_channels`.
