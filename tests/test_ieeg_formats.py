@@ -353,6 +353,39 @@ def test_oversized_recording_fails_before_reading(
     assert "above the 1000 MB limit for ieeg files" in msg, msg
 
 
+def test_fif_cut_in_transfer(tmp_path: Path) -> None:
+    path = write_fif(tmp_path / "r_ieeg.fif", _raw(seconds=10.0))
+    path.write_bytes(path.read_bytes()[:-100])
+    assert "field 'data': MNE cannot read the signal of this FIF" in _message(path)
+
+
+def test_edf_with_a_slower_ieeg_channel(tmp_path: Path) -> None:
+    """MNE upsamples an EDF signal sampled slower than the others; the harmonizer rejects it."""
+    from edfio import Edf, EdfSignal
+
+    root = make_ieeg_site(tmp_path / "s", fmt="edf", subjects=("sub-Q1",), sessions=("ses-base",))
+    edf = next(root.glob("sub-*/ses-*/ieeg/*_ieeg.edf"))
+    raw = mne.io.read_raw_edf(edf, preload=True, verbose="error")
+    data, sfreq = raw.get_data() * 1e6, int(raw.info["sfreq"])
+    n = data.shape[1] // sfreq * sfreq
+    signals = [
+        EdfSignal(
+            row[:n:2] if i == 2 else row[:n],
+            sfreq // 2 if i == 2 else sfreq,
+            label=name,
+            physical_range=(-5000, 5000),
+            physical_dimension="uV",
+        )
+        for i, (row, name) in enumerate(zip(data, raw.ch_names, strict=True))
+    ]
+    Edf(signals, data_record_duration=1).write(edf)
+    with pytest.raises(SiteDataError) as err:
+        harmonize_site(site_entry("ieeg_f", **{"ses-base": "baseline"}), root, DEMO_KEY, {})
+    msg = str(err.value)
+    assert "_ieeg.edf', field 'samples per data record'" in msg, msg
+    assert f"sampled at {sfreq // 2:g} Hz in a {sfreq:g} Hz recording" in msg, msg
+
+
 # --------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def bv_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:

@@ -435,6 +435,16 @@ def _process(
             expected="the recording's channel names",
         )
     _check_channel_counts(chans, raw.ch_names, recording.sidecar, site_id, ch_shown, json_shown)
+    slow = {n: r for n, r in (recording.rates or {}).items() if n in names and r < sfreq - 1e-6}
+    if slow:
+        first = next(iter(slow))
+        raise SiteDataError(
+            f"{len(slow)} SEEG/ECOG channels ({excerpt(first, 16)}, ...) are sampled at "
+            f"{slow[first]:g} Hz in a {sfreq:g} Hz recording (a reader would upsample them)",
+            field="samples per data record",
+            expected=f"every SEEG/ECOG channel at {sfreq:g} Hz",
+            **where,
+        )
     # The events before the signal work: a bad _events.tsv fails in seconds, not minutes.
     onsets = puff_onsets(
         rec.path.parent / f"{stem}_events.tsv", site_id, root, duration_s=seconds, sfreq=sfreq

@@ -104,6 +104,18 @@ class Recording:
     events: pd.DataFrame
     shown: str
     fmt: str
+    rates: dict[str, float] | None = None  # per channel, Hz, where the format allows several
+
+
+def channel_rates(raw: mne.io.BaseRaw, fmt: str) -> dict[str, float] | None:
+    """Each channel's own sampling rate in an EDF/BDF, where signals may differ (MNE upsamples
+    the slower ones to the fastest, which the header's rate then hides); None for other formats."""
+    if fmt not in ("edf", "bdf") or not raw._raw_extras:
+        return None
+    extras = raw._raw_extras[0]
+    n_samps = np.asarray(extras["n_samps"], dtype=float)[np.asarray(extras["sel"])]
+    record_s = float(np.asarray(extras["record_length"]).ravel()[0])
+    return dict(zip(raw.ch_names, n_samps / record_s, strict=True))
 
 
 def format_of(path: Path, *, site: str, root: Path | None = None) -> Format:
@@ -347,6 +359,7 @@ def read_recording(
         events=events,
         shown=shown_path(path, root),
         fmt=fmt,
+        rates=channel_rates(raw, fmt),
     )
 
 
