@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,7 @@ import pytest
 
 from ketamap.errors import SiteDataError
 from ketamap.harmonize.ieeg import bipolar_pairs, hfb_envelope
-from ketamap.harmonize.ieeg.read import (
-    _vhdr_fields,
-    read_bids,
-    read_recording,
-    sniff_format,
-)
+from ketamap.harmonize.ieeg.read import format_of, read_bids, read_recording
 from ketamap.io import read_json, read_tsv
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -26,6 +22,14 @@ BIDS_IEEG = ["ieeg_visual", "ieeg_motorMiller2007"]
 
 def _vhdrs(dataset: str) -> list[Path]:
     return sorted((REALDATA / "bids-examples" / dataset).glob("sub-*/ses-*/ieeg/*_ieeg.vhdr"))
+
+
+def _vhdr_channel_count(vhdr: Path) -> int:
+    """NumberOfChannels of a BrainVision header (an INI file after its first line)."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    text = vhdr.read_text(encoding="utf-8", errors="replace")
+    cfg.read_string(text[text.index("[") :])
+    return cfg.getint("Common Infos", "NumberOfChannels")
 
 
 def test_sample_ecog_fif_hfb() -> None:
@@ -53,7 +57,7 @@ def test_bids_ieeg_headers_parse(dataset: str) -> None:
     for vhdr in vhdrs:
         root = REALDATA / "bids-examples" / dataset
         stem = vhdr.name[: -len("_ieeg.vhdr")]
-        assert sniff_format(vhdr, site="real") == "brainvision"
+        assert format_of(vhdr, site="real").name == "brainvision"
         sidecar = read_json(vhdr.parent / f"{stem}_ieeg.json", site="real")
         assert sidecar["PowerLineFrequency"] in (50, 60)
         channels = read_tsv(
@@ -66,8 +70,7 @@ def test_bids_ieeg_headers_parse(dataset: str) -> None:
             required=["onset", "duration"],
         )
         assert len(events) > 0
-        fields = _vhdr_fields(vhdr.read_text(encoding="utf-8", errors="replace"))
-        assert int(fields["NumberOfChannels"]) == len(channels)
+        assert _vhdr_channel_count(vhdr) == len(channels)
         electrodes = sorted(vhdr.parent.glob("*_electrodes.tsv"))
         assert electrodes
         for e in electrodes:
@@ -88,6 +91,7 @@ def test_bids_ieeg_empty_payloads_rejected(dataset: str) -> None:
         msg = str(err.value)
         assert "_ieeg.eeg'" in msg, msg
         assert ("empty (0 bytes)" in msg) or ("holds only" in msg) or ("truncated" in msg), msg
+        assert "field '" in msg and "expected" in msg, msg
         print(msg)
 
 

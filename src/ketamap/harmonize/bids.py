@@ -19,6 +19,7 @@ import pandas as pd
 
 from ketamap.errors import SiteDataError
 from ketamap.io import read_tsv, shown_path
+from ketamap.limits import check_size, excerpt
 from ketamap.schemas import load_columns, normalize_values
 
 # Region names in atlases, electrode tables and every region column.
@@ -66,21 +67,38 @@ def session_files(
             yield SessionFile(participant, session, path, shown)
 
 
-def puff_onsets(path: Path, site_id: str, root: Path) -> np.ndarray:
+def puff_onsets(
+    path: Path,
+    site_id: str,
+    root: Path,
+    *,
+    duration_s: float | None = None,
+    sfreq: float | None = None,
+) -> np.ndarray:
     """Onsets (s) of the ``trial_type`` puff rows of a BIDS ``_events.tsv`` (every row when the
-    file has no ``trial_type``)."""
+    file has no ``trial_type``).
+
+    Each onset must be a number of seconds, and with ``duration_s`` (the recording's length) lie
+    within ``0 - duration_s``: onsets written in milliseconds fail here, blamed on this file with
+    the row, not later on the recording. With ``sfreq``, a ``sample`` column (BIDS: the onset in
+    samples) must agree with ``onset x sfreq`` within one sample. Rows count data rows from 1 (the
+    header is line 1, row 1 is line 2)."""
     shown = shown_path(path, root)
+    check_size(path, "tsv", site=site_id, file=shown)
     df = read_tsv(path, site=site_id, root=root, required=["onset", "duration"])
+    where = {"site": site_id, "file": shown, "field": "onset"}
     if "trial_type" in df.columns:
         df = df[df["trial_type"].str.lower() == "puff"]
+    rows = df.index.to_numpy() + 1
     onsets = pd.to_numeric(df["onset"], errors="coerce")
-    if onsets.isna().any():
+    bad = onsets.isna().to_numpy() | ~np.isfinite(onsets.to_numpy(dtype=float))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
         raise SiteDataError(
-            f"non-numeric onsets {df['onset'][onsets.isna()].tolist()[:3]}",
-            site=site_id,
-            file=shown,
-            field="onset",
-            expected="seconds",
+            f"row {rows[i]}: onset {excerpt(str(df['onset'].iloc[i]))} is not a number"
+            + (f" ({int(bad.sum())} such rows)" if bad.sum() > 1 else ""),
+            expected="seconds from the recording start",
+            **where,
         )
     if onsets.empty:
         raise SiteDataError(
@@ -90,7 +108,45 @@ def puff_onsets(path: Path, site_id: str, root: Path) -> np.ndarray:
             field="trial_type",
             expected="rows with trial_type puff",
         )
-    return onsets.to_numpy(dtype=float)
+    values = onsets.to_numpy(dtype=float)
+    limit = f"seconds within the recording's 0-{duration_s:g} s" if duration_s else "seconds >= 0"
+    outside = (values < 0) | (values > duration_s if duration_s is not None else False)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        # Most onsets past the end, all of them inside once divided by 1000: milliseconds.
+        looks_ms = (
+            duration_s is not None
+            and values.min() >= 0
+            and outside.sum() > len(values) / 2
+            and values.max() / 1000.0 <= duration_s
+        )
+        raise SiteDataError(
+            f"row {rows[i]}: onset {values[i]:g} is outside the recording"
+            + (f" ({int(outside.sum())} such rows)" if outside.sum() > 1 else ""),
+            expected=limit,
+            hint="the onsets look like milliseconds; BIDS onsets are in seconds"
+            if looks_ms
+            else None,
+            **where,
+        )
+    if sfreq is not None and "sample" in df.columns:
+        # A constant offset is allowed (MNE-BIDS counts samples from the file's first sample,
+        # which need not be 0 for FIF); a varying one means onsets in other units or a wrong rate.
+        samples = pd.to_numeric(df["sample"], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(samples)
+        offset = samples - values * sfreq
+        off = ok & (np.abs(offset - np.median(offset[ok]) if ok.any() else 0.0) > 1.0)
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise SiteDataError(
+                f"row {rows[i]}: onset {values[i]:g} s is sample {values[i] * sfreq:.6g} at "
+                f"{sfreq:g} Hz but the row's sample is {samples[i]:.6g}"
+                + (f" ({int(off.sum())} such rows)" if off.sum() > 1 else ""),
+                expected="onsets in seconds that agree with the sample column "
+                "(onset x sampling rate = sample, within one sample)",
+                **where,
+            )
+    return values
 
 
 @dataclass

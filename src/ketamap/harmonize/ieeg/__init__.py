@@ -4,14 +4,21 @@ read -> harmonize -> table, like the clinical and PET modules: :func:`harmonize_
 recording of one site (docs/site_data.md, iEEG part), cleans and re-references it, computes the
 high-frequency broadband (HFB) envelope, epochs it around the puffs and returns the rows of the
 ``ieeg_channels``, ``ieeg_responses`` and ``ieeg_timecourses`` tables with pseudonymous ids, plus a
-per-recording ``qc`` frame (not a declared table). The details live in :mod:`ketamap.ieeg_read`
-(formats, payload checks, sidecars) and :mod:`ketamap.ieeg_signal` (HFB core, line noise, bad
-channels).
+per-recording ``qc`` frame (not a declared table). The details live in
+:mod:`ketamap.harmonize.ieeg.read` (formats, size and payload checks, sidecars, privacy) and
+:mod:`ketamap.harmonize.ieeg.signal` (HFB core, line noise, bad channels).
 
 Decisions:
 
-* One recording per subject and condition (``sub-*/ses-*/ieeg/*_ieeg.edf|.vhdr``); the session label
-  maps to the condition through ``sites[].reader.conditions``; an unmapped session is an error.
+* One recording per subject and condition (``sub-*/ses-*/ieeg/*_ieeg.<ext>``, any format of
+  :data:`ketamap.harmonize.ieeg.read.FORMATS`: EDF/EDF+, BDF, BrainVision, Persyst, Nihon Kohden,
+  FIF, EEGLAB, each opened by MNE's reader); the session label maps to the condition through
+  ``sites[].reader.conditions``; an unmapped session is an error.
+* Consistency: ``_channels.tsv`` lists every channel of the recording once; the sidecar's
+  ``SamplingFrequency`` matches the header, and when given, ``RecordingDuration`` matches the
+  signal (within 1 s) and ``SEEGChannelCount``/``ECOGChannelCount`` match ``_channels.tsv``;
+  puff onsets lie inside the recording and agree with a ``sample`` column. Each is an error
+  naming the file, field and row.
 * Channels: only ``SEEG``/``ECOG`` rows of ``channels.tsv``. ``status: bad`` -> ``bad_declared``;
   the others are checked after the notch: ``flat`` (SD < 1e-3 x median SD) and ``noisy`` (robust z
   > 5 of log SD or of log(max|x|/SD)); see :func:`ketamap.ieeg_signal.detect_bad_channels`.
@@ -70,9 +77,17 @@ from ketamap.harmonize.bids import (
     session_files,
 )
 from ketamap.harmonize.ieeg import signal as ieeg_signal
-from ketamap.harmonize.ieeg.read import Recording, read_recording
+from ketamap.harmonize.ieeg.read import (
+    DURATION_TOLERANCE_S,
+    FORMATS,
+    Recording,
+    is_recording,
+    read_recording,
+    recording_patterns,
+)
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, shown_path
+from ketamap.limits import check_size, excerpt
 from ketamap.schemas import get_table
 
 __all__ = [
@@ -277,14 +292,16 @@ def _find_recordings(site_id: str, root: Path) -> list[_Rec]:
         )
     recs = [
         _Rec(f.participant_id, f.session_id, f.path, f.shown)
-        for f in session_files(site_id, root, "ieeg", ("*_ieeg.edf", "*_ieeg.vhdr"))
+        for f in session_files(site_id, root, "ieeg", recording_patterns())
+        if is_recording(f.path)
     ]
     if not recs:
         raise SiteDataError(
             "no iEEG recordings found",
             site=site_id,
             file=str(root.name),
-            expected="sub-<label>/ses-<label>/ieeg/*_ieeg.edf or *_ieeg.vhdr with sidecars",
+            expected="sub-<label>/ses-<label>/ieeg/*_ieeg.<ext> with sidecars, <ext> one of "
+            + ", ".join(FORMATS),
         )
     return recs
 
@@ -297,6 +314,7 @@ def _read_electrodes(rec: _Rec, site_id: str, root: Path) -> pd.DataFrame:
         log.warning("no electrodes.tsv for a recording: positions and regions missing")
         return pd.DataFrame(columns=cols, index=pd.Index([], name="name"))
     path = files[0]
+    check_size(path, "tsv", site=site_id, file=shown_path(path, root))
     df = read_tsv(path, site=site_id, root=root, required=["name", "x", "y", "z"])
     where = {"site": site_id, "file": shown_path(path, root)}
     out = pd.DataFrame(index=pd.Index(df["name"], name="name"))
@@ -378,6 +396,8 @@ def _process(
             expected=f"{sfreq:g}",
         )
     line_hz = _line_frequency(recording.sidecar, {"site": site_id, "file": json_shown})
+    seconds = raw.n_times / sfreq
+    _check_duration(recording.sidecar, seconds, shown, {"site": site_id, "file": json_shown})
     try:
         ieeg_signal.check_band(opts["band_hz"], sfreq)
     except ValueError as exc:
@@ -414,6 +434,22 @@ def _process(
             field="name",
             expected="the recording's channel names",
         )
+    _check_channel_counts(chans, raw.ch_names, recording.sidecar, site_id, ch_shown, json_shown)
+    slow = {n: r for n, r in (recording.rates or {}).items() if n in names and r < sfreq - 1e-6}
+    if slow:
+        first = next(iter(slow))
+        raise SiteDataError(
+            f"{len(slow)} SEEG/ECOG channels ({excerpt(first, 16)}, ...) are sampled at "
+            f"{slow[first]:g} Hz in a {sfreq:g} Hz recording (a reader would upsample them)",
+            field="samples per data record",
+            expected=f"every SEEG/ECOG channel at {sfreq:g} Hz",
+            **where,
+        )
+    # The events before the signal work: a bad _events.tsv fails in seconds, not minutes.
+    onsets = puff_onsets(
+        rec.path.parent / f"{stem}_events.tsv", site_id, root, duration_s=seconds, sfreq=sfreq
+    )
+    ev_where = {"site": site_id, "file": shown_path(rec.path.parent / f"{stem}_events.tsv", root)}
     status_col = (
         ieeg["status"].str.lower()
         if "status" in ieeg.columns
@@ -435,6 +471,7 @@ def _process(
 
     # signal: line check, notch, automatic bad channels
     data = raw.get_data(picks=names)  # volts, float64
+    recording_fmt = recording.fmt
     del raw, recording
     probe = data[contact_status == "good", : int(60 * sfreq)]
     detected = ieeg_signal.detect_line_frequency(probe, sfreq) if len(probe) else None
@@ -515,8 +552,7 @@ def _process(
 
     env = ieeg_signal.hfb_envelope(reref, sfreq, opts["band_hz"], float(opts["sub_band_width_hz"]))
     del reref
-    onsets = _puff_onsets(rec, site_id, root, stem)
-    z_avg, n_epochs, times, trial_amp, power = _epoch_z(env, onsets, opts, where)
+    z_avg, n_epochs, times, trial_amp, power = _epoch_z(env, onsets, opts, ev_where)
     measures = _measures(z_avg, power, times, opts)
     measures.insert(0, "channel", good_names)
     method = _method_text(opts, line_hz, warnings)
@@ -532,7 +568,7 @@ def _process(
     qc = {
         "subject_id": subject_id,
         "condition": condition,
-        "format": "edf" if rec.path.suffix == ".edf" else "brainvision",
+        "format": recording_fmt,
         "sfreq_hz": sfreq,
         "declared_line_hz": line_hz,
         "detected_line_hz": detected,
@@ -570,8 +606,75 @@ def _contact_info(names: list[str], types: np.ndarray, electrodes: pd.DataFrame)
     return info
 
 
-def _puff_onsets(rec: _Rec, site_id: str, root: Path, stem: str) -> np.ndarray:
-    return puff_onsets(rec.path.parent / f"{stem}_events.tsv", site_id, root)
+def _check_duration(
+    sidecar: dict[str, Any], seconds: float, shown: str, where: dict[str, Any]
+) -> None:
+    """The sidecar's ``RecordingDuration`` (optional in BIDS) against the signal's length: a
+    data file cut in transfer reads as a shorter recording without any error from the reader."""
+    if "RecordingDuration" not in sidecar:
+        return
+    value = sidecar["RecordingDuration"]
+    try:
+        declared = float(value)
+    except (TypeError, ValueError):
+        declared = float("nan")
+    if not np.isfinite(declared) or declared <= 0:
+        raise SiteDataError(
+            f"RecordingDuration {excerpt(str(value))}",
+            field="RecordingDuration",
+            expected="the recording's length in seconds",
+            **where,
+        )
+    if abs(declared - seconds) > DURATION_TOLERANCE_S:
+        raise SiteDataError(
+            f"RecordingDuration {declared:g} s but {shown} holds {seconds:.6g} s of signal",
+            field="RecordingDuration",
+            expected=f"{seconds:.6g} s within {DURATION_TOLERANCE_S:g} s (a shorter signal file "
+            "is cut: re-export or re-transfer it)",
+            **where,
+        )
+
+
+def _check_channel_counts(
+    chans: pd.DataFrame,
+    ch_names: list[str],
+    sidecar: dict[str, Any],
+    site_id: str,
+    ch_shown: str,
+    json_shown: str,
+) -> None:
+    """``_channels.tsv`` lists every channel of the recording once (BIDS), and the sidecar's
+    ``SEEGChannelCount``/``ECOGChannelCount`` (optional) agree with its types."""
+    listed = set(chans["name"])
+    unlisted = [n for n in ch_names if n not in listed]
+    if unlisted or len(chans) != len(ch_names):
+        raise SiteDataError(
+            f"{len(chans)} rows for a recording of {len(ch_names)} channels"
+            + (
+                f"; not listed: {', '.join(excerpt(n, 16) for n in unlisted[:5])}"
+                if unlisted
+                else ""
+            ),
+            site=site_id,
+            file=ch_shown,
+            field="name",
+            expected=f"one row per channel of the recording ({len(ch_names)})",
+        )
+    types = chans["type"].str.upper()
+    for key, kind in (("SEEGChannelCount", "SEEG"), ("ECOGChannelCount", "ECOG")):
+        if key not in sidecar:
+            continue
+        n = int((types == kind).sum())
+        value = sidecar[key]
+        if not (isinstance(value, int | float) and not isinstance(value, bool) and value == n):
+            raise SiteDataError(
+                f"{key} {value if isinstance(value, int | float) else excerpt(str(value))} but "
+                f"{ch_shown} lists {n} {kind} channels",
+                site=site_id,
+                file=json_shown,
+                field=key,
+                expected=f"{n}",
+            )
 
 
 def _epoch_z(
@@ -589,7 +692,9 @@ def _epoch_z(
     if not ok.any():
         raise SiteDataError(
             f"none of the {len(onsets)} puffs has a full epoch {list(opts['epoch_s'])} s inside the recording",
-            expected="puff onsets in seconds from the recording start",
+            field="onset",
+            expected=f"puff onsets in seconds from the recording start, at least "
+            f"{-opts['epoch_s'][0]:g} s after it and {opts['epoch_s'][1]:g} s before its end",
             **where,
         )
     idx = starts[ok, None] + offsets[None, :]
