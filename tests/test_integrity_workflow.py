@@ -11,8 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 from ketamap import integrity
+from ketamap.registry import build_registry
 from workflow_project import TABLES, hashes, make_project, run, tool_env
 
 
@@ -164,3 +167,84 @@ def test_make_run_refuses_a_live_run(tmp_path: Path) -> None:
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
+
+
+# -- one bad site through the whole workflow --------------------------------------------------
+
+
+def _broken_registry(base: Path, breaks: dict, scenario: str) -> Path:
+    """A scenario's datasets, some broken, released into a registry outside the workflow."""
+    from ketamap import synth
+
+    sites = base / "sites"
+    synth.generate(REPO / f"config/scenarios/{scenario}.yaml", sites)
+    for site, breaker in breaks.items():
+        breaker(sites / site)
+    build_registry(sites, base / "registry", str(base / "remote"), "v1")
+    return base / "registry"
+
+
+def _onsets_in_ms(site: Path) -> None:
+    """Every puff onset of the first run's _events.tsv written in milliseconds."""
+    events = sorted(site.rglob("*_events.tsv"))[0]
+    rows = [line.split("\t") for line in events.read_text().splitlines()]
+    i = rows[0].index("onset")
+    for row in rows[1:]:
+        row[i] = f"{float(row[i]) * 1000:g}"
+    events.write_text("\n".join("\t".join(r) for r in rows) + "\n")
+
+
+def _tracking_cut_short(site: Path) -> None:
+    """A DeepLabCut CSV truncated at a row boundary: its second half lost in transfer."""
+    tracking = sorted(site.rglob("*DLC_*.csv"))[0]
+    lines = tracking.read_text().splitlines()
+    tracking.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+
+
+BAD_SITES = [
+    # (scenario, bad site, change, message parts, a good site's per-site table, the consortium
+    # table that must not be built from partial input)
+    (
+        "ieeg_small",
+        "site_b_ieeg",
+        _onsets_in_ms,
+        ["site 'site_b_ieeg'", "_events.tsv'", "field 'onset'", "expected"],
+        "results/sites/site_a_ieeg/ieeg_responses.parquet",
+        "results/tables/ieeg_responses.parquet",
+    ),
+    (
+        "behaviour_small",
+        "lab_dlc_mice",
+        _tracking_cut_short,
+        ["site 'lab_dlc_mice'", "DLC_resnet50", "expected"],
+        "results/sites/lab_nwb_mice/behaviour_puffs.parquet",
+        "results/tables/behaviour_puffs.parquet",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", BAD_SITES, ids=[c[1] for c in BAD_SITES])
+def test_one_bad_site_fails_alone_through_the_workflow(tmp_path: Path, case) -> None:
+    """The bad site's job fails with one message, the others finish, and no consortium table is
+    built from the sites that remain (with tests/test_workflow.py's participants.tsv, revision and
+    corrupt-image cases, and tests/test_slurm.py's, the workflow-level bad-site cases)."""
+    scenario, site, change, parts, good, consortium = case
+    registry = _broken_registry(tmp_path, {site: change}, scenario)
+
+    def real_registry(config: dict) -> None:
+        del config["demo"]
+        for entry in [*config["sites"], *([config["atlas"]] if config.get("atlas") else [])]:
+            entry["registry"] = str(registry)
+
+    project = make_project(tmp_path / "p", scenario=scenario, config_edit=real_registry)
+    out = _snakemake(project)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    errors = [line for line in text.splitlines() if line.startswith("ERROR ketamap:")]
+    assert errors and all(p in errors[0] for p in parts), errors or text[-3000:]
+    assert "Traceback" not in text
+    assert (project / good).is_file()
+    from ketamap import schemas
+
+    schemas.read_table(project / good, Path(good).stem)
+    assert not (project / consortium).exists()

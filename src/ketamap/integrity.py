@@ -273,7 +273,8 @@ def forget_verified(raw: Path) -> None:
 
 
 def stale_fetch(site: dict[str, Any], raw: str | Path) -> str | None:
-    """Why the fetched ``raw`` can no longer be used (so the workflow must fetch it again), or None.
+    """Why the fetched ``raw`` no longer holds what was fetched (so the workflow must fetch it
+    again), or None.
 
     Cheap when nothing changed: file sizes, mtimes and inodes are compared with the tree verified
     last; only the files whose stat differs are hashed. A tree never fetched returns None (the
@@ -282,9 +283,8 @@ def stale_fetch(site: dict[str, Any], raw: str | Path) -> str | None:
     fetched = _load_manifest(fetch_manifest_path(raw))
     if fetched is None:
         return None
-    differs = pinned_differs(site, fetched)
-    if differs:
-        return differs
+    # Another pinned revision is not checked here: it is a param of the fetch, which Snakemake
+    # compares itself (a dry run with another pin must not mark the data for a refetch).
     if not raw.is_dir():
         return "the fetched folder was deleted"
     files, links = _walk(raw)
