@@ -146,6 +146,34 @@ def test_adapter_turns_project_errors_into_one_message(
         logging.getLogger("ketamap").removeHandler(handler)
 
 
+def test_adapter_never_leaves_an_unexpected_error_out_of_the_job_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug (or an input nothing checks yet) still gives a non-empty job log with the traceback,
+    and one line on the console naming the log."""
+    log = tmp_path / "job.log"
+    smk = SimpleNamespace(log=[str(log)], config={"limits": {"tsv_mb": 1}})
+
+    def bug() -> None:
+        raise TypeError("can't convert complex to float")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_step(smk, bug)
+    assert exit_info.value.code == 1
+    text = log.read_text()
+    assert "Traceback" in text and "TypeError: can't convert complex to float" in text
+    err = capsys.readouterr().err
+    assert "unexpected TypeError: can't convert complex to float" in err
+    assert str(log) in err and "Traceback" not in err
+    from ketamap import limits
+
+    assert limits.limit_mb("tsv") == 1  # the job's config limits were applied
+    limits.configure(None)
+    for handler in list(logging.getLogger("ketamap").handlers):
+        handler.close()
+        logging.getLogger("ketamap").removeHandler(handler)
+
+
 def test_key_comes_from_the_environment_first(monkeypatch: pytest.MonkeyPatch) -> None:
     config = {"pseudonymization": {"key_env": "KM_TEST_KEY", "demo_key": "demo"}}
     assert ids.load_key(config) == b"demo"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def run_step(snakemake: Any, func: Callable[..., Any], **kwargs: Any) -> Any:
     log_file = snakemake.log[0] if len(snakemake.log) else None
     configure_logging(log_file)
     try:
-        limits.configure(snakemake.config.get("limits"))
+        limits.configure((getattr(snakemake, "config", None) or {}).get("limits"))
         return func(**kwargs)
     except KetamapError as exc:
         log.error("%s", exc)
@@ -53,20 +54,13 @@ def run_step(snakemake: Any, func: Callable[..., Any], **kwargs: Any) -> Any:
     except Exception as exc:
         # Not a user error: a bug, or input no reader anticipated. The job log gets the traceback
         # (it is never left empty), the console one line naming the log.
-        _log_traceback(log_file)
         log.error(
             "unexpected %s: %s (a ketamap bug or an input nothing checks yet; traceback in %s)",
             type(exc).__name__,
             str(exc)[:300],
             log_file or "the job's stderr",
         )
+        # INFO: the log file only (the console shows warnings and errors).
+        log.info("traceback:\n%s", traceback.format_exc())
         sys.stderr.flush()
         raise SystemExit(1) from None
-
-
-def _log_traceback(log_file: str | None) -> None:
-    import traceback
-
-    if log_file:
-        with open(log_file, "a") as fh:
-            fh.write(traceback.format_exc())
