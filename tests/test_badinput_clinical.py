@@ -168,7 +168,9 @@ CASES: list[tuple[str, str, Callable[[Path], None], list[str]]] = [
     (
         "score_sidecar_without_scale",
         HC,
-        lambda d: _edit_json(d / "phenotype" / "hamd17.json", lambda j: j.pop("MeasurementToolMetadata")),
+        lambda d: _edit_json(
+            d / "phenotype" / "hamd17.json", lambda j: j.pop("MeasurementToolMetadata")
+        ),
         [
             "site 'keio_hc'",
             "file 'phenotype/hamd17.json'",
@@ -206,9 +208,7 @@ def test_a_huge_value_gets_a_short_message(corpus: Consortium, tmp_path: Path) -
     assert len(message) < 500, len(message)
 
 
-def test_a_score_sidecar_with_a_byte_order_mark_is_read(
-    corpus: Consortium, tmp_path: Path
-) -> None:
+def test_a_score_sidecar_with_a_byte_order_mark_is_read(corpus: Consortium, tmp_path: Path) -> None:
     raw = corpus.copy(HC, tmp_path)
     sidecar = raw / "phenotype" / "hamd17.json"
     sidecar.write_bytes(b"\xef\xbb\xbf" + sidecar.read_bytes())

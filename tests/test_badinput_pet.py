@@ -215,7 +215,13 @@ CASES: list[tuple[str, str, Callable[[Path], str], str, list[str]]] = [
         "affine",
         ["atlas space", "within 10 mm"],
     ),
-    ("scl_slope_zero_int16", INT_SITE, header(set_field("scl_slope", 0)), "scl_slope", ["non-zero"]),
+    (
+        "scl_slope_zero_int16",
+        INT_SITE,
+        header(set_field("scl_slope", 0)),
+        "scl_slope",
+        ["non-zero"],
+    ),
     ("scl_slope_inf", FLOAT_SITE, header(set_field("scl_slope", np.inf)), "scl_slope", ["finite"]),
     ("qform_sform_disagree", INT_SITE, header(sform_only_shift), "affine", ["qform and sform"]),
     (

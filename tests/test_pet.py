@@ -778,7 +778,9 @@ def test_bad_image_files_rejected(
 
 def test_all_zero_image_rejected(tmp_path: Path, atlas: pet.Atlas) -> None:
     root = one_site(tmp_path, data=np.zeros((*SHAPE, 4)))
-    with pytest.raises(SiteDataError, match=rf"{IMAGE_FILE}, field 'voxel data': image is all zeros \(frame 0\)"):
+    with pytest.raises(
+        SiteDataError, match=rf"{IMAGE_FILE}, field 'voxel data': image is all zeros \(frame 0\)"
+    ):
         run(root, atlas)
 
 

@@ -152,7 +152,10 @@ def test_pet001_zeroed_voxels_rejected() -> None:
         assert img.shape == (128, 128, 63, 21)
         assert pet_image.orientation(img.affine) == "LPI"
         labels = np.ones(img.shape[:3], dtype=np.intp)
-        with pytest.raises(SiteDataError, match=rf"file '{inner}', field 'voxel data': image is all zeros \(frame 0\)"):
+        with pytest.raises(
+            SiteDataError,
+            match=rf"file '{inner}', field 'voxel data': image is all zeros \(frame 0\)",
+        ):
             pet_image.regional_means(img.dataobj, labels, site="pet001", file=inner)
 
 

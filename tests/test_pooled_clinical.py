@@ -153,5 +153,7 @@ def test_too_few_randomised_subjects_names_the_sites_and_counts() -> None:
     ):
         analyze_madrs_change(subjects, scores)
     subjects["arm"] = None
-    with pytest.raises(KetamapError, match=r"no subject has an arm \(sites in the subjects table: ycu_rct\)"):
+    with pytest.raises(
+        KetamapError, match=r"no subject has an arm \(sites in the subjects table: ycu_rct\)"
+    ):
         analyze_madrs_change(subjects, scores)

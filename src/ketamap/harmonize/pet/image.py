@@ -121,8 +121,11 @@ class Alignment:
 
     def add(self, frame: np.ndarray) -> None:
         """Accumulate one frame (x, y, z) of the image."""
-        weights = np.where(np.isfinite(frame) & (frame > 0), frame, 0)
+        weights = np.fmax(frame, 0)  # NaN (background written by some tools) counts as 0
         along_x = weights.sum(axis=(1, 2), dtype=np.float64)
+        if not np.isfinite(along_x).all():  # inf outside the regions: ignored like NaN
+            weights = np.where(np.isfinite(weights), weights, 0)
+            along_x = weights.sum(axis=(1, 2), dtype=np.float64)
         yz = weights.sum(axis=0, dtype=np.float64)
         along = (along_x, yz.sum(axis=1), yz.sum(axis=0))
         self.moments += [a @ np.arange(a.size, dtype=np.float64) for a in along]
@@ -302,9 +305,7 @@ def expected_bytes(img: Any) -> int:
     return int(header.get_data_offset()) + n_voxels * header.get_data_dtype().itemsize
 
 
-def check_integrity(
-    fh: Any, img: Any, path: Path, *, gzipped: bool, where: dict[str, Any]
-) -> None:
+def check_integrity(fh: Any, img: Any, path: Path, *, gzipped: bool, where: dict[str, Any]) -> None:
     """The whole file is intact: a ``.nii.gz`` is decompressed to its end on the open handle (gzip
     then checks the CRC-32 and the length of the data), a ``.nii`` holds every declared byte."""
     need = expected_bytes(img)
