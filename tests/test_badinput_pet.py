@@ -290,6 +290,13 @@ CASES: list[tuple[str, str, Callable[[Path], str], str, list[str]]] = [
         "size",
         ["at most 4096 MB"],
     ),
+    (
+        "header_declares_huge_image",
+        FLOAT_SITE,
+        header(lambda h: h.set_data_shape((4000, 4000, 4000, 3))),
+        "dim",
+        ["at most 4096 MB uncompressed"],
+    ),
     ("sidecar_links_outside", FLOAT_SITE, sidecar_file(link_outside), "path", ["inside the site"]),
     ("image_links_outside", INT_SITE, image(link_outside), "path", ["inside the site"]),
 ]

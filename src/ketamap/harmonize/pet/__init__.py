@@ -289,7 +289,8 @@ def harmonize_site(
                 file=scan.shown,
                 on_frame=alignment.add,
             )
-            alignment.check(affine, atlas.img.affine, where)
+        # after the file's integrity check (on leaving the block): a corrupt file is named as such
+        alignment.check(affine, atlas.img.affine, where)
         decay = decay_correction(sidecar, frames)
         weights = frames.durations_s * decay.factors
         with np.errstate(invalid="ignore"):

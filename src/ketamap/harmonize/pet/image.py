@@ -281,6 +281,17 @@ def open_pet_image(
             ) from None
         check_header(img, raw_header, where)
         check_geometry(img, where)
+        declared, limit = expected_bytes(img), limits.limit_mb("image")
+        if declared > limit * 1e6:
+            raise SiteDataError(
+                f"the header declares {declared / 1e6:,.1f} MB of voxel data (shape "
+                f"{tuple(int(d) for d in img.shape)}), above the {limit:g} MB limit for image files",
+                field="dim",
+                expected=f"an image of at most {limit:g} MB uncompressed",
+                hint="check the header is not corrupt; a larger image needs "
+                "`limits: {image_mb: ...}` in the config",
+                **where,
+            )
         if warnings is not None:
             warnings.extend(header_warnings(raw_header))
         if n_frames is not None:
