@@ -537,7 +537,7 @@ def test_frame_count_mismatch(tmp_path: Path, atlas: pet.Atlas) -> None:
     root = one_site(tmp_path, data=data)
     with pytest.raises(
         SiteDataError,
-        match=r"file 'sub-01/ses-pre/pet/sub-01_ses-pre_trc-K2_pet.nii.gz': the image has 3 frames but the sidecar lists 4",
+        match=r"file 'sub-01/ses-pre/pet/sub-01_ses-pre_trc-K2_pet.nii.gz', field 'dim': the image has 3 frames but the sidecar lists 4",
     ):
         run(root, atlas)
 
@@ -778,7 +778,9 @@ def test_bad_image_files_rejected(
 
 def test_all_zero_image_rejected(tmp_path: Path, atlas: pet.Atlas) -> None:
     root = one_site(tmp_path, data=np.zeros((*SHAPE, 4)))
-    with pytest.raises(SiteDataError, match=rf"{IMAGE_FILE}: image is all zeros \(frame 0\)"):
+    with pytest.raises(
+        SiteDataError, match=rf"{IMAGE_FILE}, field 'voxel data': image is all zeros \(frame 0\)"
+    ):
         run(root, atlas)
 
 
@@ -787,7 +789,8 @@ def test_truncated_image_rejected(tmp_path: Path, atlas: pet.Atlas) -> None:
     raw = gzip.decompress(image_path(root).read_bytes())
     image_path(root).write_bytes(gzip.compress(raw[: len(raw) // 2]))
     with pytest.raises(
-        SiteDataError, match=rf"{IMAGE_FILE}: cannot read the voxel data of frame 1"
+        SiteDataError,
+        match=rf"{IMAGE_FILE}, field 'voxel data': cannot read the voxel data of frame 1",
     ):
         run(root, atlas)
 

@@ -136,3 +136,24 @@ def test_null_is_rejected_at_most_at_the_nominal_rate() -> None:
         result = analyze_madrs_change(*_simulate(rng, 30, (-3.0, 6.0), (-3.0, 6.0)))
         rejections += _row(result, "arm_difference")["p_value"] < 0.05
     assert rejections / 200 <= 0.09  # binomial(200, 0.05) exceeds 18 with probability < 0.5 %
+
+
+def test_too_few_randomised_subjects_names_the_sites_and_counts() -> None:
+    subjects, scores = _frames(
+        np.array([30.0, 30.0, 30.0, 30.0]),
+        np.array([10.0, 12.0, 20.0, 18.0]),
+        ["ketamine", "ketamine", "placebo", "placebo"],
+    )
+    subjects["site"] = "ycu_rct"
+    scores = scores[scores["subject_id"] != subjects["subject_id"].iloc[3]]
+    with pytest.raises(
+        KetamapError,
+        match=r"site 'ycu_rct', .*field 'arm': too few randomised subjects .*"
+        r"site ycu_rct \(trial T1\): ketamine 2/2, placebo 1/2\); expected at least 2",
+    ):
+        analyze_madrs_change(subjects, scores)
+    subjects["arm"] = None
+    with pytest.raises(
+        KetamapError, match=r"no subject has an arm \(sites in the subjects table: ycu_rct\)"
+    ):
+        analyze_madrs_change(subjects, scores)

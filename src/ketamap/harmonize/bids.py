@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ketamap import limits
 from ketamap.errors import SiteDataError
-from ketamap.io import read_tsv, shown_path
+from ketamap.io import check_inside, quote, read_tsv, shown_path
 from ketamap.limits import check_size, excerpt
 from ketamap.schemas import load_columns, normalize_values
 
@@ -47,7 +48,8 @@ def session_files(
 
     A file whose name does not start with ``<participant>_<session>_`` is an error: the folders
     give the labels, and a file copied into the wrong folder would otherwise be read as someone
-    else's.
+    else's. So is a file that is, or lies in a folder that is, a symbolic link leaving the site
+    folder: it is never followed.
     """
     pattern = f"sub-*/ses-*/{datatype}" if datatype else "sub-*/ses-*"
     for folder in sorted(p for p in root.glob(pattern) if p.is_dir()):
@@ -57,6 +59,7 @@ def session_files(
             if path.name.startswith(".") or not any(fnmatchcase(path.name, p) for p in patterns):
                 continue
             shown = shown_path(path, root)
+            check_inside(path, root, site=site_id, file=shown)
             if not path.name.startswith(f"{participant}_{session}_"):
                 raise SiteDataError(
                     "the file name does not match its folders",
@@ -242,13 +245,16 @@ def read_participants(site: dict, root: Path) -> pd.DataFrame:
         weeks = pd.to_numeric(df["age_weeks"], errors="coerce")
         if (weeks.isna() & df["age_weeks"].notna()).any():
             raise SiteDataError(
-                f"ages {df.loc[weeks.isna() & df['age_weeks'].notna(), 'age_weeks'].tolist()[:5]} cannot be read",
+                f"ages {quote(df.loc[weeks.isna() & df['age_weeks'].notna(), 'age_weeks'])} cannot be read",
                 site=site_id,
                 file="participants.tsv",
                 field="age_weeks",
                 expected="a number of weeks or n/a",
             )
         df["age"] = (weeks * 7 / 365.25).map(lambda v: None if pd.isna(v) else repr(float(v)))
+        age_field = "age_weeks"
+    else:
+        age_field = "age"
     where = {"site": site_id, "file": "participants.tsv"}
     ids = df["participant_id"]
     if ids.isna().any():
@@ -259,7 +265,7 @@ def read_participants(site: dict, root: Path) -> pd.DataFrame:
     bad_ids = ids[~ids.str.fullmatch(r"sub-[A-Za-z0-9]+")].tolist()
     if bad_ids:
         raise SiteDataError(
-            f"ids {bad_ids[:3]} are not BIDS participant labels",
+            f"ids {quote(bad_ids, 3)} are not BIDS participant labels",
             field="participant_id",
             expected="sub-<alphanumeric label>",
             **where,
@@ -267,13 +273,13 @@ def read_participants(site: dict, root: Path) -> pd.DataFrame:
     dupes = sorted(set(ids[ids.duplicated()]))
     if dupes:
         raise SiteDataError(
-            f"duplicate subject ids {dupes[:5]}",
+            f"duplicate subject ids {quote(dupes)}",
             field="participant_id",
             expected="each participant listed once",
             **where,
         )
     out = pd.DataFrame({"participant_id": ids})
-    out["age_years"] = _parse_age(df["age"], **where)
+    out["age_years"] = _parse_age(df["age"], df[age_field], ids, age_field, **where)
     sex_raw = df["sex"]
     codes = {str(k): v for k, v in (site.get("reader", {}).get("sex_codes") or {}).items()}
     if codes:
@@ -294,19 +300,42 @@ def read_participants(site: dict, root: Path) -> pd.DataFrame:
     return out
 
 
-def _parse_age(values: pd.Series, *, site: str, file: str) -> pd.Series:
+def _parse_age(
+    values: pd.Series, raw: pd.Series, ids: pd.Series, field: str, *, site: str, file: str
+) -> pd.Series:
+    """Ages in years; unreadable ones and ones outside the ``age_years`` column's range are errors
+    naming the first such line of the file (the header is line 1)."""
     text = values.str.lower()
     number = text.str.extract(AGE_PATTERN, expand=False)
     bad = values[values.notna() & number.isna()].unique().tolist()
     if bad:
         raise SiteDataError(
-            f"ages {bad[:5]} cannot be read",
+            f"ages {quote(bad)} cannot be read",
             site=site,
             file=file,
-            field="age",
-            expected="years such as 34, 34.5, 34y or n/a",
+            field=field,
+            expected="years such as 34, 34.5, 34y or n/a"
+            if field == "age"
+            else "a number of weeks or n/a",
         )
-    return pd.to_numeric(number).astype(float)
+    years = pd.to_numeric(number).astype(float)
+    spec = load_columns()["age_years"]
+    low = float(spec.min) if spec.min is not None else 0.0
+    high = float(spec.max) if spec.max is not None else float("inf")
+    outside = (years < low) | (years > high)
+    if outside.any():
+        first = int(np.flatnonzero(outside.to_numpy())[0])
+        shown = limits.excerpt(str(raw.iloc[first]))
+        raise SiteDataError(
+            f"implausible {field} {shown} in row {first + 1} ({limits.excerpt(str(ids.iloc[first]))})"
+            + (f" and {int(outside.sum()) - 1} more rows" if outside.sum() > 1 else ""),
+            site=site,
+            file=file,
+            field=field,
+            expected=f"an age of {low:g}-{high:g} years (the range of age_years in "
+            "schemas/columns.yaml) or n/a",
+        )
+    return years
 
 
 def categorical(
@@ -323,7 +352,7 @@ def categorical(
     )
     if bad:
         raise SiteDataError(
-            f"values {bad[:5]} cannot be mapped",
+            f"values {quote(bad)} cannot be mapped",
             site=site,
             file=file,
             field=column,

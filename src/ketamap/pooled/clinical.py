@@ -47,6 +47,49 @@ def change_table(subjects: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index()
 
 
+def too_few_randomised(subjects: pd.DataFrame, complete: pd.DataFrame) -> KetamapError:
+    """The error when an arm has fewer than two complete cases, naming the sites and trials that
+    randomised and, per arm, how many of their subjects have both visits."""
+    randomised = subjects[subjects["arm"].notna()].astype({"arm": str})
+    have = set(complete["subject_id"])
+    keys = [c for c in ("site", "trial") if c in subjects.columns]
+    parts = []
+    if keys and len(randomised):
+        for key, group in randomised.groupby(keys, sort=True):
+            label = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+            name = f"site {label['site']}" if "site" in label else ""
+            if "trial" in label:
+                name = f"{name} (trial {label['trial']})" if name else f"trial {label['trial']}"
+            arms = ", ".join(
+                f"{arm} {int(group.loc[group['arm'] == arm, 'subject_id'].isin(have).sum())}/"
+                f"{int((group['arm'] == arm).sum())}"
+                for arm in ARMS
+            )
+            parts.append(f"{name}: {arms}")
+    where = "; ".join(parts)
+    sites = sorted(randomised["site"].astype(str).unique()) if "site" in randomised else []
+    if not len(randomised):
+        listed = sorted(subjects["site"].astype(str).unique()) if "site" in subjects else []
+        problem = "no randomised subjects: no subject has an arm" + (
+            f" (sites in the subjects table: {', '.join(listed)})" if listed else ""
+        )
+    else:
+        problem = (
+            "too few randomised subjects with both visits per arm (subjects with baseline and "
+            f"post scores / randomised: {where or dict(complete['arm'].value_counts())})"
+        )
+    return KetamapError(
+        problem,
+        site=", ".join(sites) or None,
+        file="subjects and clinical_scores tables",
+        field="arm",
+        expected="at least 2 subjects with baseline and post scores in each arm "
+        f"({' and '.join(ARMS)}) over the randomised trials",
+        hint="check the randomised sites' participants.tsv column 'arm' and their score files "
+        "(sites[].reader.scores and .visits)",
+    )
+
+
 def analyze_madrs_change(
     subjects: pd.DataFrame,
     scores: pd.DataFrame,
@@ -58,11 +101,7 @@ def analyze_madrs_change(
     df = change_table(subjects, scores)
     counts = df["arm"].value_counts()
     if any(counts.get(arm, 0) < 2 for arm in ARMS):
-        raise KetamapError(
-            f"too few randomised subjects with both visits per arm: {counts.to_dict()}",
-            field="arm",
-            expected="at least 2 subjects with baseline and post scores in each arm",
-        )
+        raise too_few_randomised(subjects, df)
     reduction = -df["change"] / df["baseline"].where(df["baseline"] > 0)
     df["response"] = reduction >= response_fraction
     df["remission"] = df["post"] <= remission_threshold

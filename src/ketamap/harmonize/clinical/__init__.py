@@ -20,7 +20,7 @@ from ketamap.config import with_defaults
 from ketamap.errors import SiteDataError
 from ketamap.harmonize.bids import read_participants
 from ketamap.ids import pseudonymize
-from ketamap.io import read_json, read_tsv
+from ketamap.io import quote, read_json, read_tsv
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,16 @@ def read_scores(site: dict, root: Path, participants: pd.DataFrame) -> pd.DataFr
         path, site=site_id, root=root, required=["participant_id", "session_id", score_column]
     )
     where = {"site": site_id, "file": rel}
+    if df.empty:
+        raise SiteDataError(
+            "the score file has a header but no rows",
+            field=score_column,
+            expected="one row per scored participant and session (the config names this file "
+            "as the site's score file)",
+            hint="send the scores, or remove sites[].reader.scores and .visits for a site without "
+            "symptom scores",
+            **where,
+        )
 
     sidecar_rel = str(Path(rel).with_suffix(".json"))
     sidecar = read_json(root / sidecar_rel, site=site_id, root=root)
@@ -113,7 +123,7 @@ def read_scores(site: dict, root: Path, participants: pd.DataFrame) -> pd.DataFr
     unknown = sorted(set(df["participant_id"].dropna()) - set(participants["participant_id"]))
     if unknown:
         raise SiteDataError(
-            f"scores for participants not in participants.tsv: {unknown[:5]}",
+            f"scores for participants not in participants.tsv: {quote(unknown)}",
             field="participant_id",
             expected="every scored participant listed in participants.tsv",
             **where,
@@ -121,7 +131,7 @@ def read_scores(site: dict, root: Path, participants: pd.DataFrame) -> pd.DataFr
     unmapped = sorted(set(df["session_id"].dropna()) - set(visits))
     if unmapped or df["session_id"].isna().any():
         raise SiteDataError(
-            f"sessions {unmapped or ['n/a']} are not mapped to a visit",
+            f"sessions {quote(unmapped or ['n/a'])} are not mapped to a visit",
             field="session_id",
             expected=f"one of {sorted(visits)}",
             hint="add the session to sites[].reader.visits in the config",
@@ -135,9 +145,16 @@ def read_scores(site: dict, root: Path, participants: pd.DataFrame) -> pd.DataFr
     low, high = scales.scale_range(scale)
     if not_numbers:
         raise SiteDataError(
-            f"non-numeric scores {not_numbers[:5]}",
+            f"non-numeric scores {quote(not_numbers)}",
             field=score_column,
             expected=f"integers {low:g}-{high:g} or n/a",
+            **where,
+        )
+    if numeric.isna().all():
+        raise SiteDataError(
+            f"all {len(numeric)} scores are n/a",
+            field=score_column,
+            expected=f"{scale} totals ({low:g}-{high:g}) for the assessments that took place",
             **where,
         )
     fractional = numeric[numeric.notna() & (numeric != np.round(numeric))].tolist()
@@ -182,7 +199,7 @@ def _check_sessions_exist(site_id: str, root: Path, scores: pd.DataFrame) -> Non
         missing = sorted(set(sessions) - set(listed.dropna()))
         if missing:
             raise SiteDataError(
-                f"scored sessions {missing} are not listed",
+                f"scored sessions {quote(missing)} are not listed",
                 site=site_id,
                 file=rel,
                 field="session_id",

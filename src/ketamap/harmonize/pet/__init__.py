@@ -19,9 +19,14 @@ Decisions:
 * Non-finite values outside the atlas regions (NaN backgrounds written by some tools) are ignored;
   inside a region they are an error, as is a frame that is all zeros.
 * Session folders are required (``sub-*/ses-*/pet/``), since the visit comes from the session label.
-* Order of the checks per scan: participant and session, sidecar fields, image file (exists, not a
-  stub, not HTML, a NIfTI), header (shape, affine, frame count against the sidecar), SUVR window, and
-  only then voxel data. Any failure stops the site: the workflow keeps the other sites' tables.
+* Images must be registered to the atlas space (any grid, orientation and voxel size): the centre
+  of a scan's activity must lie within ``ALIGNMENT_TOLERANCE_MM`` of the centre of the atlas
+  regions on its grid, else the affine is wrong and the scan is an error (field ``affine``).
+* Order of the checks per scan: participant and session, sidecar fields, image file (inside the
+  site folder, within the size limit, exists, not a stub, not HTML, a NIfTI), header (data type,
+  scaling, qform/sform, shape, affine, frame count against the sidecar), SUVR window, voxel data,
+  alignment with the atlas, and last the file's integrity (gzip CRC-32 and length, or the size of
+  a .nii). Any failure stops the site: the workflow keeps the other sites' tables.
 """
 
 from __future__ import annotations
@@ -262,8 +267,9 @@ def harmonize_site(
         where = {"site": site_id, "file": scan.shown}
 
         sidecar = read_sidecar(scan.sidecar, site=site_id, root=root)
+        image_warnings: list[str] = []
         with pet_image.open_pet_image(
-            scan.image, site=site_id, root=root, n_frames=sidecar.n_frames
+            scan.image, site=site_id, root=root, n_frames=sidecar.n_frames, warnings=image_warnings
         ) as img:
             frames = window_frames(sidecar, window, unit, site=site_id)
             affine = img.affine
@@ -273,6 +279,7 @@ def harmonize_site(
             if grid is None:
                 grid = pet_image.label_grid(atlas.img, shape, affine, atlas.n_labels)
                 cache[geometry] = grid
+            alignment = pet_image.Alignment(grid)
             means, counts = regional_means(
                 img.dataobj,
                 grid,
@@ -280,14 +287,17 @@ def harmonize_site(
                 n_labels=atlas.n_labels,
                 site=site_id,
                 file=scan.shown,
+                on_frame=alignment.add,
             )
+        # after the file's integrity check (on leaving the block): a corrupt file is named as such
+        alignment.check(affine, atlas.img.affine, where)
         decay = decay_correction(sidecar, frames)
         weights = frames.durations_s * decay.factors
         with np.errstate(invalid="ignore"):
             window_mean = (weights[:, None] * means).sum(axis=0) / frames.durations_s.sum()
         activity = window_mean * sidecar.kbq_ml_per_unit
 
-        warnings = [*sidecar.warnings, *frames.warnings]
+        warnings = [*sidecar.warnings, *frames.warnings, *image_warnings]
         if counts[ref_index] == 0:
             raise SiteDataError(
                 f"the reference region {reference!r} has no voxel on this image's grid",

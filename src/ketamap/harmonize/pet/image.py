@@ -4,9 +4,13 @@
   header, an HTML page saved under an image name, not a NIfTI at all. Compression is recognised from
   the content (gzip magic), not the name.
 * :func:`open_pet_image` opens the image on one file handle (so a ``.nii.gz`` is decompressed once,
-  front to back, however many frames are read) and checks the header: 3D or 4D, a sane shape, an
-  invertible affine, and, when asked, the number of frames against the sidecar - before any voxel
-  is read.
+  front to back, however many frames are read) and checks the header: 3D or 4D, a sane shape, a
+  real-valued data type, a usable ``scl_slope``, an invertible affine from a qform or sform (the two
+  agreeing when both are set, in mm), and, when asked, the number of frames against the sidecar -
+  before any voxel is read. When the caller is done it checks the file's integrity: a ``.nii.gz``
+  is decompressed to its end, so gzip verifies the CRC-32 and length of everything (frames outside
+  the SUVR window included) while only one chunk is in memory; a ``.nii`` must hold every byte the
+  header declares.
 * :func:`label_grid` brings the image to the atlas orientation (an axis permutation/flip from
   ``nibabel.orientations``, no interpolation), resamples the atlas labels onto that grid with nearest
   neighbour (voxels outside the atlas are background), and maps the labels back through the inverse
@@ -16,6 +20,10 @@
   of the labelled voxels and one ``np.bincount``: memory stays at one frame plus the labelled voxels'
   indices. A frame that is all zeros is rejected; non-finite values are rejected inside the atlas
   regions and ignored in the background (tools that write NaN outside the brain are common).
+* :class:`Alignment` checks that the image lies in the atlas space: the centre of its activity
+  must fall within :data:`ALIGNMENT_TOLERANCE_MM` of the centre of the atlas regions on its grid.
+  Images are expected registered to the atlas (any grid, orientation and voxel size); an affine
+  that places the image elsewhere would average the wrong voxels without any other sign.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +42,24 @@ import numpy as np
 from nibabel import orientations as ornt
 from nibabel.processing import resample_from_to
 
+from ketamap import limits
 from ketamap.errors import SiteDataError
-from ketamap.io import shown_path
+from ketamap.io import check_inside, shown_path
 
 NIFTI1_HEADER = 348
 NIFTI2_HEADER = 540
 MAX_SPATIAL = 4096
 MAX_FRAMES = 10000
+# qform and sform must place every corner of the grid within this distance of each other.
+QFORM_SFORM_TOLERANCE_MM = 0.5
+# The activity's centre must lie this close to the centre of the atlas regions on the image grid.
+ALIGNMENT_TOLERANCE_MM = 10.0
+# Decompressed bytes a .nii.gz may hold beyond what its header declares (extensions, padding).
+TRAILING_SLACK = 1 << 20
+DRAIN_CHUNK = 1 << 22
+SCL_SLOPE_ZERO_WARNING = (
+    "scl_slope 0 in the header: float voxel values read unscaled (the NIfTI convention)"
+)
 READ_ERRORS = (
     OSError,
     EOFError,
@@ -56,13 +75,15 @@ class LabelGrid:
     """Atlas labels on one image grid, kept as the labelled voxels only (background is never read).
 
     ``voxels``: flat indices (Fortran order of the grid, the order of a NIfTI frame) of the voxels
-    with a label > 0; ``labels``: their labels; ``counts``: voxels per label (index 0 = background).
+    with a label > 0; ``labels``: their labels; ``counts``: voxels per label (index 0 = background);
+    ``centre``: the mean voxel coordinate (i, j, k) of the labelled voxels (NaN without any).
     """
 
     shape: tuple[int, int, int]
     voxels: np.ndarray
     labels: np.ndarray
     counts: np.ndarray
+    centre: np.ndarray
 
     @classmethod
     def from_array(cls, labels: np.ndarray, n_labels: int | None = None) -> LabelGrid:
@@ -77,18 +98,83 @@ class LabelGrid:
         counts = np.bincount(values, minlength=n_labels or 0)
         counts[0] = flat.size - voxels.size
         shape = (int(labels.shape[0]), int(labels.shape[1]), int(labels.shape[2]))
-        return cls(shape=shape, voxels=voxels, labels=values, counts=counts)
+        if voxels.size:
+            centre = np.array([ax.mean() for ax in np.unravel_index(voxels, shape, order="F")])
+        else:
+            centre = np.full(3, np.nan)
+        return cls(shape=shape, voxels=voxels, labels=values, counts=counts, centre=centre)
+
+
+class Alignment:
+    """Whether an image lies in the atlas space, from the frames :func:`regional_means` reads.
+
+    Pass :meth:`add` as ``on_frame``; :meth:`check` then compares the centre of the activity
+    (positive finite values, summed over the frames) with the centre of the atlas regions on the
+    image grid. An affine that is off by a few voxels moves the one against the other by as much,
+    while a registered image of any grid, orientation or voxel size keeps them together.
+    """
+
+    def __init__(self, grid: LabelGrid) -> None:
+        self.grid = grid
+        self.moments = np.zeros(3)
+        self.total = 0.0
+
+    def add(self, frame: np.ndarray) -> None:
+        """Accumulate one frame (x, y, z) of the image."""
+        weights = np.fmax(frame, 0)  # NaN (background written by some tools) counts as 0
+        along_x = weights.sum(axis=(1, 2), dtype=np.float64)
+        if not np.isfinite(along_x).all():  # inf outside the regions: ignored like NaN
+            weights = np.where(np.isfinite(weights), weights, 0)
+            along_x = weights.sum(axis=(1, 2), dtype=np.float64)
+        yz = weights.sum(axis=0, dtype=np.float64)
+        along = (along_x, yz.sum(axis=1), yz.sum(axis=0))
+        self.moments += [a @ np.arange(a.size, dtype=np.float64) for a in along]
+        self.total += float(along_x.sum())
+
+    def offset_mm(self, affine: np.ndarray) -> np.ndarray:
+        """World offset (x, y, z, mm) of the activity's centre from the atlas regions' centre."""
+        if not self.total > 0:
+            return np.zeros(3)
+        return np.asarray(affine)[:3, :3] @ (self.moments / self.total - self.grid.centre)
+
+    def check(
+        self,
+        affine: np.ndarray,
+        atlas_affine: np.ndarray,
+        where: dict[str, Any],
+        tolerance_mm: float = ALIGNMENT_TOLERANCE_MM,
+    ) -> None:
+        """Raise a :class:`SiteDataError` naming the affine when the two centres are too far apart."""
+        offset = self.offset_mm(affine)
+        distance = float(np.linalg.norm(offset))
+        if distance > tolerance_mm:
+            shown = ", ".join(f"{v:+.1f}" for v in offset)
+            atlas = np.array2string(
+                np.asarray(atlas_affine, dtype=float).round(2), separator=", "
+            ).replace("\n", "")
+            raise SiteDataError(
+                f"the image's activity is centred {distance:.1f} mm (x, y, z: {shown} mm) from the "
+                "atlas regions on its grid: the affine does not place the image in the atlas space",
+                field="affine",
+                expected=f"an image registered to the atlas space (atlas affine {atlas}; any grid "
+                f"or orientation), its activity centred on the atlas regions within "
+                f"{tolerance_mm:g} mm",
+                hint="register the image to the atlas template, or fix its qform/sform",
+                **where,
+            )
 
 
 def sniff_nifti(path: Path, *, site: str, root: Path | None = None) -> tuple[bool, int]:
     """Check that ``path`` holds a single-file NIfTI (plain or gzip); return (gzipped, header size)."""
     shown = shown_path(path, root)
     where = {"site": site, "file": shown}
+    check_inside(path, root, site=site, file=shown)
     if not path.is_file():
         raise SiteDataError("image file not found", expected="a NIfTI image", **where)
     size = path.stat().st_size
     if size == 0:
         raise SiteDataError("image file is empty (0 bytes)", expected="a NIfTI image", **where)
+    limits.check_size(path, "image", site=site, file=shown)
     with path.open("rb") as fh:
         raw = fh.read(NIFTI2_HEADER)
     gzipped = raw[:2] == b"\x1f\x8b"
@@ -163,11 +249,19 @@ def _nifti_kind(head: bytes) -> str | None:
 
 @contextmanager
 def open_pet_image(
-    path: Path, *, site: str, root: Path | None = None, n_frames: int | None = None
+    path: Path,
+    *,
+    site: str,
+    root: Path | None = None,
+    n_frames: int | None = None,
+    warnings: list[str] | None = None,
 ) -> Iterator[Any]:
     """Open a checked PET image on one file handle; the header is read, no voxel yet.
 
     ``n_frames``: the number of frames the sidecar lists; a different 4th dimension is an error.
+    ``warnings``: a list to which what the tables should record about the header is appended.
+    On leaving the ``with`` block without an error the file's integrity is checked
+    (:func:`check_integrity`): read the frames inside the block, use the results after it.
     """
     gzipped, header_size = sniff_nifti(path, site=site, root=root)
     shown = shown_path(path, root)
@@ -175,22 +269,179 @@ def open_pet_image(
     klass = nib.Nifti2Image if header_size == NIFTI2_HEADER else nib.Nifti1Image
     with gzip.GzipFile(path, "rb") if gzipped else path.open("rb") as fh:
         try:
+            # the header as written: a loaded image keeps its scaling in the data proxy only
+            raw_header = klass.header_class.from_fileobj(fh, check=False)
+            fh.seek(0)
             img: Any = klass.from_stream(fh)
         except (*READ_ERRORS, nib.spatialimages.HeaderDataError) as exc:
             raise SiteDataError(
-                f"cannot read the NIfTI header ({exc})", expected="a valid NIfTI image", **where
+                f"cannot read the NIfTI header ({limits.excerpt(str(exc), 120)})",
+                expected="a valid NIfTI image",
+                **where,
             ) from None
+        check_header(img, raw_header, where)
         check_geometry(img, where)
+        declared, limit = expected_bytes(img), limits.limit_mb("image")
+        if declared > limit * 1e6:
+            raise SiteDataError(
+                f"the header declares {declared / 1e6:,.1f} MB of voxel data (shape "
+                f"{tuple(int(d) for d in img.shape)}), above the {limit:g} MB limit for image files",
+                field="dim",
+                expected=f"an image of at most {limit:g} MB uncompressed",
+                hint="check the header is not corrupt; a larger image needs "
+                "`limits: {image_mb: ...}` in the config",
+                **where,
+            )
+        if warnings is not None:
+            warnings.extend(header_warnings(raw_header))
         if n_frames is not None:
             found = frame_count(img)
             if found != n_frames:
                 raise SiteDataError(
-                    f"the image has {found} frame{'s' if found != 1 else ''} but the sidecar lists "
+                    f"the image has {found} frame{'s' if found != 1 else ''}"
+                    f"{' (a 3D image)' if len(img.shape) == 3 else ''} but the sidecar lists "
                     f"{n_frames}",
+                    field="dim",
                     expected="one volume per frame of FrameTimesStart/FrameDuration",
                     **where,
                 )
         yield img
+        check_integrity(fh, img, path, gzipped=gzipped, where=where)
+
+
+def expected_bytes(img: Any) -> int:
+    """Bytes from the start of the file to the end of the voxel data, as the header declares."""
+    header = img.header
+    n_voxels = int(np.prod([int(s) for s in img.shape], dtype=np.int64))
+    return int(header.get_data_offset()) + n_voxels * header.get_data_dtype().itemsize
+
+
+def check_integrity(fh: Any, img: Any, path: Path, *, gzipped: bool, where: dict[str, Any]) -> None:
+    """The whole file is intact: a ``.nii.gz`` is decompressed to its end on the open handle (gzip
+    then checks the CRC-32 and the length of the data), a ``.nii`` holds every declared byte."""
+    need = expected_bytes(img)
+    if not gzipped:
+        size = path.stat().st_size
+        if size < need:
+            raise SiteDataError(
+                f"the file is truncated: {size:,} bytes where the header declares {need:,}",
+                field="size",
+                expected="a complete NIfTI image",
+                **where,
+            )
+        return
+    bound = need + TRAILING_SLACK
+    try:
+        while fh.read(DRAIN_CHUNK):
+            if fh.tell() > bound:
+                raise SiteDataError(
+                    f"the compressed file holds more than {bound:,} bytes where the header "
+                    f"declares {need:,}",
+                    field="size",
+                    expected="one NIfTI image per file",
+                    **where,
+                )
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SiteDataError(
+            f"the compressed file is corrupt ({limits.excerpt(str(exc), 120)})",
+            field="gzip",
+            expected="a .nii.gz whose gzip CRC-32 and length check out",
+            hint="copy or download the file again",
+            **where,
+        ) from None
+    if fh.tell() < need:
+        raise SiteDataError(
+            f"the file is truncated: {fh.tell():,} bytes decompressed where the header declares "
+            f"{need:,}",
+            field="size",
+            expected="a complete NIfTI image",
+            **where,
+        )
+
+
+def check_header(img: Any, header: Any, where: dict[str, Any]) -> None:
+    """Header fields (``header`` as written in the file) that would make the voxel values or their
+    position silently wrong."""
+    dtype = header.get_data_dtype()
+    if dtype.kind not in "iuf" or dtype.fields is not None:
+        raise SiteDataError(
+            f"voxel data type {dtype_name(header)} cannot hold activity values",
+            field="datatype",
+            expected="a real-valued float or integer datatype (e.g. float32 or int16)",
+            **where,
+        )
+    slope = float(header["scl_slope"])
+    inter = float(header["scl_inter"])
+    if np.isinf(slope) or (np.isfinite(slope) and slope != 0 and np.isinf(inter)):
+        raise SiteDataError(
+            f"scl_slope {slope:g}, scl_inter {inter:g}",
+            field="scl_slope",
+            expected="finite scaling (or NaN/0 for unscaled float data)",
+            **where,
+        )
+    if slope == 0 and dtype.kind in "iu":
+        raise SiteDataError(
+            f"scl_slope 0 for {dtype_name(header)} voxel data: the stored integers cannot be "
+            "turned into activity values",
+            field="scl_slope",
+            expected="a non-zero scl_slope for integer data (the factor to the image Units)",
+            **where,
+        )
+    space = header.get_xyzt_units()[0]
+    if space not in ("mm", "unknown"):
+        raise SiteDataError(
+            f"spatial units {space!r}",
+            field="xyzt_units",
+            expected="mm (or unset, read as mm)",
+            **where,
+        )
+    qcode, scode = int(header["qform_code"]), int(header["sform_code"])
+    if qcode == 0 and scode == 0:
+        raise SiteDataError(
+            "neither a qform nor an sform is set (qform_code and sform_code are 0), so the image "
+            "has no position in space",
+            field="affine",
+            expected="a NIfTI with a qform or sform placing it in the atlas space",
+            **where,
+        )
+    if qcode > 0 and scode > 0:
+        shape = np.asarray([int(s) for s in img.shape[:3]], dtype=float)
+        corners = np.array(np.meshgrid(*[[0.0, n - 1] for n in shape], indexing="ij")).reshape(
+            3, -1
+        )
+        qform, sform = header.get_qform(), header.get_sform()
+        gap = float(
+            np.max(
+                np.linalg.norm(
+                    nib.affines.apply_affine(qform, corners.T)
+                    - nib.affines.apply_affine(sform, corners.T),
+                    axis=1,
+                )
+            )
+        )
+        if not gap <= QFORM_SFORM_TOLERANCE_MM:
+            raise SiteDataError(
+                f"the qform and the sform place the image {gap:.1f} mm apart (tools disagree on "
+                "which one to use)",
+                field="affine",
+                expected=f"qform and sform agreeing within {QFORM_SFORM_TOLERANCE_MM:g} mm",
+                **where,
+            )
+
+
+def header_warnings(header: Any) -> list[str]:
+    """What a header as written says that the tables should record: ``scl_slope`` 0 on float data."""
+    if float(header["scl_slope"]) == 0 and header.get_data_dtype().kind == "f":
+        return [SCL_SLOPE_ZERO_WARNING]
+    return []
+
+
+def dtype_name(header: Any) -> str:
+    """The NIfTI datatype of a header as a name (``complex64``, ``RGB``, ...)."""
+    try:
+        return str(header.get_value_label("datatype"))
+    except (KeyError, ValueError, TypeError):
+        return str(header.get_data_dtype())
 
 
 def frame_count(img: Any) -> int:
@@ -272,6 +523,7 @@ def regional_means(
     n_labels: int | None = None,
     site: str | None = None,
     file: str | None = None,
+    on_frame: Callable[[np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean of every label in every requested frame, one frame in memory at a time.
 
@@ -281,6 +533,7 @@ def regional_means(
     label without voxels and for the background (label 0, never averaged) - and ``counts`` (voxels
     per label). A frame that is all zeros, or non-finite values inside labelled voxels, is a
     :class:`SiteDataError`. No loop over regions or voxels: one gather and one ``np.bincount`` per frame.
+    ``on_frame`` is called with every frame read (x, y, z), e.g. :meth:`Alignment.add`.
     """
     shape = tuple(int(s) for s in dataobj.shape)
     grid = labels if isinstance(labels, LabelGrid) else LabelGrid.from_array(labels, n_labels)
@@ -301,14 +554,24 @@ def regional_means(
                 frame = np.asarray(dataobj[..., i] if is_4d else dataobj[...])
             except READ_ERRORS as exc:
                 raise SiteDataError(
-                    f"cannot read the voxel data of frame {i} (truncated or corrupt file: {exc})",
+                    f"cannot read the voxel data of frame {i} (truncated or corrupt file: "
+                    f"{limits.excerpt(str(exc), 120)})",
+                    field="voxel data",
                     expected="a complete NIfTI image",
                     **where,
                 ) from None
+            if frame.dtype.kind not in "iuf":
+                raise SiteDataError(
+                    f"voxel data type {frame.dtype}",
+                    field="datatype",
+                    expected="a real-valued float or integer datatype (e.g. float32 or int16)",
+                    **where,
+                )
             values = np.ravel(frame, order="F")
             if not values.any():
                 raise SiteDataError(
                     f"image is all zeros (frame {i})",
+                    field="voxel data",
                     expected="PET voxel values (activity concentration)",
                     **where,
                 )
@@ -316,9 +579,12 @@ def regional_means(
             if not np.all(np.isfinite(sums)):
                 raise SiteDataError(
                     f"non-finite voxel values (NaN or inf) inside atlas regions in frame {i}",
+                    field="voxel data",
                     expected="finite PET values inside the brain",
                     **where,
                 )
             means[row] = sums / counts
+            if on_frame is not None:
+                on_frame(frame)
     means[:, 0] = np.nan
     return means, counts
