@@ -201,7 +201,34 @@ def _tracking_cut_short(site: Path) -> None:
     tracking.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
 
 
+def _image_crc_flipped(site: Path) -> None:
+    """One byte of a .nii.gz's gzip trailer (its CRC-32) flipped: every voxel still decompresses."""
+    image = sorted(site.rglob("*_pet.nii.gz"))[0]
+    _flip(image, image.stat().st_size - 8)
+
+
+def _scores_header_only(site: Path) -> None:
+    scores = site / "phenotype" / "madrs.tsv"
+    scores.write_text(scores.read_text().splitlines()[0] + "\n")
+
+
 BAD_SITES = [
+    (
+        "small",
+        "ycu_obs",
+        _image_crc_flipped,
+        ["site 'ycu_obs'", "_pet.nii.gz'", "field 'gzip'", "expected"],
+        "results/sites/ycu_rct/pet_regional.parquet",
+        "results/tables/pet_regional.parquet",
+    ),
+    (
+        "small",
+        "ycu_rct",
+        _scores_header_only,
+        ["site 'ycu_rct'", "file 'phenotype/madrs.tsv'", "field 'total'", "expected"],
+        "results/sites/keio_hc/clinical_scores.parquet",
+        "results/tables/clinical_scores.parquet",
+    ),
     # (scenario, bad site, change, message parts, a good site's per-site table, the consortium
     # table that must not be built from partial input)
     (
