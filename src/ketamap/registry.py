@@ -482,6 +482,35 @@ def fetch_site(
     timeout: float | None = DEFAULT_TIMEOUT,
     remote_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Pull ``site``'s dataset at its configured revision into ``dest`` and verify every file
+    (see :func:`_fetch_site`).
+
+    Each fetch gets its own DVC site cache (DVC's index of the registry, a SQLite database): with
+    the shared default, parallel fetches from one registry could fail with "database is locked"
+    when the machine is busy. The index is only a cache; the data still comes from the remote."""
+    site_cache = tempfile.mkdtemp(prefix="ketamap-dvc-site-cache-")
+    try:
+        return _fetch_site(
+            site,
+            dest,
+            base=base,
+            timeout=timeout,
+            remote_options=remote_options,
+            dvc_config={"core": {"site_cache_dir": site_cache}},
+        )
+    finally:
+        shutil.rmtree(site_cache, ignore_errors=True)
+
+
+def _fetch_site(
+    site: dict[str, Any],
+    dest: Path,
+    *,
+    base: Path | None,
+    timeout: float | None,
+    remote_options: dict[str, Any] | None,
+    dvc_config: dict[str, Any],
+) -> dict[str, Any]:
     """Pull ``site``'s dataset at its configured revision into ``dest`` and verify every file.
 
     ``dest`` appears only when the whole dataset arrived and matched its hashes. Returns the
@@ -499,7 +528,7 @@ def fetch_site(
     path = site.get("path") or f"datasets/{site_id}"
     where = {"site": site_id, "file": url}
     try:
-        fs = DVCFileSystem(url, rev=rev)
+        fs = DVCFileSystem(url, rev=rev, config=dvc_config)
         commit = fs.repo.get_rev()
     except RevError:
         raise RegistryError(
@@ -535,7 +564,7 @@ def fetch_site(
     options = {**timeout_options(remote_url, timeout), **(remote_options or {})}
     try:
         if options:
-            fs = DVCFileSystem(url, rev=rev, remote_config=options)
+            fs = DVCFileSystem(url, rev=rev, config=dvc_config, remote_config=options)
         fs.repo.cloud.get_remote_odb()  # imports the remote's plugin, checks the options
     except Exception as exc:  # any failure of the remote is reported, never raised
         raise _remote_error(exc, remote_url, timeout, where) from None
