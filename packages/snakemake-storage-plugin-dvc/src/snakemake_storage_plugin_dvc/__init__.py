@@ -8,10 +8,13 @@ See the README for the syntax, the settings and how modification times are chose
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any
 
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_storage_plugins.common import Operation
-from snakemake_interface_storage_plugins.io import IOCacheStorageInterface, Mtime
+from snakemake_interface_storage_plugins.io import IOCacheStorageInterface
 from snakemake_interface_storage_plugins.settings import StorageProviderSettingsBase
 from snakemake_interface_storage_plugins.storage_object import StorageObjectRead
 from snakemake_interface_storage_plugins.storage_provider import (
@@ -92,7 +95,9 @@ class StorageProvider(StorageProviderBase):
 
     def __post_init__(self) -> None:
         settings = self.settings or StorageProviderSettings()
-        self.cache_dir = Path(settings.cache).expanduser() if settings.cache else default_cache_dir()
+        self.cache_dir = (
+            Path(settings.cache).expanduser() if settings.cache else default_cache_dir()
+        )
         self.jobs = max(1, settings.jobs or DEFAULT_JOBS)
         self.timeout = settings.timeout
         self._releases: dict[tuple[str, str], Release] = {}
@@ -141,6 +146,23 @@ class StorageProvider(StorageProviderBase):
         import re
 
         return re.sub(r"(://[^/@:]+):[^/@]+@", r"\1:***@", query)
+
+    def seen(self, key: str, content: str) -> float:
+        """The time ``content`` was first seen for ``key`` (recorded in the cache folder)."""
+        record = self.cache_dir / "seen" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+        with self._lock:
+            try:
+                known = json.loads(record.read_text())
+            except (OSError, ValueError):
+                known = {}
+            if known.get("key") == key and known.get("content") == content:
+                return float(known["mtime"])
+            stamp = max(time.time(), float(known.get("mtime", 0.0)) + 0.001)
+            record.parent.mkdir(parents=True, exist_ok=True)
+            tmp = record.with_name(f".{record.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"key": key, "content": content, "mtime": stamp}))
+            os.replace(tmp, record)
+            return stamp
 
     def release(self, query: Query) -> Release:
         """The registry at the query's revision, opened once per run of Snakemake."""
@@ -200,8 +222,9 @@ class StorageObject(StorageObjectRead):
         return self.cache_key(f"{registry_slug(q.registry)}/{rev_slug(q.rev)}/{out.path}")
 
     async def inventory(self, cache: IOCacheStorageInterface) -> None:
-        """Record every file and folder of the dataset holding the query, with its mtime, size
-        (where known without asking the remote) and md5, from one ``.dir`` listing."""
+        """Record every file and folder of the dataset holding the query, with its size (where
+        known without asking the remote) and md5, from one ``.dir`` listing. Modification times
+        are left to :meth:`mtime` (one small local record per queried path)."""
         parent = self.get_inventory_parent()
         if parent is None or parent in cache.exists_in_storage:
             return
@@ -209,21 +232,20 @@ class StorageObject(StorageObjectRead):
         release = self.provider.release(q)
         out = release.out_of(q.path)
         assert out is not None
-        mtime = release.mtime(out)
         prefix = f"{registry_slug(q.registry)}/{rev_slug(q.rev)}"
         folders: set[str] = set()
         for path, md5 in release.files(out).items():
             key = self.cache_key(f"{prefix}/{path}")
             cache.exists_in_storage[key] = True
-            cache.mtime[key] = Mtime(storage=mtime)
             cache.checksum[key] = f"md5:{md5}"
             if not out.is_dir and out.size is not None:
                 cache.size[key] = int(out.size)
-            folders.update(d for d in iter_dirs(path) if d == out.path or d.startswith(out.path + "/"))
+            folders.update(
+                d for d in iter_dirs(path) if d == out.path or d.startswith(out.path + "/")
+            )
         for folder in folders:
             key = self.cache_key(f"{prefix}/{folder}")
             cache.exists_in_storage[key] = True
-            cache.mtime[key] = Mtime(storage=mtime)
             cache.size[key] = 0
         cache.exists_in_storage[parent] = True
         has_inventory = getattr(cache.exists_in_storage, "has_inventory", None)
@@ -240,11 +262,19 @@ class StorageObject(StorageObjectRead):
         return bool(self._entries())
 
     def mtime(self) -> float:
+        """When this workflow first saw the content the query names now (see the README).
+
+        The same for as long as the content stays the same, whatever the revision is called; a
+        new time, later than every earlier one, when the content differs from what was last seen
+        for this registry and path."""
         entries = self._entries()
         if not entries:
             raise self._not_found()
-        release = self._release()
-        return max(release.mtime(e.out) for e in entries)
+        q = self._q()
+        listing = sorted((e.path, e.md5) for e in entries)
+        content = hashlib.md5(json.dumps(listing).encode(), usedforsecurity=False).hexdigest()
+        key = f"{self.provider.local_prefix.resolve()}|{q.registry}|{q.path}"
+        return self.provider.seen(key, content)
 
     def size(self) -> int:
         release = self._release()

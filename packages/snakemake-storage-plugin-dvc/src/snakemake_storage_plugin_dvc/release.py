@@ -14,8 +14,6 @@ import json
 import math
 import os
 import posixpath
-import shutil
-import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -88,7 +86,6 @@ class Release:
     fetched: list[str] = field(default_factory=list)
     _fs: Any = None
     _odb: Any = None
-    _mtimes: dict[str, float] = field(default_factory=dict)
     _sizes: dict[str, int] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -137,7 +134,9 @@ class Release:
             try:
                 meta = yaml.safe_load(gitfs.read_text(name)) or {}
             except (OSError, yaml.YAMLError) as exc:
-                raise DVCRegistryError(f"{self.where(rel)}: cannot read the .dvc file ({exc})")
+                raise DVCRegistryError(
+                    f"{self.where(rel)}: cannot read the .dvc file ({exc})"
+                ) from None
             for out in meta.get("outs") or []:
                 path = posixpath.normpath(posixpath.join(posixpath.dirname(rel), out["path"]))
                 md5 = out.get("md5")
@@ -185,28 +184,6 @@ class Release:
                 if p == path or p.startswith(path + "/") or o.path.startswith(path + "/"):
                     found.append(Entry(p, md5, o))
         return found
-
-    def mtime(self, out: Out) -> float:
-        """When ``out`` last changed as of the revision: the commit time of the last commit
-        (reachable from the revision) that changed its ``.dvc`` file. The same for every later
-        release that leaves the dataset as it is, whatever the revision is called."""
-        with self._lock:
-            if out.dvc_file not in self._mtimes:
-                root = self._fs.repo.scm.root_dir
-                proc = subprocess.run(
-                    ["git", "-C", root, "log", "-1", "--format=%ct", self.commit, "--", out.dvc_file],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                stamp = proc.stdout.strip()
-                if proc.returncode != 0 or not stamp.isdigit():
-                    raise DVCRegistryError(
-                        f"{self.where(out.path)}: cannot read the history of {out.dvc_file} "
-                        f"({proc.stderr.strip() or 'git log gave nothing'})"
-                    )
-                self._mtimes[out.dvc_file] = float(stamp)
-            return self._mtimes[out.dvc_file]
 
     def size(self, entry: Entry) -> int:
         """The size of a file, from its ``.dvc`` entry or its object on the remote."""
@@ -299,7 +276,7 @@ class Release:
             cached = self._object(entry.md5, entry.path)
             digest = hashlib.md5(usedforsecurity=False)
             with cached.open("rb") as src, dest.open("wb") as out:
-                for chunk in iter(lambda: src.read(1 << 20), b""):  # noqa: B023
+                for chunk in iter(lambda: src.read(1 << 20), b""):
                     digest.update(chunk)
                     out.write(chunk)
             if digest.hexdigest() == entry.md5:
@@ -320,10 +297,3 @@ def iter_dirs(path: str) -> Iterator[str]:
     while "/" in path:
         path = path.rsplit("/", 1)[0]
         yield path
-
-
-def copytree_clean(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
