@@ -105,4 +105,4 @@ def test_pinned_tag_rerelease_with_same_content(setup) -> None:
     out = snakemake(setup, "v2", "--dry-run", "--rerun-triggers", "mtime", "params", "code")
     assert not planned(out), out
     out = snakemake(setup, "v2", "--dry-run")
-    assert "Set of input files has changed" in out or "input" in out.lower()
+    assert planned(out), out  # the default triggers: the changed input query reruns
