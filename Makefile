@@ -62,16 +62,17 @@ test: lint
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml packages/snakemake-storage-plugin-dvc/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e packages/snakemake-storage-plugin-dvc
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests workflow
-	$(BIN)/ruff format --check src tests workflow
+	$(BIN)/ruff check src tests workflow packages
+	$(BIN)/ruff format --check src tests workflow packages
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/mypy
 

@@ -1,0 +1,346 @@
+"""Snakemake storage plugin for DVC data registries (read-only).
+
+A query ``dvc://<registry>@<revision>//<path>`` names a file, or a folder, of a DVC-tracked
+dataset in the git + DVC repository ``<registry>`` at ``<revision>``. Snakemake retrieves exactly
+those files from the registry's default DVC remote, each verified against the md5 DVC recorded.
+See the README for the syntax, the settings and how modification times are chosen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_storage_plugins.common import Operation
+from snakemake_interface_storage_plugins.io import IOCacheStorageInterface
+from snakemake_interface_storage_plugins.settings import StorageProviderSettingsBase
+from snakemake_interface_storage_plugins.storage_object import StorageObjectRead
+from snakemake_interface_storage_plugins.storage_provider import (
+    ExampleQuery,
+    QueryType,
+    StorageProviderBase,
+    StorageQueryValidationResult,
+)
+
+from snakemake_storage_plugin_dvc.query import (
+    Query,
+    QueryError,
+    has_wildcards,
+    parse,
+    registry_slug,
+    rev_slug,
+)
+from snakemake_storage_plugin_dvc.release import DVCRegistryError, Entry, Release, iter_dirs
+
+__all__ = [
+    "DVCRegistryError",
+    "StorageObject",
+    "StorageProvider",
+    "StorageProviderSettings",
+]
+
+DEFAULT_JOBS = 4
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "snakemake-storage-plugin-dvc"
+
+
+@dataclass
+class StorageProviderSettings(StorageProviderSettingsBase):
+    cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the content-addressed cache of verified DVC objects, shared by "
+            "all registries and revisions (default: $XDG_CACHE_HOME/snakemake-storage-plugin-dvc "
+            "or ~/.cache/snakemake-storage-plugin-dvc).",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    jobs: int | None = field(
+        default=None,
+        metadata={
+            "help": f"Files of a folder query downloaded in parallel (default {DEFAULT_JOBS}).",
+            "env_var": False,
+            "required": False,
+            "type": int,
+        },
+    )
+    timeout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Seconds an SSH or S3 DVC remote may stay silent (connect/read timeout); "
+            "default: DVC's own.",
+            "env_var": False,
+            "required": False,
+            "type": float,
+        },
+    )
+
+
+class StorageProvider(StorageProviderBase):
+    settings: StorageProviderSettings
+
+    def __post_init__(self) -> None:
+        settings = self.settings or StorageProviderSettings()
+        self.cache_dir = (
+            Path(settings.cache).expanduser() if settings.cache else default_cache_dir()
+        )
+        self.jobs = max(1, settings.jobs or DEFAULT_JOBS)
+        self.timeout = settings.timeout
+        self._releases: dict[tuple[str, str], Release] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def example_queries(cls) -> list[ExampleQuery]:
+        return [
+            ExampleQuery(
+                query="dvc://git@github.com:org/registry.git@v2//datasets/site_a/participants.tsv",
+                description="One file of the dataset datasets/site_a at tag v2 of a registry "
+                "on GitHub (SSH).",
+                type=QueryType.INPUT,
+            ),
+            ExampleQuery(
+                query="dvc://https://example.org/registry.git@v2//datasets/site_a/phenotype",
+                description="A folder inside a DVC-tracked dataset (every file under it).",
+                type=QueryType.INPUT,
+            ),
+            ExampleQuery(
+                query="dvc:///srv/registry@3f2a9c1//datasets/site_b",
+                description="A whole dataset of a registry in a local folder, at a commit.",
+                type=QueryType.INPUT,
+            ),
+        ]
+
+    def rate_limiter_key(self, query: str, operation: Operation) -> Any:
+        return None
+
+    def default_max_requests_per_second(self) -> float:
+        return 100.0
+
+    def use_rate_limiter(self) -> bool:
+        return False
+
+    @classmethod
+    def is_valid_query(cls, query: str) -> StorageQueryValidationResult:
+        try:
+            parse(query)
+        except QueryError as exc:
+            return StorageQueryValidationResult(query=query, valid=False, reason=str(exc))
+        return StorageQueryValidationResult(query=query, valid=True)
+
+    def safe_print(self, query: str) -> str:
+        # https://user:token@host/... : keep the user, hide the secret.
+        import re
+
+        return re.sub(r"(://[^/@:]+):[^/@]+@", r"\1:***@", query)
+
+    def seen(self, key: str, content: str) -> float:
+        """The time ``content`` was first seen for ``key`` (recorded in the cache folder)."""
+        record = self.cache_dir / "seen" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+        with self._lock:
+            try:
+                known = json.loads(record.read_text())
+            except (OSError, ValueError):
+                known = {}
+            if known.get("key") == key and known.get("content") == content:
+                return float(known["mtime"])
+            stamp = max(time.time(), float(known.get("mtime", 0.0)) + 0.001)
+            record.parent.mkdir(parents=True, exist_ok=True)
+            tmp = record.with_name(f".{record.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"key": key, "content": content, "mtime": stamp}))
+            os.replace(tmp, record)
+            return stamp
+
+    def release(self, query: Query) -> Release:
+        """The registry at the query's revision, opened once per run of Snakemake."""
+        with self._lock:
+            release = self._releases.get(query.release)
+            if release is None:
+                release = Release(
+                    query.registry, query.rev, self.cache_dir, timeout=self.timeout
+                ).open()
+                self._releases[query.release] = release
+            return release
+
+
+class StorageObject(StorageObjectRead):
+    provider: StorageProvider
+
+    def __post_init__(self) -> None:
+        try:
+            self.parsed: Query | None = parse(self.query)
+        except QueryError:
+            self.parsed = None  # Snakemake reports is_valid_query's reason
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _q(self) -> Query:
+        if self.parsed is None:
+            raise WorkflowError(f"invalid DVC query {self.print_query}: {self.is_valid_query()}")
+        return self.parsed
+
+    def _release(self) -> Release:
+        return self.provider.release(self._q())
+
+    def _entries(self) -> list[Entry]:
+        return self._release().entries(self._q().path)
+
+    def _is_file(self, release: Release) -> bool:
+        out = release.out_of(self._q().path)
+        return out is not None and self._q().path in release.files(out)
+
+    # -- identity -----------------------------------------------------------------------------
+
+    def local_suffix(self) -> str:
+        q = self._q()
+        return f"{registry_slug(q.registry)}/{rev_slug(q.rev)}/{q.path}"
+
+    def get_inventory_parent(self) -> str | None:
+        """The DVC output (dataset) holding the query: one inventory lists all of its files."""
+        q = self.parsed
+        if q is None or has_wildcards(str(q)):
+            return None
+        try:
+            out = self.provider.release(q).out_of(q.path)
+        except WorkflowError:
+            return None
+        if out is None:
+            return None
+        return self.cache_key(f"{registry_slug(q.registry)}/{rev_slug(q.rev)}/{out.path}")
+
+    async def inventory(self, cache: IOCacheStorageInterface) -> None:
+        """Record every file and folder of the dataset holding the query, with its size (where
+        known without asking the remote) and md5, from one ``.dir`` listing. Modification times
+        are left to :meth:`mtime` (one small local record per queried path)."""
+        parent = self.get_inventory_parent()
+        if parent is None or parent in cache.exists_in_storage:
+            return
+        q = self._q()
+        release = self.provider.release(q)
+        out = release.out_of(q.path)
+        assert out is not None
+        prefix = f"{registry_slug(q.registry)}/{rev_slug(q.rev)}"
+        folders: set[str] = set()
+        for path, md5 in release.files(out).items():
+            key = self.cache_key(f"{prefix}/{path}")
+            cache.exists_in_storage[key] = True
+            cache.checksum[key] = f"md5:{md5}"
+            if not out.is_dir and out.size is not None:
+                cache.size[key] = int(out.size)
+            folders.update(
+                d for d in iter_dirs(path) if d == out.path or d.startswith(out.path + "/")
+            )
+        for folder in folders:
+            key = self.cache_key(f"{prefix}/{folder}")
+            cache.exists_in_storage[key] = True
+            cache.size[key] = 0
+        cache.exists_in_storage[parent] = True
+        has_inventory = getattr(cache.exists_in_storage, "has_inventory", None)
+        if has_inventory is not None:
+            has_inventory.add(parent)
+
+    def cleanup(self) -> None:
+        pass
+
+    # -- metadata -----------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        # A registry or revision that cannot be opened is an error, not a missing file.
+        return bool(self._entries())
+
+    def mtime(self) -> float:
+        """When this workflow first saw the content the query names now (see the README).
+
+        The same for as long as the content stays the same, whatever the revision is called; a
+        new time, later than every earlier one, when the content differs from what was last seen
+        for this registry and path."""
+        entries = self._entries()
+        if not entries:
+            raise self._not_found()
+        q = self._q()
+        listing = sorted((e.path, e.md5) for e in entries)
+        content = hashlib.md5(json.dumps(listing).encode(), usedforsecurity=False).hexdigest()
+        key = f"{self.provider.local_prefix.resolve()}|{q.registry}|{q.path}"
+        return self.provider.seen(key, content)
+
+    def size(self) -> int:
+        release = self._release()
+        if not self._is_file(release):
+            if not self._entries():
+                raise self._not_found()
+            return 0
+        return release.size(self._entries()[0])
+
+    def local_footprint(self) -> int:
+        release = self._release()
+        return sum(release.size(e) for e in self._entries())
+
+    def checksum(self) -> str | None:
+        release = self._release()
+        if not self._is_file(release):
+            return None
+        return f"md5:{self._entries()[0].md5}"
+
+    def _not_found(self) -> DVCRegistryError:
+        release = self._release()
+        tracked = ", ".join(o.path for o in release.outs) or "none"
+        return DVCRegistryError(
+            f"{release.where(self._q().path)}: no DVC-tracked file or folder at this path "
+            f"(DVC-tracked outputs at this revision: {tracked})"
+        )
+
+    # -- retrieval ----------------------------------------------------------------------------
+
+    def retrieve_object(self) -> None:
+        """Put the query's files at local_path(), every one md5-verified; on any failure nothing
+        of this retrieval is left in place."""
+        release = self._release()
+        entries = self._entries()
+        if not entries:
+            raise self._not_found()
+        mtime = self.mtime()
+        dest = self.local_path()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            if self._is_file(release):
+                target = staging / "file"
+                release.materialize(entries[0], target)
+                os.utime(target, (mtime, mtime))
+            else:
+                target = staging / "dir"
+                root = self._q().path
+
+                def one(entry: Entry) -> None:
+                    local = target / entry.path[len(root) + 1 :]
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    release.materialize(entry, local)
+                    os.utime(local, (mtime, mtime))
+
+                with ThreadPoolExecutor(max_workers=self.provider.jobs) as pool:
+                    for future in [pool.submit(one, e) for e in entries]:
+                        future.result()
+                for folder in sorted(target.rglob("*"), reverse=True):
+                    if folder.is_dir():
+                        os.utime(folder, (mtime, mtime))
+                os.utime(target, (mtime, mtime))
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            elif dest.exists() or dest.is_symlink():
+                dest.unlink()
+            os.replace(target, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
