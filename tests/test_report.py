@@ -298,7 +298,9 @@ def test_report_renders_every_figure_with_the_runs_n_and_verdict(
         pytest.skip(str(exc))
     project = pipeline["project"]
     # The project is a copy of the workflow; `make` needs the Makefile and what .venv is built from.
-    for name in ("Makefile", "pyproject.toml", "requirements.lock"):
+    plugin = "packages/snakemake-storage-plugin-dvc/pyproject.toml"
+    for name in ("Makefile", "pyproject.toml", "requirements.lock", plugin):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, project / name)
     stamp = subprocess.run(
         ["make", "-q", ".venv/.ketamap-installed"], cwd=project, capture_output=True, check=False

@@ -158,7 +158,11 @@ def borrow_venv(project: Path, donor: Path) -> None:
     """Link the donor clone's venv; the lock files keep older mtimes so make sees it installed."""
     (project / ".venv").symlink_to(donor / ".venv", target_is_directory=True)
     installed = (donor / ".venv/.ketamap-installed").stat().st_mtime
-    for name in ("requirements.lock", "pyproject.toml"):
+    for name in (
+        "requirements.lock",
+        "pyproject.toml",
+        "packages/snakemake-storage-plugin-dvc/pyproject.toml",
+    ):
         os.utime(project / name, (installed - 60, installed - 60))
 
 
