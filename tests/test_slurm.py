@@ -9,6 +9,7 @@ are clones of that clone that borrow its venv. Nothing here mocks SLURM.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from ketamap import synth
+from ketamap import integrity, synth
 from ketamap.demo import apply_analysis_options
 from ketamap.jobresources import input_mb, scaled_mem_mb, scaled_runtime
 from ketamap.registry import build_registry
@@ -269,12 +270,26 @@ def test_small_scenario_through_slurm_matches_the_local_run(
 
 def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> None:
     """Snakemake evaluates each job's mem_mb and runtime from its real input: a site whose
-    largest PET image is 800 MB gets more memory and time than the others."""
+    largest PET image is 800 MB gets more memory and time than the others.
+
+    The big image is made part of what was fetched (its md5 in the fetch manifest): a file merely
+    dropped into fetched data is drift, and would plan a refetch instead (issue 12)."""
     raw = lab / "resources/raw/ycu_obs"
     big = raw / "sub-big" / "big_pet.nii.gz"
     big.parent.mkdir()
     with big.open("wb") as handle:
         handle.truncate(800 * 2**20)  # sparse: no disk used
+    fetched = lab / "resources/raw/ycu_obs.fetch.json"
+    recorded = fetched.read_text()
+    manifest = json.loads(recorded)
+    manifest["files"].append(
+        {
+            "path": "sub-big/big_pet.nii.gz",
+            "md5": integrity.file_hash(big, "md5"),
+            "bytes": 800 * 2**20,
+        }
+    )
+    fetched.write_text(json.dumps(manifest))
     try:
         out = sh(
             [
@@ -293,6 +308,9 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
         )
     finally:
         shutil.rmtree(big.parent)
+        fetched.write_text(recorded)
+        integrity.remember_verified(raw)
+    assert "fetch:" not in out, out[-3000:]  # consistent fetched data: nothing to fetch again
     planned = {}
     for job in re.finditer(r"^rule harmonize_pet:\n((?:    .*\n?)*)", out, re.M):
         site = re.search(r"wildcards: site=(\w+)", job.group(1))
