@@ -121,3 +121,21 @@ def test_demo_sites_are_derived_once_then_read_without_importing_the_generators(
     third = parse(edited)
     assert third["synth"] and third["sites"][0]["id"] == "ycu_rct2"
     assert len(list(cache.glob("demo-sites-*.json"))) == 2
+
+
+def test_a_site_cannot_be_named_atlas_and_sites_are_found_after_edits() -> None:
+    """`atlas` names the shared atlas' fetched data (the workflow's site wildcard excludes it)."""
+    from ketamap.config import site_by_id, validate_config
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config.pop("demo")
+    bad = copy.deepcopy(config)
+    bad["sites"][0]["id"] = "atlas"
+    with pytest.raises(ConfigError, match=r"sites.*atlas"):
+        validate_config(bad)
+    sites = config["sites"]
+    assert site_by_id(config, sites[1]["id"]) is sites[1]
+    sites[1] = {**sites[1], "id": "renamed_site"}  # edited in place after it was indexed
+    assert site_by_id(config, "renamed_site") is sites[1]
+    with pytest.raises(ConfigError):
+        site_by_id(config, "no_such_site")

@@ -180,10 +180,21 @@ def yaml_digest(path: str | Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_SITE_INDEX: dict[int, dict[str, int]] = {}
+
+
 def site_by_id(config: dict[str, Any], site_id: str) -> dict[str, Any]:
-    """The config entry of one site."""
-    for site in config["sites"]:
+    """The config entry of one site (indexed: planning asks once or twice per job)."""
+    sites = config["sites"]
+    index = _SITE_INDEX.get(id(sites))
+    if index is None or len(index) != len(sites):
+        index = _SITE_INDEX[id(sites)] = {site["id"]: i for i, site in enumerate(sites)}
+    i = index.get(site_id)
+    if i is not None and i < len(sites) and sites[i]["id"] == site_id:
+        return sites[i]
+    for site in sites:  # the list was edited since it was indexed
         if site["id"] == site_id:
+            _SITE_INDEX.pop(id(sites), None)
             return site
     raise ConfigError(f"no site {site_id!r}", file="config/config.yaml", field="sites[].id")
 

@@ -29,6 +29,23 @@ from typing import Any
 Resource = Callable[[Any, Any], int]
 
 
+# (path, inode, mtime) -> [(file name, size)]: a directory is walked once per planning process,
+# not once per resource callable and job (a fetch replaces the folder, so its inode changes).
+_TREES: dict[tuple[str, int, int], list[tuple[str, int]]] = {}
+
+
+def _tree(path: str) -> list[tuple[str, int]]:
+    st = os.stat(path)
+    key = (path, st.st_ino, st.st_mtime_ns)
+    if key not in _TREES:
+        _TREES[key] = [
+            (name, os.path.getsize(os.path.join(root, name)))
+            for root, _, names in os.walk(path)
+            for name in names
+        ]
+    return _TREES[key]
+
+
 def input_sizes(input: Any, files: Iterable[str] | None = None) -> list[int]:
     """Sizes in bytes of the files of a job's input data (directories walked, code left out).
 
@@ -40,16 +57,12 @@ def input_sizes(input: Any, files: Iterable[str] | None = None) -> list[int]:
     for path in input:
         if path in code_files or not os.path.exists(path):
             continue
-        found = (
-            [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
-            if os.path.isdir(path)
-            else [path]
-        )
+        found = _tree(path) if os.path.isdir(path) else [(path, os.path.getsize(path))]
         sizes += [
-            os.path.getsize(f)
-            for f in found
+            size
+            for name, size in found
             if files is None
-            or any(fnmatch.fnmatch(os.path.basename(f), pattern) for pattern in files)
+            or any(fnmatch.fnmatch(os.path.basename(name), pattern) for pattern in files)
         ]
     return sizes
 
