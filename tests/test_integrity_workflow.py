@@ -15,8 +15,7 @@ import pytest
 
 from conftest import REPO
 from ketamap import integrity
-from ketamap.registry import build_registry
-from workflow_project import TABLES, hashes, make_project, run, tool_env
+from workflow_project import TABLES, broken_registry, hashes, make_project, run, tool_env
 
 
 def _flip(path: Path, offset: int) -> None:
@@ -174,18 +173,6 @@ def test_make_run_refuses_a_live_run(tmp_path: Path) -> None:
 # -- one bad site through the whole workflow --------------------------------------------------
 
 
-def _broken_registry(base: Path, breaks: dict, scenario: str) -> Path:
-    """A scenario's datasets, some broken, released into a registry outside the workflow."""
-    from ketamap import synth
-
-    sites = base / "sites"
-    synth.generate(REPO / f"config/scenarios/{scenario}.yaml", sites)
-    for site, breaker in breaks.items():
-        breaker(sites / site)
-    build_registry(sites, base / "registry", str(base / "remote"), "v1")
-    return base / "registry"
-
-
 def _onsets_in_ms(site: Path) -> None:
     """Every puff onset of the first run's _events.tsv written in milliseconds."""
     events = sorted(site.rglob("*_events.tsv"))[0]
@@ -258,7 +245,7 @@ def test_one_bad_site_fails_alone_through_the_workflow(tmp_path: Path, case) -> 
     built from the sites that remain (with tests/test_workflow.py's participants.tsv, revision and
     corrupt-image cases, and tests/test_slurm.py's, the workflow-level bad-site cases)."""
     scenario, site, change, parts, good, consortium = case
-    registry = _broken_registry(tmp_path, {site: change}, scenario)
+    registry = broken_registry(tmp_path, {site: change}, scenario)
 
     def real_registry(config: dict) -> None:
         del config["demo"]

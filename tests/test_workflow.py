@@ -25,9 +25,8 @@ from ketamap import schemas, synth
 from ketamap.demo import apply_analysis_options
 from ketamap.ids import pseudonymize
 from ketamap.recovery import compare
-from ketamap.registry import build_registry
 from ketamap.synth.ieeg_signal import slow_half_power_width
-from workflow_project import TABLES, hashes, make_project
+from workflow_project import TABLES, broken_registry, hashes, make_project
 from workflow_project import run as _run
 
 DEMO_KEY = yaml.safe_load((REPO / "config/config.yaml").read_text())["pseudonymization"][
@@ -605,16 +604,6 @@ def test_consortium_without_pet_plans_no_atlas_and_no_pet_job(tmp_path: Path) ->
     assert [s["site"] for s in manifest["sites"]] == ["keio_hc", "ycu_rct"]
 
 
-def _broken_registry(base: Path, breaks: dict[str, callable], scenario: str = "small") -> Path:
-    """A scenario's datasets, some broken, released into a registry outside the workflow."""
-    sites = base / "sites"
-    synth.generate(REPO / f"config/scenarios/{scenario}.yaml", sites)
-    for site, breaker in breaks.items():
-        breaker(sites / site)
-    build_registry(sites, base / "registry", str(base / "remote"), "v1")
-    return base / "registry"
-
-
 def _drop_column(path: Path, column: str) -> None:
     lines = [line.split("\t") for line in path.read_text().splitlines()]
     idx = lines[0].index(column)
@@ -624,7 +613,7 @@ def _drop_column(path: Path, column: str) -> None:
 
 
 def test_bad_site_fails_alone_with_one_clear_message(tmp_path: Path) -> None:
-    registry = _broken_registry(
+    registry = broken_registry(
         tmp_path, {"keio_hc": lambda d: _drop_column(d / "participants.tsv", "sex")}
     )
 
@@ -656,7 +645,7 @@ def test_corrupt_pet_image_fails_its_site_alone(tmp_path: Path) -> None:
         image = sorted(site_dir.rglob("*_pet.nii.gz"))[0]
         image.write_text("<!DOCTYPE html><html><body>Moved</body></html>")
 
-    registry = _broken_registry(tmp_path, {"ycu_obs": corrupt_first_image})
+    registry = broken_registry(tmp_path, {"ycu_obs": corrupt_first_image})
 
     def real_registry(config: dict) -> None:
         del config["demo"]
@@ -844,7 +833,7 @@ def test_bad_mouse_lab_fails_alone_naming_file_and_field(tmp_path: Path) -> None
         log = sorted(site_dir.rglob("*_licks.csv"))[0]
         log.write_text("time_s\n")
 
-    registry = _broken_registry(
+    registry = broken_registry(
         tmp_path, {"lab_dlc_mice": empty_lick_log}, scenario="behaviour_small"
     )
 

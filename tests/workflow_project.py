@@ -101,3 +101,16 @@ def hashes(project: Path) -> dict[str, str]:
         p: hashlib.sha256((project / p).read_bytes()).hexdigest()
         for p in [*TABLES, "results/manifest.json"]
     }
+
+
+def broken_registry(base: Path, breaks: dict, scenario: str = "small") -> Path:
+    """A scenario's datasets, some broken (site -> change of its folder), released into a
+    registry outside the workflow."""
+    from ketamap.registry import build_registry
+
+    sites = base / "sites"
+    synth.generate(REPO / f"config/scenarios/{scenario}.yaml", sites)
+    for site, breaker in breaks.items():
+        breaker(sites / site)
+    build_registry(sites, base / "registry", str(base / "remote"), "v1")
+    return base / "registry"

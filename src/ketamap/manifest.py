@@ -50,7 +50,7 @@ def write_run_manifest(
         )
     files = []
     for p in sorted(outputs):
-        entry: dict[str, Any] = {"path": p, "sha256": _sha256(Path(p))}
+        entry: dict[str, Any] = {"path": p, "sha256": integrity.file_hash(p)}
         if p.endswith(".parquet"):
             # A table altered after it was written is never recorded as official.
             integrity.verify_recorded(p, "the table")
@@ -73,14 +73,6 @@ def write_run_manifest(
         "outputs": files,
     }
     registry.write_manifest(manifest, Path(path))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _git_commit(workdir: Path) -> str:

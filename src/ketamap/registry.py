@@ -607,7 +607,7 @@ def _fetch_site(
         files = []
         for rel, md5 in sorted(expected.items()):
             local = staging / "data" / rel
-            got = _md5(local) if local.is_file() else "missing"
+            got = integrity.file_hash(local, "md5") if local.is_file() else "missing"
             if got != md5:
                 _forget_cached(fs, md5)
                 raise RegistryError(
@@ -731,14 +731,6 @@ def _listing_md5(files: dict[str, str]) -> str:
     return hashlib.md5(
         json.dumps(listing, sort_keys=True).encode(), usedforsecurity=False
     ).hexdigest()
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_step(
