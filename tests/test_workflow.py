@@ -688,10 +688,13 @@ def test_ieeg_pipeline_recovers_the_ketamine_effect_and_leaks_no_canary(tmp_path
         project / "results/pooled/ieeg.slow_phase_duration.parquet", "pooled_result"
     )
     assert durations["method"].str.contains("above 2 z").all()  # the threshold it used
-    # Privacy: the EDF patient names planted as canaries reach no table, figure or log.
+    # Privacy: the EDF patient names planted as canaries reach no table, figure, log or session
+    # piece (each recording is read by its own session job, resources/pieces).
     canaries = json.loads(truth_path.read_text())["canaries"]
     assert canaries
-    for path in [*(project / "results").rglob("*"), *(project / "logs").rglob("*")]:
+    pieces = list((project / "resources/pieces").rglob("*.zip"))
+    assert len(pieces) == 12  # 2 sites x 3 patients x 2 sessions
+    for path in [*(project / "results").rglob("*"), *(project / "logs").rglob("*"), *pieces]:
         if path.is_file():
             blob = path.read_bytes()
             for canary in canaries:

@@ -185,12 +185,43 @@ def pinned_differs(site: dict[str, Any], fetched: dict[str, Any]) -> str | None:
     return None
 
 
-def verify_fetched(site: dict[str, Any], raw: str | Path, *, what: str | None = None) -> None:
+def _under(rel: str, within: list[str]) -> bool:
+    return any(rel == w or rel.startswith(w.rstrip("/") + "/") for w in within)
+
+
+def _walk_within(raw: Path, within: list[str]) -> tuple[dict[str, os.stat_result], list[str]]:
+    """:func:`_walk` limited to the files and folders ``within`` (relative to ``raw``)."""
+    files: dict[str, os.stat_result] = {}
+    links: list[str] = []
+    for rel in within:
+        path = raw / rel
+        if path.is_symlink():
+            links.append(rel)
+        elif path.is_dir():
+            sub_files, sub_links = _walk(path)
+            files |= {f"{rel.rstrip('/')}/{k}": v for k, v in sub_files.items()}
+            links += [f"{rel.rstrip('/')}/{k}" for k in sub_links]
+        elif path.is_file():
+            files[rel] = path.lstat()
+    return files, sorted(links)
+
+
+def verify_fetched(
+    site: dict[str, Any],
+    raw: str | Path,
+    *,
+    what: str | None = None,
+    within: list[str] | None = None,
+) -> None:
     """Refuse to read ``raw`` unless it is exactly what the fetch recorded, at the pinned revision.
 
     Checks every file's md5 against ``<raw>.fetch.json`` and that no file was added or removed and
     no symlink appeared. On failure the verified-state cache is dropped, so the next ``make run``
-    hashes the tree again, finds the change and fetches the site again."""
+    hashes the tree again, finds the change and fetches the site again.
+
+    ``within`` (paths relative to ``raw``, files or folders) limits all of it to the part of the
+    tree a job reads: a per-session job checks its session and the site's top-level files, not
+    every session of the site again."""
     raw = Path(raw)
     site_id = what or str(site.get("id", raw.name))
     manifest_file = fetch_manifest_path(raw)
@@ -216,30 +247,33 @@ def verify_fetched(site: dict[str, Any], raw: str | Path, *, what: str | None = 
     if not raw.is_dir():
         raise fail("the fetched folder is missing", str(raw), "path", "the fetched dataset")
     want = {f["path"]: f["md5"] for f in fetched["files"]}
-    files, links = _walk(raw)
-    if links:
-        raise fail(
-            "is a symlink in the fetched data (never followed)",
-            links[0],
-            "path",
-            "regular files only, as the fetch wrote them",
-        )
+    if within is None:
+        files, links = _walk(raw)
+    else:
+        files, links = _walk_within(raw, within)
+        want = {rel: md5 for rel, md5 in want.items() if _under(rel, within)}
     added = sorted(set(files) - set(want))
-    if added:
-        raise fail(
-            f"was added after the fetch ({len(added)} file(s) not in the release)",
-            added[0],
-            "path",
-            "only the files the fetch recorded",
-        )
     missing = sorted(set(want) - set(files))
-    if missing:
-        raise fail(
+    # (offending paths, problem, what is expected), checked in this order
+    for paths, problem, expected in (
+        (
+            links,
+            "is a symlink in the fetched data (never followed)",
+            "regular files only, as the fetch wrote them",
+        ),
+        (
+            added,
+            f"was added after the fetch ({len(added)} file(s) not in the release)",
+            "only the files the fetch recorded",
+        ),
+        (
+            missing,
             f"was deleted after the fetch ({len(missing)} file(s) missing)",
-            missing[0],
-            "path",
             "every file the fetch recorded",
-        )
+        ),
+    ):
+        if paths:
+            raise fail(problem, paths[0], "path", expected)
     for rel in sorted(want):
         got = file_hash(raw / rel, "md5")
         if got != want[rel]:
@@ -249,7 +283,8 @@ def verify_fetched(site: dict[str, Any], raw: str | Path, *, what: str | None = 
                 "md5",
                 f"{want[rel]}, the md5 recorded by the fetch (DVC's hash of the release)",
             )
-    _save_verified(raw, files)
+    if within is None:
+        _save_verified(raw, files)
 
 
 def _state_path(raw: Path) -> Path:

@@ -97,3 +97,31 @@ def scaled_runtime(floor: float, per_gb: float, files: Iterable[str] | None = No
         return math.ceil(floor + per_gb * input_mb(input, files=files) / 1024)
 
     return minutes
+
+
+def _session_sizes(wildcards: Any) -> list[int]:
+    from ketamap.harmonize.scatter import session_sizes
+
+    return session_sizes(f"resources/raw/{wildcards.site}", wildcards.session)
+
+
+def session_mem_mb(floor: float, per_mb: float = 0.0, per_largest_mb: float = 0.0) -> Resource:
+    """mem_mb callable of a session job: as :func:`scaled_mem_mb`, over the files of the session
+    (and the site's top-level files) as the fetch manifest lists them, not the whole site."""
+
+    def mem(wildcards: Any, input: Any) -> int:
+        sizes = _session_sizes(wildcards)
+        return math.ceil(
+            floor + (per_mb * sum(sizes) + per_largest_mb * max(sizes, default=0)) / 2**20
+        )
+
+    return mem
+
+
+def session_runtime(floor: float, per_gb: float) -> Resource:
+    """runtime callable (minutes) of a session job, from the size of the session's files."""
+
+    def minutes(wildcards: Any, input: Any) -> int:
+        return math.ceil(floor + per_gb * sum(_session_sizes(wildcards)) / 2**30)
+
+    return minutes

@@ -18,7 +18,14 @@ from ketamap.ids import key_fingerprint
 from ketamap.integrity import refresh_fetch_stamp
 
 # mem_mb and runtime of most rules grow with the job's input size (see ketamap.jobresources).
-from ketamap.jobresources import scaled_mem_mb, scaled_runtime
+from ketamap.jobresources import (
+    scaled_mem_mb,
+    scaled_runtime,
+    session_mem_mb,
+    session_runtime,
+)
+from ketamap.harmonize.scatter import SESSION_ID, sessions
+from ketamap.harmonize import scatter
 from ketamap.report import analysis_category, run_labels
 from ketamap.pooled import (
     ANALYSES,
@@ -89,6 +96,17 @@ def site_config(wildcards):
     return canonical(site_by_id(config, wildcards.site))
 
 
+# Where a site's data comes from (registry, path, revision) is the fetch's business: the jobs that
+# read the fetched data take its content instead (params content), so a new release reruns the
+# sessions and sites whose bytes changed and nothing else. They still check the fetched data
+# against the pin, read from the config when they run (ketamap.harmonize.with_pin).
+def reader_config(wildcards):
+    site = site_by_id(config, wildcards.site)
+    return canonical(
+        {k: v for k, v in site.items() if k == "id" or k not in FETCH_KEYS}
+    )
+
+
 # What the fetch reads of a site entry: where the data is and which release. Editing a reader
 # option, the species or the trial of a site re-harmonizes it but never downloads it again.
 FETCH_KEYS = ("id", "registry", "path", "revision")
@@ -136,6 +154,27 @@ def fetched_content(*datasets):
         return ids
 
     return content
+
+
+def session_pieces(h):
+    """Input of a per-session modality's gather: the piece of every session the site's fetch
+    manifest lists ([] before the fetch; planned again when it has finished)."""
+    if not h.sessions:
+        return []
+
+    def pieces(wildcards):
+        found = sessions(f"resources/raw/{wildcards.site}", h.sessions)
+        return [
+            f"resources/pieces/{wildcards.site}/{h.modality}/{s}.zip" for s in found
+        ]
+
+    return pieces
+
+
+def session_content(wildcards):
+    """Param of a session job: the md5 listing of the session's fetched files (and the site's
+    top-level files), so only a change there reruns it."""
+    return scatter.session_content(f"resources/raw/{wildcards.site}", wildcards.session)
 
 
 def atlas_entry(wildcards):

@@ -1,6 +1,40 @@
 # Harmonization: one rule per modality of ketamap.harmonize.HARMONIZERS (harmonize_<modality>),
 # each site's data -> its per-site tables; then one consortium table per table.
+#
+# A modality harmonized per session (Harmonizer.sessions) gets one job per session folder first
+# (harmonize_<modality>_session, ketamap.harmonize.scatter): each reads and verifies its session
+# only and writes a piece; harmonize_<modality> is then the site's gather. Which sessions a site
+# has is read from its fetch manifest; before the fetch the gather is planned without them, and
+# Snakemake plans them when the fetch (a checkpoint) has finished. A session job's param is the
+# md5 listing of its own files: a release changing one session reruns that session and the gather.
 for h in HARMONIZERS.values():
+    if h.sessions:
+
+        rule:
+            name:
+                f"harmonize_{h.modality}_session"
+            input:
+                raw=ancient("resources/raw/{site}"),
+                content=ancient("resources/raw/{site}.content"),
+                code=step_code("ketamap.harmonize", h.module),
+            output:
+                piece=f"resources/pieces/{{site}}/{h.modality}/{{session}}.zip",
+            log:
+                f"logs/harmonize/{{site}}/{h.modality}/{{session}}.log",
+            wildcard_constraints:
+                session=SESSION_ID,
+            threads: 1
+            resources:
+                mem_mb=session_mem_mb(**h.session_memory),
+                runtime=session_runtime(**h.session_runtime),
+            params:
+                modality=h.modality,
+                content=session_content,
+                site=reader_config,
+                config=harmonize_config(h.options),
+                key=key_fingerprint(config),
+            script:
+                "../scripts/harmonize_session.py"
 
     rule:
         name:
@@ -18,6 +52,7 @@ for h in HARMONIZERS.values():
             raw=ancient("resources/raw/{site}"),
             content=ancient("resources/raw/{site}.content"),
             code=step_code("ketamap.harmonize", h.module),
+            pieces=session_pieces(h),
         output:
             **{t: f"results/sites/{{site}}/{t}.parquet" for t in h.tables},
         log:
@@ -28,8 +63,9 @@ for h in HARMONIZERS.values():
             runtime=scaled_runtime(**h.runtime),
         params:
             modality=h.modality,
+            sessions=bool(h.sessions),
             content=fetched_content("{site}", *(["atlas"] if h.atlas else [])),
-            site=site_config,
+            site=reader_config,
             config=harmonize_config(h.options),
             key=key_fingerprint(config),
         script:

@@ -55,6 +55,12 @@ class Harmonizer:
     site entry). ``exact``: per-site tables pooled by a function of the module (named here)
     instead of concatenation. ``memory``/``runtime``: arguments of
     :func:`ketamap.jobresources.scaled_mem_mb` / ``scaled_runtime`` for its jobs.
+
+    ``sessions``: the BIDS datatype folder (e.g. ``ieeg``) whose sessions are harmonized one job
+    each, the module's ``session_step(site, raw, key, options, session) -> piece``, then
+    gathered per site by its ``step(..., pieces={session: piece})`` (see
+    :mod:`ketamap.harmonize.scatter`); None: one job per site. ``session_memory`` /
+    ``session_runtime``: the session jobs' resources, from the size of the session's files.
     """
 
     modality: str
@@ -66,6 +72,9 @@ class Harmonizer:
     exact: dict[str, str] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)
+    sessions: str | None = None
+    session_memory: dict[str, Any] = field(default_factory=dict)
+    session_runtime: dict[str, Any] = field(default_factory=dict)
 
 
 HARMONIZERS: dict[str, Harmonizer] = {
@@ -96,8 +105,12 @@ HARMONIZERS: dict[str, Harmonizer] = {
             sites="ieeg",
             options="ieeg",
             exact={"ieeg_timecourses": "combine_timecourses"},
-            memory={"floor": 1000, "per_largest_mb": 25},
-            runtime={"floor": 60, "per_gb": 30},
+            # the gather reads participants.tsv, the folders and the pieces
+            memory={"floor": 1000, "per_mb": 5, "files": ["*.tsv"]},
+            runtime={"floor": 10, "per_gb": 10, "files": ["*.tsv"]},
+            sessions="ieeg",
+            session_memory={"floor": 1000, "per_largest_mb": 25},
+            session_runtime={"floor": 10, "per_gb": 30},
         ),
         Harmonizer(
             "behaviour",
@@ -128,6 +141,20 @@ def exact_tables() -> dict[str, Harmonizer]:
     return {t: h for h in HARMONIZERS.values() for t in h.exact}
 
 
+PIN_KEYS = ("registry", "path", "revision")
+
+
+def with_pin(site: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A harmonize job's site entry (its params: what the reader reads) with the pin the config
+    gives the site now (registry, path, revision), which the job checks the fetched data against.
+
+    The pin is not a param: the jobs rerun on the fetched content, not on the name of a release."""
+    from ketamap.config import site_by_id
+
+    pinned = site_by_id(config, site["id"])
+    return {**site, **{k: pinned[k] for k in PIN_KEYS if k in pinned}}
+
+
 def run(
     modality: str,
     site: dict[str, Any],
@@ -135,26 +162,38 @@ def run(
     outputs: dict[str, str],
     config: dict[str, Any],
     atlas: str | Path | None = None,
+    pieces: dict[str, str] | None = None,
 ) -> None:
     """Harmonize one site with its modality's step and write each table to ``outputs[table]``.
 
     The fetched data is verified first (every file's md5 against the fetch manifest, the pinned
-    revision, no file added or removed, no symlink): altered bytes are never read."""
+    revision, no file added or removed, no symlink): altered bytes are never read. A gather
+    (``pieces``: session id -> piece file) verifies the site's top-level files; its session jobs
+    verified their sessions."""
     from ketamap import integrity, schemas
     from ketamap.errors import SchemaError
+    from ketamap.harmonize import scatter
     from ketamap.ids import load_key
 
-    integrity.verify_fetched(site, raw)
+    h = HARMONIZERS[modality]
+    if pieces is None:
+        integrity.verify_fetched(site, raw)
+    else:
+        top = [f["path"] for f in scatter.listing(raw) if "/" not in f["path"]]
+        integrity.verify_fetched(site, raw, within=top)
     if atlas:
         integrity.verify_fetched({"id": "atlas", **(config.get("atlas") or {})}, atlas)
-    h = HARMONIZERS[modality]
     module = importlib.import_module(h.module)
+    extra = {}
+    if pieces is not None:
+        extra["pieces"] = {s: scatter.read_piece(p, site=site["id"]) for s, p in pieces.items()}
     tables = module.step(
         site,
         Path(raw),
         load_key(config),
         config[h.options] if h.options else None,
         Path(atlas) if atlas else None,
+        **extra,
     )
     for table in h.tables:
         try:
@@ -169,6 +208,30 @@ def run(
                 expected=exc.expected,
                 hint=exc.hint or "check the site's files for the value the row names",
             ) from None
+
+
+def run_session(
+    modality: str,
+    site: dict[str, Any],
+    raw: str | Path,
+    session: str,
+    output: str,
+    config: dict[str, Any],
+) -> None:
+    """One session job: verify the session's fetched files (and the site's top-level files),
+    harmonize that session with its modality's ``session_step`` and write the piece."""
+    from ketamap import integrity
+    from ketamap.harmonize import scatter
+    from ketamap.ids import load_key
+
+    h = HARMONIZERS[modality]
+    integrity.verify_fetched(site, raw, within=scatter.session_scope(raw, session))
+    module = importlib.import_module(h.module)
+    piece = module.session_step(
+        site, Path(raw), load_key(config), config[h.options] if h.options else None, session
+    )
+    scatter.write_piece(output, piece)
+    log.info("site %s: session %s harmonized", site["id"], session)
 
 
 def combine(table: str, inputs: list[str], output: str | Path) -> None:

@@ -40,7 +40,11 @@ class SessionFile:
 
 
 def session_files(
-    site_id: str, root: Path, datatype: str | None, patterns: tuple[str, ...]
+    site_id: str,
+    root: Path,
+    datatype: str | None,
+    patterns: tuple[str, ...],
+    only: tuple[str, str] | None = None,
 ) -> Iterator[SessionFile]:
     """Every file whose name matches one of the glob ``patterns`` in ``sub-*/ses-*/<datatype>/``
     (or directly in the session folder when ``datatype`` is None), sessions and files in name
@@ -50,8 +54,11 @@ def session_files(
     give the labels, and a file copied into the wrong folder would otherwise be read as someone
     else's. So is a file that is, or lies in a folder that is, a symbolic link leaving the site
     folder: it is never followed.
+
+    With ``only`` (a participant and a session label), that session folder alone is walked.
     """
-    pattern = f"sub-*/ses-*/{datatype}" if datatype else "sub-*/ses-*"
+    sub, ses = only or ("sub-*", "ses-*")
+    pattern = f"{sub}/{ses}/{datatype}" if datatype else f"{sub}/{ses}"
     for folder in sorted(p for p in root.glob(pattern) if p.is_dir()):
         rel = folder.relative_to(root).parts
         participant, session = rel[0], rel[1]

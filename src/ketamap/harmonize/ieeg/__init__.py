@@ -85,6 +85,7 @@ from ketamap.harmonize.ieeg.read import (
     read_recording,
     recording_patterns,
 )
+from ketamap.harmonize.scatter import Piece
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, shown_path
 from ketamap.limits import check_size, excerpt
@@ -194,9 +195,16 @@ class _Result:
     trial_amp: dict[str, np.ndarray]  # good channels: mean z in the synchrony window per epoch
 
 
-def harmonize_site(site: dict, root: Path, key: bytes, options: dict | None = None) -> IeegTables:
-    """Read every iEEG puff recording of one site at ``root`` into the three iEEG tables."""
-    root = Path(root)
+@dataclass
+class _Site:
+    """What every job of one iEEG site needs before it reads a recording."""
+
+    site_id: str
+    opts: dict[str, Any]
+    resolve: SessionResolver
+
+
+def _site(site: dict, root: Path, key: bytes, options: dict | None) -> _Site:
     site_id = site["id"]
     opts = _check_options(with_defaults(options, "ieeg"))
     conditions: dict[str, str] | None = (site.get("reader") or {}).get("conditions")
@@ -210,15 +218,72 @@ def harmonize_site(site: dict, root: Path, key: bytes, options: dict | None = No
     participants = read_participants(site, root)
     local_ids = participants["participant_id"].tolist()
     pseudonyms = dict(zip(local_ids, pseudonymize(site_id, local_ids, key), strict=True))
-    recs = _find_recordings(site_id, root)
-
     resolve = SessionResolver(site_id, pseudonyms, conditions, "conditions", "recording")
-    results: list[_Result] = []
-    for rec in recs:
-        subject_id, condition = resolve(rec)
-        results.append(_process(rec, site_id, root, subject_id, condition, opts))
+    return _Site(site_id, opts, resolve)
 
-    return _tables(site_id, results)
+
+def harmonize_site(
+    site: dict,
+    root: Path,
+    key: bytes,
+    options: dict | None = None,
+    pieces: dict[str, list[_Result]] | None = None,
+) -> IeegTables:
+    """Read every iEEG puff recording of one site at ``root`` into the three iEEG tables.
+
+    With ``pieces`` (session id -> that session's results, from :func:`harmonize_session` in
+    session jobs) nothing is read again: the recordings found are checked against the pieces
+    and the site's tables assembled from them, exactly as from recordings read here."""
+    root = Path(root)
+    ctx = _site(site, root, key, options)
+    recs = _find_recordings(ctx.site_id, root)
+    results: list[_Result] = []
+    if pieces is None:
+        for rec in recs:
+            subject_id, condition = ctx.resolve(rec)
+            results.append(_process(rec, ctx.site_id, root, subject_id, condition, ctx.opts))
+        return _tables(ctx.site_id, results)
+    by_session: dict[str, list[_Rec]] = {}
+    for rec in recs:
+        by_session.setdefault(f"{rec.participant_id}_{rec.session_id}", []).append(rec)
+    for session in sorted(set(by_session) | set(pieces)):
+        found, made = by_session.get(session, []), pieces.get(session)
+        if made is None or len(made) != len(found):
+            raise SiteDataError(
+                f"session {session} has {len(found)} recording(s) but its session job read "
+                f"{'none' if made is None else len(made)}",
+                site=ctx.site_id,
+                file=(found[0].shown if found else session.replace("_", "/", 1)),
+                expected="one piece per session folder with recordings, made from the data "
+                "fetched now (`make run` makes the missing ones)",
+            )
+        for rec, result in zip(found, made, strict=True):
+            subject_id, condition = ctx.resolve(rec)
+            if (result.pid, result.condition) != (subject_id, condition):
+                raise SiteDataError(
+                    "the session job's participant or condition differs from the site's",
+                    site=ctx.site_id,
+                    file=rec.shown,
+                    expected=f"{subject_id} {condition} (participants.tsv and the conditions "
+                    "as configured now)",
+                )
+            results.append(result)
+    return _tables(ctx.site_id, results)
+
+
+def harmonize_session(
+    site: dict, root: Path, key: bytes, options: dict | None, session: str
+) -> list[_Result]:
+    """The recordings of one session folder (``sub-<label>_ses-<label>``), each read and processed:
+    the work of one session job."""
+    root = Path(root)
+    ctx = _site(site, root, key, options)
+    sub, _, ses = session.partition("_")
+    out = []
+    for rec in _find_recordings(ctx.site_id, root, only=(sub, ses)):
+        subject_id, condition = ctx.resolve(rec)
+        out.append(_process(rec, ctx.site_id, root, subject_id, condition, ctx.opts))
+    return out
 
 
 def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +346,14 @@ def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _find_recordings(site_id: str, root: Path) -> list[_Rec]:
+def _find_recordings(site_id: str, root: Path, only: tuple[str, str] | None = None) -> list[_Rec]:
+    """The site's recordings (with ``only``, those of one ``(participant, session)`` folder)."""
+    if only is not None:
+        return [
+            _Rec(f.participant_id, f.session_id, f.path, f.shown)
+            for f in session_files(site_id, root, "ieeg", recording_patterns(), only=only)
+            if is_recording(f.path)
+        ]
     loose = sorted(root.glob("sub-*/ieeg/*_ieeg.*"))
     if loose:
         raise SiteDataError(
@@ -1032,10 +1104,17 @@ def _group(region: Any) -> str | None:
 
 
 def step(
-    site: dict, raw: Path, key: bytes, options: dict | None, atlas: Path | None = None
+    site: dict,
+    raw: Path,
+    key: bytes,
+    options: dict | None,
+    atlas: Path | None = None,
+    pieces: dict[str, Piece] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`)."""
-    tables = harmonize_site(site, raw, key, options)
+    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`); with ``pieces``
+    (session id -> :func:`session_step`'s piece) the site's gather."""
+    results = None if pieces is None else {s: _from_piece(p) for s, p in pieces.items()}
+    tables = harmonize_site(site, raw, key, options, results)
     good = int((tables.channels["channel_status"] == "good").sum())
     log.info(
         "site %s: %d channels (%d good), %d responses",
@@ -1053,3 +1132,61 @@ def step(
         "ieeg_timecourses": tables.timecourses,
         "ieeg_synchrony": tables.synchrony,
     }
+
+
+def session_step(site: dict, raw: Path, key: bytes, options: dict | None, session: str) -> Piece:
+    """The workflow's session step: one session folder's recordings -> one piece."""
+    return _to_piece(harmonize_session(site, raw, key, options, session))
+
+
+# A piece holds a session's results losslessly: frames as Parquet, arrays as .npy, the rest JSON.
+def _json_value(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _to_piece(results: list[_Result]) -> Piece:
+    meta: dict[str, Any] = {"results": []}
+    frames: dict[str, pd.DataFrame] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for i, r in enumerate(results):
+        good = list(r.zavg)
+        meta["results"].append(
+            {
+                "pid": r.pid,
+                "condition": r.condition,
+                "channel_status": r.channel_status,
+                "n_epochs": int(r.n_epochs),
+                "method": r.method,
+                "qc": {k: _json_value(v) for k, v in r.qc.items()},
+                "good": good,
+                "trial": list(r.trial_amp),
+            }
+        )
+        frames[f"{i}.channel_info"] = r.channel_info
+        frames[f"{i}.measures"] = r.measures
+        arrays[f"{i}.times"] = r.times
+        for j, name in enumerate(good):
+            arrays[f"{i}.zavg.{j}"] = r.zavg[name]
+        for j, name in enumerate(r.trial_amp):
+            arrays[f"{i}.trial_amp.{j}"] = r.trial_amp[name]
+    return meta, frames, arrays
+
+
+def _from_piece(piece: Piece) -> list[_Result]:
+    meta, frames, arrays = piece
+    return [
+        _Result(
+            pid=m["pid"],
+            condition=m["condition"],
+            channel_status=m["channel_status"],
+            channel_info=frames[f"{i}.channel_info"],
+            zavg={name: arrays[f"{i}.zavg.{j}"] for j, name in enumerate(m["good"])},
+            measures=frames[f"{i}.measures"],
+            n_epochs=m["n_epochs"],
+            method=m["method"],
+            qc=m["qc"],
+            times=arrays[f"{i}.times"],
+            trial_amp={name: arrays[f"{i}.trial_amp.{j}"] for j, name in enumerate(m["trial"])},
+        )
+        for i, m in enumerate(meta["results"])
+    ]

@@ -1,0 +1,214 @@
+"""Per-session harmonization (ketamap.harmonize.scatter): session jobs write pieces, the site's
+gather writes the tables, byte-identical to one job reading the whole site; the site-level checks
+and the integrity of pieces and of each session's fetched files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from badinput import Consortium
+from ketamap import harmonize, integrity, schemas
+from ketamap.errors import KetamapError, SiteDataError
+from ketamap.harmonize import scatter
+from ketamap.integrity import IntegrityError
+
+SITES = ("site_a_ieeg", "site_b_ieeg")  # EDF and BrainVision
+
+
+def _fetch_manifest(raw: Path, site: dict) -> None:
+    """The manifest a fetch writes: every file with its md5 and size, and the pinned release."""
+    files = [
+        {
+            "path": p.relative_to(raw).as_posix(),
+            "md5": integrity.file_hash(p, "md5"),
+            "bytes": p.stat().st_size,
+        }
+        for p in sorted(raw.rglob("*"))
+        if p.is_file()
+    ]
+    manifest = {k: site[k] for k in ("registry", "path", "revision") if k in site}
+    manifest["files"] = files
+    Path(f"{raw}.fetch.json").write_text(json.dumps(manifest))
+
+
+@pytest.fixture
+def site_copy(corpus: Consortium, tmp_path: Path, request) -> tuple[dict, Path]:
+    site_id = getattr(request, "param", SITES[0])
+    raw = corpus.copy(site_id, tmp_path / "raw")
+    site = corpus.site(site_id)
+    _fetch_manifest(raw, site)
+    return site, raw
+
+
+def _bytes(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, str]:
+    out.mkdir(parents=True, exist_ok=True)
+    digests = {}
+    for name, frame in tables.items():
+        schemas.write_table(frame, name, out / f"{name}.parquet")
+        digests[name] = hashlib.sha256((out / f"{name}.parquet").read_bytes()).hexdigest()
+    return digests
+
+
+def _run_sessions(site: dict, raw: Path, config: dict, out: Path) -> dict[str, str]:
+    pieces = {}
+    for session in scatter.sessions(raw, "ieeg"):
+        pieces[session] = str(out / f"{session}.zip")
+        harmonize.run_session("ieeg", site, raw, session, pieces[session], config)
+    return pieces
+
+
+@pytest.mark.parametrize("site_copy", SITES, indirect=True)
+def test_session_jobs_and_gather_write_the_site_jobs_bytes(
+    site_copy, corpus: Consortium, tmp_path: Path
+) -> None:
+    site, raw = site_copy
+    config = corpus.config
+    sessions = scatter.sessions(raw, "ieeg")
+    # every session folder with iEEG files, in the readers' order
+    on_disk = sorted({(p.parts[-4], p.parts[-3]) for p in raw.glob("sub-*/ses-*/ieeg/*")})
+    assert sessions == [f"{a}_{b}" for a, b in on_disk] and len(sessions) >= 4
+
+    whole = {
+        t: str(tmp_path / "whole" / f"{t}.parquet") for t in harmonize.HARMONIZERS["ieeg"].tables
+    }
+    harmonize.run("ieeg", site, raw, whole, config)
+    pieces = _run_sessions(site, raw, config, tmp_path / "pieces")
+    gathered = {t: str(tmp_path / "gathered" / f"{t}.parquet") for t in whole}
+    harmonize.run("ieeg", site, raw, gathered, config, pieces=pieces)
+    for t in whole:
+        assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), t
+    assert len(schemas.read_table(gathered["ieeg_responses"], "ieeg_responses")) > 0
+
+
+def test_pieces_are_deterministic_and_lossless(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "channel": ["A1-A2", "B1-B2"],
+            "region": ["amygdala", None],
+            "x_mm": [1.5, np.nan],
+            "n": np.array([3, 4], dtype="int32"),
+            "ok": [True, False],
+        }
+    )
+    arrays = {"times": np.linspace(-0.5, 1.5, 7), "z": np.array([np.nan, 1e-300, -2.0])}
+    piece = ({"pid": "KM1", "qc": {"warnings": ""}}, {"info": frame}, arrays)
+    scatter.write_piece(tmp_path / "a.zip", piece)
+    scatter.write_piece(tmp_path / "b.zip", piece)
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+    meta, frames, got = scatter.read_piece(tmp_path / "a.zip", site="s")
+    assert meta["pid"] == "KM1" and meta["version"] == scatter.PIECE_VERSION
+    pd.testing.assert_frame_equal(frames["info"], frame)
+    assert frames["info"]["n"].dtype == np.int32
+    for name, array in arrays.items():
+        assert got[name].tobytes() == array.tobytes()
+
+
+def test_an_altered_or_unreadable_piece_is_refused(tmp_path: Path) -> None:
+    piece = ({"pid": "KM1"}, {}, {"t": np.arange(4.0)})
+    path = tmp_path / "sub-01_ses-a.zip"
+    scatter.write_piece(path, piece)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError) as err:
+        scatter.read_piece(path, site="site_x")
+    assert "sha256" in str(err.value) and path.name in str(err.value)
+    # consistent record, but not a piece: one message, no zipfile traceback
+    path.write_bytes(b"not a zip")
+    integrity.record(path)
+    with pytest.raises(KetamapError) as err:
+        scatter.read_piece(path, site="site_x")
+    assert "site 'site_x'" in str(err.value) and "field 'piece'" in str(err.value)
+
+
+def test_the_gather_refuses_a_missing_or_foreign_piece(
+    site_copy, corpus: Consortium, tmp_path: Path
+) -> None:
+    site, raw = site_copy
+    pieces = _run_sessions(site, raw, corpus.config, tmp_path / "pieces")
+    out = {t: str(tmp_path / "t" / f"{t}.parquet") for t in harmonize.HARMONIZERS["ieeg"].tables}
+    missing = dict(pieces)
+    gone = sorted(missing)[1]
+    del missing[gone]
+    with pytest.raises(SiteDataError) as err:
+        harmonize.run("ieeg", site, raw, out, corpus.config, pieces=missing)
+    text = str(err.value)
+    assert f"site '{site['id']}'" in text and gone in text and "none" in text
+    # one session's piece under another session's name: another participant or condition
+    first, second = sorted(pieces)[:2]
+    swapped = {**pieces, first: pieces[second], second: pieces[first]}
+    with pytest.raises(SiteDataError) as err:
+        harmonize.run("ieeg", site, raw, out, corpus.config, pieces=swapped)
+    assert "participant or condition" in str(err.value)
+    assert not any(Path(p).exists() for p in out.values())
+
+
+def test_a_session_job_verifies_its_own_files_only(
+    site_copy, corpus: Consortium, tmp_path: Path
+) -> None:
+    site, raw = site_copy
+    first, second = scatter.sessions(raw, "ieeg")[:2]
+    sub, ses = scatter.session_folder(second)
+    victim = sorted((raw / sub / ses / "ieeg").glob("*_events.tsv"))[0]
+    victim.write_text(victim.read_text() + "\n")
+    # the first session's job does not hash the second session's files
+    harmonize.run_session("ieeg", site, raw, first, str(tmp_path / "1.zip"), corpus.config)
+    with pytest.raises(IntegrityError) as err:
+        harmonize.run_session("ieeg", site, raw, second, str(tmp_path / "2.zip"), corpus.config)
+    assert victim.name in str(err.value) and "field 'md5'" in str(err.value)
+    # a file added to a session folder, and an altered participants.tsv, are seen too
+    sub, ses = scatter.session_folder(first)
+    (raw / sub / ses / "ieeg" / "extra.txt").write_text("x")
+    with pytest.raises(IntegrityError, match="added after the fetch"):
+        harmonize.run_session("ieeg", site, raw, first, str(tmp_path / "1.zip"), corpus.config)
+    (raw / sub / ses / "ieeg" / "extra.txt").unlink()
+    participants = raw / "participants.tsv"
+    participants.write_text(participants.read_text().replace("\n", "\r\n", 1))
+    with pytest.raises(IntegrityError, match=r"participants\.tsv"):
+        harmonize.run_session("ieeg", site, raw, first, str(tmp_path / "1.zip"), corpus.config)
+
+
+def test_session_listing_content_and_sizes_follow_the_fetch_manifest(
+    site_copy, tmp_path: Path
+) -> None:
+    _, raw = site_copy
+    sessions = scatter.sessions(raw, "ieeg")
+    first, second = sessions[:2]
+    scope = scatter.session_scope(raw, first)
+    assert scope[0] == "/".join(scatter.session_folder(first)) and "participants.tsv" in scope
+    before = {s: scatter.session_content(raw, s) for s in sessions}
+    assert len(set(before.values())) == len(sessions)
+    sizes = scatter.session_sizes(raw, first)
+    sub, ses = scatter.session_folder(first)
+    on_disk = [p.stat().st_size for p in (raw / sub / ses).rglob("*") if p.is_file()]
+    assert sum(sizes) == sum(on_disk) + sum(p.stat().st_size for p in raw.glob("*") if p.is_file())
+    # a release that changes one file of one session changes that session's content only
+    manifest = json.loads(Path(f"{raw}.fetch.json").read_text())
+    sub, ses = scatter.session_folder(second)
+    for f in manifest["files"]:
+        if f["path"].startswith(f"{sub}/{ses}/"):
+            f["md5"] = "0" * 32
+            break
+    Path(f"{raw}.fetch.json").write_text(json.dumps(manifest))
+    after = {s: scatter.session_content(raw, s) for s in sessions}
+    assert [s for s in sessions if after[s] != before[s]] == [second]
+    # before a fetch: no sessions (the gather is planned again when the fetch has finished)
+    assert scatter.sessions(tmp_path / "never_fetched", "ieeg") == []
+    assert scatter.sessions(raw, "pet") == []
+
+
+def test_copies_of_a_site_keep_their_sessions_apart(site_copy, tmp_path: Path) -> None:
+    """The planning cache is keyed by the manifest file: two sites never share a listing."""
+    site, raw = site_copy
+    other = tmp_path / "other"
+    shutil.copytree(raw, other)
+    shutil.rmtree(other / scatter.session_folder(scatter.sessions(raw, "ieeg")[0])[0])
+    _fetch_manifest(other, site)
+    assert len(scatter.sessions(other, "ieeg")) == len(scatter.sessions(raw, "ieeg")) - 2

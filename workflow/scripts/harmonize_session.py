@@ -1,0 +1,14 @@
+# Every session job: one session folder of a site -> one piece, gathered by the site's harmonize job.
+from ketamap.adapter import run_step
+from ketamap.harmonize import run_session, with_pin
+
+run_step(
+    snakemake,  # noqa: F821
+    run_session,
+    modality=snakemake.params.modality,  # noqa: F821
+    site=with_pin(snakemake.params.site, snakemake.config),  # noqa: F821
+    raw=snakemake.input.raw,  # noqa: F821
+    session=snakemake.wildcards.session,  # noqa: F821
+    output=snakemake.output.piece,  # noqa: F821
+    config=snakemake.params.config,  # noqa: F821
+)
