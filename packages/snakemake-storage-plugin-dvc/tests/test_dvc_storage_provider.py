@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from snakemake_interface_storage_plugins.tests import TestStorageBase
 from dvcplugin_helpers import md5_of, release
 from snakemake_storage_plugin_dvc import StorageProvider, StorageProviderSettings
 from snakemake_storage_plugin_dvc.query import parse
+from snakemake_storage_plugin_dvc.release import Out, Release
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,58 @@ def test_inventory_lists_the_dataset_once(registry, tmp_path) -> None:
     n = len(release_.fetched)
     asyncio.run(other.inventory(cache))  # already inventoried: nothing fetched again
     assert len(release_.fetched) == n == 1
+
+
+def listed_release(tmp_path: Path, sessions: int) -> Release:
+    """A release whose outputs and folder listing are given (no registry opened)."""
+    files = {"datasets/c/participants.tsv": "p" * 32}
+    for i in range(sessions):
+        for name in ("scans.tsv", "anat/T1w.nii.gz", "func/bold.nii.gz", "func/bold.json"):
+            files[f"datasets/c/sub-{i:05d}/ses-01/{name}"] = f"{i:05d}{name}".ljust(32, "0")
+    files["datasets/c/sub-00001.json"] = "j" * 32  # sorts among the sub-00001/... files
+    files["datasets/c/sub-000010/ses-01/x.tsv"] = "x" * 32  # sub-00001 is a prefix of it
+    return Release(
+        "registry",
+        "v1",
+        tmp_path,
+        outs=[
+            Out("datasets/c", "datasets/c.dvc", "d" * 32 + ".dir", None, _files=files),
+            Out("datasets/t.tsv", "datasets/t.tsv.dvc", "t" * 32, 7),
+        ],
+    )
+
+
+def test_entries_of_a_folder_inside_a_dataset(tmp_path) -> None:
+    rel = listed_release(tmp_path, 20)
+    paths = sorted(e.path for e in rel.entries("datasets/c/sub-00001"))
+    assert paths == [
+        "datasets/c/sub-00001/ses-01/anat/T1w.nii.gz",
+        "datasets/c/sub-00001/ses-01/func/bold.json",
+        "datasets/c/sub-00001/ses-01/func/bold.nii.gz",
+        "datasets/c/sub-00001/ses-01/scans.tsv",
+    ]
+    assert sorted(e.path for e in rel.entries("datasets/c/sub-00001/ses-01/func")) == paths[1:3]
+    assert [e.md5 for e in rel.entries("datasets/c/sub-00001.json")] == ["j" * 32]
+    assert len(rel.entries("datasets/c")) == 20 * 4 + 3
+    assert [e.path for e in rel.entries("datasets")] == [
+        *(rel.outs[0]._files or {}),
+        "datasets/t.tsv",
+    ]
+    assert [e.md5 for e in rel.entries("datasets/t.tsv")] == ["t" * 32]
+    assert rel.entries("datasets/c/sub-0000") == []  # a prefix of names, not a folder
+    assert rel.entries("datasets/c/sub-00001/ses-01/scans.tsv/x") == []
+    assert rel.entries("datasets/t.tsv/x") == []
+
+
+def test_entries_do_not_scan_the_whole_listing(tmp_path) -> None:
+    """One query per session: each look-up is a search in the sorted listing, not a scan of
+    all of it (scanning 40,000 files per call took 154 s for these 2,000 calls)."""
+    sessions = 10_000
+    rel = listed_release(tmp_path, sessions)
+    start = time.perf_counter()
+    for i in range(0, sessions, 5):
+        assert len(rel.entries(f"datasets/c/sub-{i:05d}/ses-01")) == 4
+    assert time.perf_counter() - start < 2.0
 
 
 # -- retrieval --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ and is verified against the md5 DVC recorded before anything is put in place.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -34,6 +35,7 @@ class Out:
     md5: str  # the object name; a folder's ends with ".dir"
     size: int | None
     _files: dict[str, str] | None = None  # folder outs: relpath -> md5, loaded on demand
+    _sorted: list[str] | None = None  # the keys of _files, sorted (prefix look-ups)
 
     @property
     def is_dir(self) -> bool:
@@ -175,14 +177,29 @@ class Release:
         return out._files
 
     def entries(self, path: str) -> list[Entry]:
-        """The files the query ``path`` names: one file, or every file under a folder."""
+        """The files the query ``path`` names: one file, or every file under a folder.
+
+        Inside a folder output this is a binary search in its sorted listing (called several
+        times per query: a workflow with one query per session must not scan the whole
+        dataset's listing each time)."""
         out = self.out_of(path)
-        outs = [out] if out is not None else self.outs_under(path)
+        if out is None:
+            return [
+                Entry(p, md5, o) for o in self.outs_under(path) for p, md5 in self.files(o).items()
+            ]
+        files = self.files(out)
+        if path in files:
+            return [Entry(path, files[path], out)]
+        with self._lock:
+            if out._sorted is None:
+                out._sorted = sorted(files)
+            paths = out._sorted
+        prefix = path + "/"
         found = []
-        for o in outs:
-            for p, md5 in self.files(o).items():
-                if p == path or p.startswith(path + "/") or o.path.startswith(path + "/"):
-                    found.append(Entry(p, md5, o))
+        i = bisect.bisect_left(paths, prefix)
+        while i < len(paths) and paths[i].startswith(prefix):
+            found.append(Entry(paths[i], files[paths[i]], out))
+            i += 1
         return found
 
     def size(self, entry: Entry) -> int:
