@@ -147,6 +147,26 @@ def fetch_manifest_path(raw: str | Path) -> Path:
     return Path(f"{Path(raw)}.fetch.json")
 
 
+# (folder, inode, mtime) -> its last walk: planning walks a fetched tree once per process, for
+# the drift check and for the jobs' resources (ketamap.jobresources), not once for each.
+_WALKS: dict[tuple[str, int, int], tuple[dict[str, os.stat_result], list[str]]] = {}
+
+
+def _walk_key(root: str | Path) -> tuple[str, int, int]:
+    st = os.stat(root)
+    return (str(root), st.st_ino, st.st_mtime_ns)
+
+
+def walk_cached(root: str | Path) -> tuple[dict[str, os.stat_result], list[str]]:
+    """The last walk of ``root`` in this process (a fetch replaces the folder, so its inode
+    changes), else a new one. For planning-time estimates only (job resources): the drift check
+    (:func:`stale_fetch`) always walks afresh, and leaves its walk here."""
+    key = _walk_key(root)
+    if key not in _WALKS:
+        _WALKS[key] = _walk(Path(root))
+    return _WALKS[key]
+
+
 def _walk(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
     """Every regular file under ``root`` (relative path -> lstat) and every symlink, unfollowed."""
     files: dict[str, os.stat_result] = {}
@@ -322,7 +342,7 @@ def stale_fetch(site: dict[str, Any], raw: str | Path) -> str | None:
     # compares itself (a dry run with another pin must not mark the data for a refetch).
     if not raw.is_dir():
         return "the fetched folder was deleted"
-    files, links = _walk(raw)
+    files, links = _WALKS[_walk_key(raw)] = _walk(raw)
     if links:
         return f"{links[0]} is a symlink (the fetch writes regular files only)"
     want = {f["path"]: f["md5"] for f in fetched["files"]}

@@ -29,21 +29,13 @@ from typing import Any
 Resource = Callable[[Any, Any], int]
 
 
-# (path, inode, mtime) -> [(file name, size)]: a directory is walked once per planning process,
-# not once per resource callable and job (a fetch replaces the folder, so its inode changes).
-_TREES: dict[tuple[str, int, int], list[tuple[str, int]]] = {}
-
-
 def _tree(path: str) -> list[tuple[str, int]]:
-    st = os.stat(path)
-    key = (path, st.st_ino, st.st_mtime_ns)
-    if key not in _TREES:
-        _TREES[key] = [
-            (name, os.path.getsize(os.path.join(root, name)))
-            for root, _, names in os.walk(path)
-            for name in names
-        ]
-    return _TREES[key]
+    """(relative path, size) of every file of a folder: the walk planning already made for the
+    drift check (:func:`ketamap.integrity.walk_cached`), once per planning process."""
+    from ketamap.integrity import walk_cached
+
+    files, _ = walk_cached(path)
+    return [(name, st.st_size) for name, st in files.items()]
 
 
 def input_sizes(input: Any, files: Iterable[str] | None = None) -> list[int]:

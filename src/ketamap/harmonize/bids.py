@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ketamap import limits
 from ketamap.errors import SiteDataError
 from ketamap.io import check_inside, quote, read_tsv, shown_path
 from ketamap.limits import check_size, excerpt
@@ -332,9 +331,9 @@ def _parse_age(
     outside = (years < low) | (years > high)
     if outside.any():
         first = int(np.flatnonzero(outside.to_numpy())[0])
-        shown = limits.excerpt(str(raw.iloc[first]))
+        shown = excerpt(str(raw.iloc[first]))
         raise SiteDataError(
-            f"implausible {field} {shown} in row {first + 1} ({limits.excerpt(str(ids.iloc[first]))})"
+            f"implausible {field} {shown} in row {first + 1} ({excerpt(str(ids.iloc[first]))})"
             + (f" and {int(outside.sum()) - 1} more rows" if outside.sum() > 1 else ""),
             site=site,
             file=file,
