@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -141,6 +142,12 @@ def test_adapter_turns_project_errors_into_one_message(
     assert message in log.read_text() and message in capsys.readouterr().err
     assert "Traceback" not in log.read_text()
     assert run_step(smk, lambda x: x + 1, x=1) == 2
+    # A step that succeeds logs its compute time and its process's start-up time.
+    line = log.read_text().strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"INFO ketamap: step test_cli\.\S+<lambda> compute \d+\.\d{3} s, start-up \d+\.\d{3} s",
+        line,
+    ), line
     for handler in list(logging.getLogger("ketamap").handlers):
         handler.close()
         logging.getLogger("ketamap").removeHandler(handler)

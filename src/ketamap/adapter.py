@@ -3,12 +3,16 @@
 Each script in ``workflow/scripts`` unpacks the ``snakemake`` object and hands a package function
 to :func:`run_step`, which sends log lines to the rule's log file and turns a
 :class:`~ketamap.errors.KetamapError` into one clear message and a non-zero exit, never a traceback.
+A step that succeeds logs one line, ``step <function> compute <s> s, start-up <s> s``: its own
+time, and the job process's time before it (interpreter, Snakemake's script preamble, imports).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -38,15 +42,36 @@ def configure_logging(log_file: str | Path | None) -> None:
     root.addHandler(err)
 
 
+def process_age() -> float:
+    """Seconds since this process started (Linux: ``/proc/self/stat``, to 10 ms); NaN elsewhere."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, since boot
+        return max(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 0.0)
+    except (OSError, IndexError, ValueError, AttributeError):
+        return float("nan")
+
+
 def run_step(snakemake: Any, func: Callable[..., Any], **kwargs: Any) -> Any:
     """Run ``func(**kwargs)`` for a Snakemake job; exit 1 with one message on a KetamapError."""
     from ketamap import limits
 
+    startup = process_age()
+    started = time.perf_counter()
     log_file = snakemake.log[0] if len(snakemake.log) else None
     configure_logging(log_file)
     try:
         limits.configure((getattr(snakemake, "config", None) or {}).get("limits"))
-        return func(**kwargs)
+        result = func(**kwargs)
+        log.info(
+            "step %s.%s compute %.3f s, start-up %.3f s",
+            func.__module__,
+            func.__qualname__,
+            time.perf_counter() - started,
+            startup,
+        )
+        return result
     except KetamapError as exc:
         log.error("%s", exc)
         sys.stderr.flush()

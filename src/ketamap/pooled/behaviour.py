@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# scipy.stats, statsmodels and patsy are imported by the functions that use them: the figure
+# jobs import this module too, and those imports cost them 1-2 s (benchmarks/overhead.py).
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ketamap.errors import KetamapError
 from ketamap.pooled import Outcome
@@ -105,6 +106,8 @@ def _welch(a: Effect, b: Effect) -> Effect:
 def _row(
     term: str, species: str | None, est: float, se: float, df: float, n: int, unit: str, method: str
 ) -> dict:
+    from scipy import stats
+
     tcrit = stats.t.ppf(0.975, df)
     return dict(
         term=term,
@@ -123,6 +126,8 @@ def _row(
 
 def analyze_reflex_blink(puffs: pd.DataFrame, *, margin: float) -> pd.DataFrame:
     """``behaviour.reflex_blink``: ketamine minus control reflex closure, per species, with TOST."""
+    from scipy import stats
+
     diffs = subject_differences(puffs, "reflex_closure")
     effects = _species_effects(diffs)
     method = (

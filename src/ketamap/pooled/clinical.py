@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# scipy.stats, statsmodels and patsy are imported by the functions that use them: the figure
+# jobs import this module too, and those imports cost them 1-2 s (benchmarks/overhead.py).
 import numpy as np
 import pandas as pd
-import statsmodels.formula.api as smf
-from scipy import stats
-from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from ketamap.errors import KetamapError
 from ketamap.pooled import Outcome
@@ -98,6 +97,10 @@ def analyze_madrs_change(
     remission_threshold: float = 10.0,
 ) -> pd.DataFrame:
     """The pooled clinical result rows (shared result shape)."""
+    import statsmodels.formula.api as smf
+    from scipy import stats
+    from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
+
     df = change_table(subjects, scores)
     counts = df["arm"].value_counts()
     if any(counts.get(arm, 0) < 2 for arm in ARMS):

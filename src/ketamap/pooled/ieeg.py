@@ -20,10 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# scipy.stats, statsmodels and patsy are imported by the functions that use them: the figure
+# jobs import this module too, and those imports cost them 1-2 s (benchmarks/overhead.py).
 import numpy as np
 import pandas as pd
-import statsmodels.formula.api as smf
-from scipy import stats
 
 from ketamap.errors import KetamapError
 from ketamap.pooled import Outcome
@@ -78,6 +78,8 @@ def _fit_difference(
     cannot be fitted, the contrast falls back to the subject-level paired t on each subject's mean
     difference, and the note says so. Returns estimate, SE, df, subjects, channels and note.
     """
+    import statsmodels.formula.api as smf
+
     wide = long.pivot_table(
         index=["subject_id", "channel"], columns="ketamine", values=value, aggfunc="first"
     )
@@ -131,6 +133,8 @@ def _long(pairs: pd.DataFrame, baseline: str, ketamine: str, name: str) -> pd.Da
 
 
 def _row(long: pd.DataFrame, value: str, group: str | None, unit: str, what: str) -> dict:
+    from scipy import stats
+
     beta, se, df, n_subjects, n_obs, note = _fit_difference(long, value)
     tcrit = stats.t.ppf(0.975, df)
     return dict(
@@ -181,6 +185,8 @@ def analyze_slow_phase_duration(responses: pd.DataFrame) -> pd.DataFrame:
 
 def analyze_fast_phase_latency(responses: pd.DataFrame, *, margin_s: float) -> pd.DataFrame:
     """``ieeg.fast_phase_latency``: ketamine minus baseline fast-peak latency (s), with a TOST equivalence row."""
+    from scipy import stats
+
     pairs = _paired(responses)
     fast = pairs[
         pairs["responsive_fast_baseline"].astype(bool)
@@ -228,6 +234,8 @@ def analyze_synchrony(synchrony: pd.DataFrame) -> pd.DataFrame:
     paired t (computed directly). The estimate and its interval are mapped back to r at the mean baseline level:
     ``tanh(z_base + b) - tanh(z_base)``.
     """
+    from scipy import stats
+
     ok = synchrony.dropna(subset=["synchrony_r"])
     wide = ok.pivot_table(
         index="subject_id", columns="condition", values="synchrony_r", aggfunc="first"

@@ -36,12 +36,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+# scipy.stats, statsmodels and patsy are imported by the functions that use them: the figure
+# jobs import this module too, and those imports cost them 1-2 s (benchmarks/overhead.py).
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
-import statsmodels.formula.api as smf
-from patsy import dmatrix
-from scipy import stats
 
 from ketamap.errors import KetamapError
 from ketamap.pooled import Outcome
@@ -215,6 +213,8 @@ def _regions(wide: pd.DataFrame, reference: str) -> list[str]:
 
 
 def _t_row(beta: float, se: float, df: float) -> dict:
+    from scipy import stats
+
     tcrit = stats.t.ppf(0.975, df)
     return dict(
         estimate=beta,
@@ -247,6 +247,8 @@ def analyze_baseline(
     regional: pd.DataFrame, subjects: pd.DataFrame, *, reference_region: str | None = None
 ) -> pd.DataFrame:
     """``pet.baseline_trd_vs_hc``: TRD minus HC baseline SUVR per region, adjusted for age and sex."""
+    from patsy import dmatrix
+
     reference = reference_of(regional, reference_region)
     wide = _wide(regional, "baseline")
     cov = _covariates(subjects).reindex(wide.index)
@@ -341,6 +343,8 @@ def analyze_ketamine_x_time(
     exactly the t of an OLS of each subject's log change on arm (+ trial); statsmodels offers no
     Kenward-Roger correction.
     """
+    import statsmodels.formula.api as smf
+
     reference = reference_of(regional, reference_region)
     long = _randomised_long(regional, subjects, reference)
     visits = long.groupby("subject_id")["visit"].nunique()
@@ -426,6 +430,9 @@ def analyze_change_vs_improvement(
     reference_region: str | None = None,
 ) -> pd.DataFrame:
     """``pet.change_vs_improvement``: slope of regional % change on MADRS improvement, ketamine arm."""
+    import statsmodels.api as sm
+    from patsy import dmatrix
+
     clinical = change_table(subjects, scores).set_index("subject_id")
     ket = clinical[clinical["arm"] == "ketamine"]
     pct = percent_change(regional, reference_region)
@@ -519,6 +526,8 @@ def auc_interval(auc: float, var: float, n_pos: int, n_neg: int) -> tuple[float,
     and 9-20 negatives, true AUC 0.5-0.95: 0.93-0.98; Wald intervals on the AUC scale 0.80-0.93
     (benchmarks/calibration.py and tests/test_pooled_pet.py).
     """
+    from scipy import stats
+
     pairs = n_pos * n_neg
     a = (auc * pairs + 0.5) / (pairs + 1)
     if not var > 0:
@@ -539,6 +548,8 @@ def auc_test(
     (n1 + n0 + 1) / (12 n1 n0) weighted like its AUC. ``z`` is that normal approximation in both
     cases.
     """
+    from scipy import stats
+
     weights, null_var, used = [], [], []
     for s in np.unique(stratum):
         n1 = int(((stratum == s) & positive).sum())

@@ -6,10 +6,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+# scipy.stats, statsmodels and patsy are imported by the functions that use them: the figure
+# jobs import this module too, and those imports cost them 1-2 s (benchmarks/overhead.py).
 import numpy as np
 import pandas as pd
-from statsmodels.stats.multitest import multipletests
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, SingularMatrixWarning
 
 from ketamap.pooled import RESULT_TABLE
 from ketamap.schemas import get_table
@@ -32,6 +32,8 @@ def result_frame(rows: list[dict]) -> pd.DataFrame:
 
 def bh_qvalues(p: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg q-values; NaN where there is no p-value."""
+    from statsmodels.stats.multitest import multipletests
+
     q = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
     if ok.any():
@@ -56,6 +58,8 @@ def fit_mixed(fit: Callable[[], Any]) -> tuple[Any, str | None]:
     Retries of another optimizer after a first one stalled are not reported when a later one
     converged.
     """
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, SingularMatrixWarning
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", SingularMatrixWarning)

@@ -1,0 +1,365 @@
+"""Orchestration overhead per job (process start-up, imports, exit) as a share of compute (issue 13).
+
+    .venv/bin/python benchmarks/overhead.py                     # default scenario, 2 cores (minutes)
+    .venv/bin/python benchmarks/overhead.py --scenario small    # the test scenario (faster)
+    .venv/bin/python benchmarks/overhead.py --imports-only      # only the import profile per job kind
+
+The whole workflow is run for real on a bundled scenario in a copy of the project (made as
+``tests/workflow_project.py`` makes one; its dry runs and jobs import the copy's ``src``, so the
+code of this checkout is what is measured): ``snakemake --profile workflow/profiles/default
+--cores 2``, after the demo registry has been built (untimed: a real consortium has no such jobs).
+
+Every job script runs its step through :func:`ketamap.adapter.run_step`, which logs one line per
+job, ``step <function> compute <s> s, start-up <s> s``: the step's own time, and the time from
+the job process's start (``/proc/self/stat``) to the step: interpreter start, Snakemake's script
+preamble (unpickling the job, which imports ``snakemake``), the script's imports. Two parts of a
+job's overhead happen where that line cannot see them, and are measured per job kind in fresh
+processes, median of ``--repeat``:
+
+- **lazy imports**: a step imports its modality's or analysis' module (and what that pulls in:
+  MNE, statsmodels, matplotlib, ...) when it runs; that time is inside "compute" in the log. It is
+  measured as the time to import those modules after the script's imports, moved from compute to
+  overhead;
+- **exit**: the interpreter's shutdown after the step, measured as the wall time of a process
+  doing the same imports minus the time it reached the end of them.
+
+Overhead of a job = start-up + lazy imports + exit; its compute = step time - lazy imports. The
+Snakemake main process's own work per job (writing the job script, checking outputs, the job
+records) is not in either: it is reported as the run's wall time against the jobs' time on
+2 cores.
+
+Then ``python -X importtime`` of each job kind's imports (Snakemake's preamble, the script's
+imports, the step's modules): the heaviest top-level packages by cumulative import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from workflow_project import make_project  # noqa: E402 - tests/ is not a package
+
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+STEP_LINE = re.compile(r"step (\S+) compute ([0-9.]+) s, start-up ([0-9.]+) s")
+
+# What Snakemake's preamble of a `script:` job imports (snakemake/script/__init__.py): the job
+# object is unpickled, which imports snakemake.script and with it most of snakemake.
+PREAMBLE = "import pickle, snakemake.script, snakemake.logging, snakemake.iocontainers"
+# The imports of each workflow script (workflow/scripts/*.py).
+SCRIPTS = {
+    "fetch": "from ketamap.adapter import run_step; from ketamap.registry import fetch_step",
+    "harmonize": "from ketamap.adapter import run_step; from ketamap.harmonize import run",
+    "combine": "from ketamap.adapter import run_step; from ketamap.harmonize import combine",
+    "pooled": "from ketamap.adapter import run_step; from ketamap.pooled import run",
+    "figure": "from ketamap.adapter import run_step; from ketamap.pooled import draw",
+    "manifest": "from ketamap.adapter import run_step; from ketamap.manifest import write_run_manifest",
+}
+
+# Run in a fresh process: seconds from the process's start to the end of the script's imports and
+# of the step's imports. The process start is read as ketamap.adapter reads it.
+PROBE = """
+import time
+from ketamap.adapter import process_age
+{preamble}
+{script}
+top = process_age()
+t0 = time.perf_counter()
+{step}
+lazy = time.perf_counter() - t0
+print(top, lazy, process_age(), flush=True)
+"""
+
+
+# What the analyses of a pooled module import when they fit (inside the functions that fit, so
+# the figure jobs, which import the same modules, do not pay for them).
+FITS = {
+    "ketamap.pooled.clinical": [
+        "statsmodels.formula.api",
+        "statsmodels.stats.proportion",
+        "scipy.stats",
+    ],
+    "ketamap.pooled.pet": ["statsmodels.api", "statsmodels.formula.api", "patsy", "scipy.stats"],
+    "ketamap.pooled.ieeg": ["statsmodels.formula.api", "scipy.stats"],
+    "ketamap.pooled.behaviour": ["statsmodels.stats.multitest", "scipy.stats"],
+}
+
+
+def job_kinds() -> dict[str, tuple[str, list[str]]]:
+    """Job kind -> (its script, the modules its step imports when it runs)."""
+    from ketamap.harmonize import HARMONIZERS, exact_tables
+    from ketamap.pooled import ANALYSES, FIGURES
+
+    kinds: dict[str, tuple[str, list[str]]] = {
+        "fetch": ("fetch", ["dvc.api", "dvc.scm"]),
+        "combine": ("combine", ["pandas", "ketamap.schemas", "ketamap.ids"]),
+        "manifest": ("manifest", []),
+    }
+    for h in HARMONIZERS.values():
+        kinds[f"harmonize {h.modality}"] = (
+            "harmonize",
+            ["ketamap.schemas", "ketamap.ids", "ketamap.integrity", h.module],
+        )
+    for t, spec in exact_tables().items():
+        kinds[f"combine {t}"] = ("combine", ["pandas", "ketamap.schemas", spec.module])
+    for module in sorted({a.module for a in ANALYSES.values()}):
+        draws = any(a.figure for a in ANALYSES.values() if a.module == module)
+        kinds["pooled " + module.rsplit(".", 1)[-1]] = (
+            "pooled",
+            [
+                "ketamap.schemas",
+                module,
+                *FITS.get(module, []),
+                *(["ketamap.figures"] if draws else []),
+            ],
+        )
+    for module in sorted({f.module for f in FIGURES.values()}):
+        kinds["figure " + module.rsplit(".", 1)[-1]] = (
+            "figure",
+            ["ketamap.schemas", module, "ketamap.figures"],
+        )
+    return kinds
+
+
+def kind_of(log: Path, logs: Path) -> str | None:
+    """A job's kind from its log's path (the rules' log patterns)."""
+    from ketamap.harmonize import exact_tables
+    from ketamap.pooled import ANALYSES, FIGURES
+
+    rel = log.relative_to(logs)
+    top, name = rel.parts[0], log.name.removesuffix(".log")
+    if top == "fetch":
+        return "fetch"
+    if top == "harmonize":
+        return "harmonize " + name.rsplit(".", 1)[-1]
+    if top == "tables":
+        return f"combine {name}" if name in exact_tables() else "combine"
+    if top == "pooled" and name in ANALYSES:
+        return "pooled " + ANALYSES[name].module.rsplit(".", 1)[-1]
+    if top == "figures":
+        spec = FIGURES.get(name)
+        if spec is None:  # an analysis' own figure is drawn by its pooled job
+            return None
+        return "figure " + spec.module.rsplit(".", 1)[-1]
+    if rel.as_posix() == "manifest.log":
+        return "manifest"
+    return None
+
+
+SRC = REPO / "src"  # the ketamap code the import probes import (--src)
+
+
+def env_for(project: Path | None) -> dict[str, str]:
+    """The venv first on PATH, no real key, and the project's (or --src's) ketamap imported."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_PYTHON.parent}{os.pathsep}{env['PATH']}"
+    env.pop("KETAMAP_PSEUDONYM_KEY", None)
+    env["PYTHONPATH"] = str(project / "src" if project else SRC)
+    return env
+
+
+def probe(kind: tuple[str, list[str]], repeat: int, cwd: Path) -> dict[str, float]:
+    """Median over fresh processes: start-up to the script's imports, the step's imports, exit."""
+    script, modules = kind
+    code = PROBE.format(
+        preamble=PREAMBLE,
+        script=SCRIPTS[script],
+        step="\n".join(f"import {m}" for m in modules) or "pass",
+    )
+    rows = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            [str(VENV_PYTHON), "-c", code],
+            cwd=cwd,
+            env=env_for(None),
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - t0
+        if out.returncode != 0:
+            raise SystemExit(f"the import probe of {script} failed:\n{out.stderr[-3000:]}")
+        top, lazy, end = (float(v) for v in out.stdout.split())
+        rows.append((top, lazy, max(wall - end, 0.0)))
+    return {
+        "startup": statistics.median(r[0] for r in rows),
+        "lazy": statistics.median(r[1] for r in rows),
+        "exit": statistics.median(r[2] for r in rows),
+    }
+
+
+def import_profile(kind: tuple[str, list[str]], cwd: Path, top: int) -> list[tuple[str, float]]:
+    """The heaviest packages a job kind imports: (name, cumulative s), by ``-X importtime``."""
+    script, modules = kind
+    code = "; ".join([PREAMBLE, SCRIPTS[script], *(f"import {m}" for m in modules)])
+    err = subprocess.run(
+        [str(VENV_PYTHON), "-X", "importtime", "-c", code],
+        cwd=cwd,
+        env=env_for(None),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    # A package's cost: the cumulative time of its imports that no import of the same package
+    # encloses (what it and all it pulled in cost). ketamap's modules are listed by module.
+    cost: dict[str, float] = defaultdict(float)
+    lines = [
+        (int(m.group(1)) / 1e6, len(m.group(2)) // 2, m.group(3))
+        for m in (
+            re.match(r"import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)$", line)
+            for line in err.splitlines()
+        )
+        if m
+    ]
+    total = sum(cum for cum, depth, _ in lines if depth == 0)
+    enclosing: list[str] = []  # importtime prints an import after what it imported: read upwards
+    for cum, depth, name in reversed(lines):
+        key = ".".join(name.split(".")[:3]) if name.startswith("ketamap") else name.split(".")[0]
+        del enclosing[depth:]
+        if key not in enclosing:
+            cost[key] += cum
+        enclosing.append(key)
+    ranked = sorted(cost.items(), key=lambda kv: -kv[1])
+    return [("(all)", total), *ranked[:top]]
+
+
+def run_workflow(project: Path, cores: int) -> float:
+    """Build the demo registry (untimed), then run the workflow: its wall seconds."""
+    snakemake = [str(VENV_PYTHON.parent / "snakemake"), "--profile", "workflow/profiles/default"]
+    env = env_for(project)
+    subprocess.run(
+        [*snakemake, "--cores", str(cores), "resources/demo/registry"],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [*snakemake, "--cores", str(cores)], cwd=project, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"the workflow failed:\n{proc.stderr[-5000:]}")
+    return time.perf_counter() - t0
+
+
+def job_lines(project: Path) -> list[tuple[str, float, float]]:
+    """(kind, step s, start-up s) of every job that logged its step."""
+    logs = project / "logs"
+    jobs = []
+    for log in sorted(logs.rglob("*.log")):
+        kind = kind_of(log, logs)
+        m = STEP_LINE.search(log.read_text(errors="replace"))
+        if kind and m:
+            jobs.append((kind, float(m.group(2)), float(m.group(3))))
+    return jobs
+
+
+def table(jobs: list[tuple[str, float, float]], probes: dict[str, dict[str, float]]) -> str:
+    per: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    for kind, step, startup in jobs:
+        p = probes[kind]
+        row = per[kind]
+        row[0] += 1
+        row[1] += step - p["lazy"]  # compute
+        row[2] += startup
+        row[3] += p["lazy"]
+        row[4] += p["exit"]
+    compute = sum(r[1] for r in per.values())
+    overhead = sum(r[2] + r[3] + r[4] for r in per.values())
+    head = (
+        f"{'job kind':<22} {'jobs':>4} {'compute s':>9} {'start-up':>8} {'lazy imp':>8} "
+        f"{'exit':>5} {'overhead s':>10} {'overhead %':>10} {'share':>6}"
+    )
+    out = [head, "-" * len(head)]
+    for kind in sorted(per, key=lambda k: -(per[k][2] + per[k][3] + per[k][4])):
+        n, c, s, lz, ex = per[kind][:5]
+        o = s + lz + ex
+        out.append(
+            f"{kind:<22} {n:>4} {c:>9.1f} {s:>8.1f} {lz:>8.1f} {ex:>5.1f} {o:>10.1f} "
+            f"{100 * o / c if c else float('inf'):>9.0f}% {100 * o / overhead:>5.0f}%"
+        )
+    out.append("-" * len(head))
+    n = sum(r[0] for r in per.values())
+    out.append(
+        f"{'all':<22} {n:>4} {compute:>9.1f} {'':>8} {'':>8} {'':>5} {overhead:>10.1f} "
+        f"{100 * overhead / compute:>9.1f}% {100:>5}%"
+    )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="default", help="a bundled scenario's name")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5, help="fresh processes per job kind")
+    parser.add_argument("--top", type=int, default=6, help="packages listed per job kind")
+    parser.add_argument("--imports-only", action="store_true", help="skip the workflow run")
+    parser.add_argument("--keep", type=Path, help="make the project here and keep it")
+    parser.add_argument(
+        "--src",
+        type=Path,
+        help="import profile of another ketamap source tree (e.g. before a change)",
+    )
+    args = parser.parse_args(argv)
+    if args.src:
+        global SRC
+        SRC = args.src.resolve()
+
+    kinds = job_kinds()
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            root = args.keep.resolve()
+            root.mkdir(parents=True, exist_ok=True)
+        else:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="overhead_")))
+        if not args.imports_only:
+            project = make_project(root / "project", args.scenario)
+            if args.src:  # the project runs that code
+                shutil.rmtree(project / "src" / "ketamap")
+                shutil.copytree(
+                    SRC / "ketamap",
+                    project / "src" / "ketamap",
+                    symlinks=True,  # contracts -> the project's schemas
+                    ignore=shutil.ignore_patterns("__pycache__"),
+                )
+            wall = run_workflow(project, args.cores)
+            jobs = job_lines(project)
+            probes = {k: probe(kinds[k], args.repeat, root) for k in sorted({j[0] for j in jobs})}
+            busy = sum(step + startup + probes[k]["exit"] for k, step, startup in jobs)
+            print(
+                f"scenario {args.scenario}, --cores {args.cores}, {os.cpu_count()} CPUs: "
+                f"{len(jobs)} jobs logged a step; run {wall:.1f} s wall, jobs {busy:.1f} s "
+                f"(start to exit), {busy / args.cores:.1f} s on {args.cores} cores"
+            )
+            print(
+                "start-up: process start -> step (measured in each job); lazy imp: the step's "
+                f"module imports; exit: interpreter shutdown (both median of {args.repeat} fresh "
+                "processes per kind)\n"
+            )
+            print(table(jobs, probes), flush=True)
+            print()
+        print(f"Imports per job kind (python -X importtime; cumulative s, top {args.top}):")
+        for kind in kinds:
+            prof = import_profile(kinds[kind], root, args.top)
+            print(
+                f"  {kind:<22} {prof[0][1]:5.2f} s: "
+                + ", ".join(f"{name} {s:.2f}" for name, s in prof[1:])
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
