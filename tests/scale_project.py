@@ -282,6 +282,51 @@ checkpoint fetch_atlas:
             else ""
         )
         outs = "".join(f'        {t}="results/sites/{{site}}/{t}.parquet",\n' for t in h.tables)
+        pieces = ""
+        if h.sessions:
+            # ketamap's per-session jobs: sessions read from the fetch manifest, once per site
+            pieces = f"        pieces=pieces_{h.modality},\n"
+            L.append(
+                f"""
+SESSIONS_{h.modality} = {{}}
+
+
+def pieces_{h.modality}(wildcards):
+    import json, os
+
+    site = wildcards.site
+    if site not in SESSIONS_{h.modality}:
+        manifest = f"resources/raw/{{site}}.fetch.json"
+        files = json.load(open(manifest))["files"] if os.path.exists(manifest) else []
+        parts = [f["path"].split("/") for f in files]
+        SESSIONS_{h.modality}[site] = sorted(
+            {{f"{{p[0]}}_{{p[1]}}" for p in parts if len(p) > 3 and p[2] == "{h.sessions}"}}
+        )
+    return [
+        f"resources/pieces/{{site}}/{h.modality}/{{s}}.zip" for s in SESSIONS_{h.modality}[site]
+    ]
+
+
+rule harmonize_{h.modality}_session:
+    input:
+{atlas}        raw=ancient("resources/raw/{{site}}"),
+        content=ancient("resources/raw/{{site}}.content"),
+        code=CODE["harmonize_{h.modality}"],
+    output:
+        piece="resources/pieces/{{site}}/{h.modality}/{{session}}.zip",
+    log:
+        "logs/harmonize/{{site}}/{h.modality}/{{session}}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    params:
+        modality="{h.modality}",
+        site="{{site}}",
+    shell:
+        "touch {{output}}"
+"""
+            )
         L.append(
             f"""
 rule harmonize_{h.modality}:
@@ -289,7 +334,7 @@ rule harmonize_{h.modality}:
 {atlas}        raw=ancient("resources/raw/{{site}}"),
         content=ancient("resources/raw/{{site}}.content"),
         code=CODE["harmonize_{h.modality}"],
-    output:
+{pieces}    output:
 {outs}    log:
         "logs/harmonize/{{site}}.{h.modality}.log",
     threads: 1
