@@ -241,7 +241,10 @@ def test_verify_names_every_drifted_file(tmp_path: Path) -> None:
     )
     ok = _ketamap("verify", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
-    assert "verified 1 fetched datasets, 1 tables and results, 1 manifest entries" in ok.stdout
+    assert (
+        "verified 1 fetched datasets, 0 session pieces, 1 tables and results, 1 manifest entries"
+        in ok.stdout
+    )
 
     _flip(table, 40)
     (raw / "participants.tsv").write_text("participant_id\tage\nsub-01\t46\n")

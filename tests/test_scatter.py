@@ -212,3 +212,20 @@ def test_copies_of_a_site_keep_their_sessions_apart(site_copy, tmp_path: Path) -
     shutil.rmtree(other / scatter.session_folder(scatter.sessions(raw, "ieeg")[0])[0])
     _fetch_manifest(other, site)
     assert len(scatter.sessions(other, "ieeg")) == len(scatter.sessions(raw, "ieeg")) - 2
+
+
+def test_ketamap_verify_checks_session_pieces(tmp_path: Path) -> None:
+    from ketamap.integrity import verify_run
+
+    piece = tmp_path / "resources/pieces/site_x/ieeg/sub-01_ses-a.zip"
+    scatter.write_piece(piece, ({"pid": "KM1"}, {}, {"t": np.arange(3.0)}))
+    (tmp_path / "results").mkdir()
+    problems, counts = verify_run(tmp_path)
+    assert problems == [] and counts["session pieces"] == 1
+    data = bytearray(piece.read_bytes())
+    data[-30] ^= 0x01
+    piece.write_bytes(bytes(data))
+    (piece.parent / f".{piece.name}{integrity.TEMP_MARK}x").write_text("partial")
+    problems, _ = verify_run(tmp_path)
+    assert len(problems) == 2 and "sub-01_ses-a.zip" in problems[0] and "sha256" in problems[0]
+    assert "interrupted write" in problems[1]

@@ -402,7 +402,12 @@ def verify_run(workdir: str | Path = ".") -> tuple[list[str], dict[str, int]]:
     and no temporary file of an interrupted write. Returns (one line per drifted file, counts)."""
     workdir = Path(workdir)
     problems: list[str] = []
-    counts = {"fetched datasets": 0, "tables and results": 0, "manifest entries": 0}
+    counts = {
+        "fetched datasets": 0,
+        "session pieces": 0,
+        "tables and results": 0,
+        "manifest entries": 0,
+    }
     raw_root = workdir / "resources" / "raw"
     for manifest in sorted(raw_root.glob("*.fetch.json")) if raw_root.is_dir() else []:
         raw = manifest.with_name(manifest.name.removesuffix(".fetch.json"))
@@ -416,6 +421,13 @@ def verify_run(workdir: str | Path = ".") -> tuple[list[str], dict[str, int]]:
             verify_fetched(entry, raw)
         except KetamapError as exc:
             problems.append(str(exc))
+    pieces = workdir / "resources" / "pieces"
+    for piece in sorted(pieces.rglob("*.zip")) if pieces.is_dir() else []:
+        counts["session pieces"] += 1
+        try:
+            verify_recorded(piece, "the session piece")
+        except KetamapError as exc:
+            problems.append(str(exc).replace(str(workdir) + os.sep, ""))
     results = workdir / "results"
     for table in sorted(results.rglob("*.parquet")) if results.is_dir() else []:
         counts["tables and results"] += 1
@@ -442,7 +454,11 @@ def verify_run(workdir: str | Path = ".") -> tuple[list[str], dict[str, int]]:
                     f"file '{entry['path']}', field 'sha256': differs from results/manifest.json; "
                     f"expected {entry['sha256'][:12]}..."
                 )
-    for leftover in sorted(leftovers(workdir / "results")) if results.is_dir() else []:
+    for leftover in sorted(
+        [*leftovers(results), *(leftovers(pieces) if pieces.is_dir() else [])]
+        if results.is_dir()
+        else []
+    ):
         problems.append(
             f"file '{leftover.relative_to(workdir)}': temporary file of an interrupted write"
         )
