@@ -422,19 +422,17 @@ def verify_run(workdir: str | Path = ".") -> tuple[list[str], dict[str, int]]:
         except KetamapError as exc:
             problems.append(str(exc))
     pieces = workdir / "resources" / "pieces"
-    for piece in sorted(pieces.rglob("*.zip")) if pieces.is_dir() else []:
-        counts["session pieces"] += 1
-        try:
-            verify_recorded(piece, "the session piece")
-        except KetamapError as exc:
-            problems.append(str(exc).replace(str(workdir) + os.sep, ""))
     results = workdir / "results"
-    for table in sorted(results.rglob("*.parquet")) if results.is_dir() else []:
-        counts["tables and results"] += 1
-        try:
-            verify_recorded(table, "it")
-        except KetamapError as exc:
-            problems.append(str(exc).replace(str(workdir) + os.sep, ""))
+    for what, root, pattern in (
+        ("session pieces", pieces, "*.zip"),
+        ("tables and results", results, "*.parquet"),
+    ):
+        for path in sorted(root.rglob(pattern)) if root.is_dir() else []:
+            counts[what] += 1
+            try:
+                verify_recorded(path, "it")
+            except KetamapError as exc:
+                problems.append(str(exc).replace(str(workdir) + os.sep, ""))
     run_manifest = results / "manifest.json"
     if run_manifest.is_file():
         try:
