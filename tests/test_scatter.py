@@ -229,3 +229,33 @@ def test_ketamap_verify_checks_session_pieces(tmp_path: Path) -> None:
     problems, _ = verify_run(tmp_path)
     assert len(problems) == 2 and "sub-01_ses-a.zip" in problems[0] and "sha256" in problems[0]
     assert "interrupted write" in problems[1]
+
+
+def test_session_index_from_a_manifest(tmp_path: Path) -> None:
+    """Sessions, scopes and contents from the manifest alone (no tree): files directly in a
+    session folder belong to its scope, other datatypes do not make a session."""
+    raw = tmp_path / "site"
+    files = [
+        "participants.tsv",
+        "sub-2/ses-a/ieeg/sub-2_ses-a_ieeg.edf",
+        "sub-10/ses-a/ieeg/sub-10_ses-a_ieeg.edf",
+        "sub-10/ses-a/sub-10_ses-a_scans.tsv",
+        "sub-10/ses-b/beh/sub-10_ses-b_beh.tsv",
+        "sub-10/anat/sub-10_T1w.nii.gz",
+    ]
+    manifest = {
+        "files": [{"path": p, "md5": f"{i:032x}", "bytes": 10 * i} for i, p in enumerate(files)]
+    }
+    Path(f"{raw}.fetch.json").write_text(json.dumps(manifest))
+    assert scatter.sessions(raw, "ieeg") == ["sub-10_ses-a", "sub-2_ses-a"]
+    assert scatter.sessions(raw, "beh") == ["sub-10_ses-b"]
+    assert [f["path"] for f in scatter.scope_files(raw, "sub-10_ses-a")] == [
+        "participants.tsv",
+        "sub-10/ses-a/ieeg/sub-10_ses-a_ieeg.edf",
+        "sub-10/ses-a/sub-10_ses-a_scans.tsv",
+    ]
+    assert scatter.session_sizes(raw, "sub-10_ses-a") == [0, 20, 30]
+    before = scatter.session_content(raw, "sub-10_ses-a")
+    manifest["files"][3]["md5"] = "f" * 32  # the scans file, outside the ieeg folder
+    Path(f"{raw}.fetch.json").write_text(json.dumps(manifest) + " ")
+    assert scatter.session_content(raw, "sub-10_ses-a") != before

@@ -36,42 +36,65 @@ if TYPE_CHECKING:
 
 # A BIDS label is alphanumeric, so "sub-01_ses-base" names one session folder unambiguously.
 SESSION_ID = r"sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+"
-_IN_SESSION = re.compile(r"^(sub-[A-Za-z0-9]+)/(ses-[A-Za-z0-9]+)/([^/]+)/")
+# a file in a session folder: participant, session, and the datatype folder if it is in one
+_IN_SESSION = re.compile(r"^(sub-[A-Za-z0-9]+)/(ses-[A-Za-z0-9]+)/(?:([^/]+)/)?")
 PIECE_VERSION = 1
 # Fixed member dates: a piece's bytes depend on its content only.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 Piece = tuple[dict[str, Any], dict[str, "pd.DataFrame"], dict[str, "np.ndarray"]]
 
-# (manifest path, mtime, size) -> its file list: one read per site and planning process.
-_LISTINGS: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+
+class _Listing:
+    """A fetch manifest's file list, indexed by session folder once (planning asks for each
+    session's files several times: a site of 10,000 sessions must not be scanned per session)."""
+
+    def __init__(self, files: list[dict[str, Any]]) -> None:
+        self.files = files
+        self.top = [f for f in files if "/" not in f["path"]]
+        self.by_session: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.datatypes: dict[str, set[tuple[str, str]]] = {}
+        for f in files:
+            m = _IN_SESSION.match(f["path"])
+            if m:
+                folder = (m.group(1), m.group(2))
+                self.by_session.setdefault(folder, []).append(f)
+                if m.group(3):
+                    self.datatypes.setdefault(m.group(3), set()).add(folder)
 
 
-def listing(raw: str | Path) -> list[dict[str, Any]]:
-    """The files the fetch of ``raw`` recorded (``path``, ``md5``, ``bytes``); [] before a fetch."""
+# (manifest path, mtime, size) -> its listing: one read per site and planning process.
+_LISTINGS: dict[tuple[str, int, int], _Listing] = {}
+_EMPTY = _Listing([])
+
+
+def _listing(raw: str | Path) -> _Listing:
     manifest = f"{Path(raw)}.fetch.json"
     try:
         st = os.stat(manifest)
     except OSError:
-        return []
+        return _EMPTY
     key = (manifest, st.st_mtime_ns, st.st_size)
     if key not in _LISTINGS:
         try:
             files = json.loads(Path(manifest).read_text()).get("files")
         except (OSError, ValueError, AttributeError):
             files = None
-        _LISTINGS[key] = [f for f in files or [] if isinstance(f, dict) and "path" in f]
+        _LISTINGS[key] = _Listing(
+            [f for f in files or [] if isinstance(f, dict) and isinstance(f.get("path"), str)]
+        )
     return _LISTINGS[key]
+
+
+def listing(raw: str | Path) -> list[dict[str, Any]]:
+    """The files the fetch of ``raw`` recorded (``path``, ``md5``, ``bytes``); [] before a fetch."""
+    return _listing(raw).files
 
 
 def sessions(raw: str | Path, datatype: str) -> list[str]:
     """Session ids (``sub-<label>_ses-<label>``) whose folder holds ``<datatype>/`` files, in the
     order the readers walk them (participant, then session)."""
-    found = set()
-    for f in listing(raw):
-        m = _IN_SESSION.match(f["path"])
-        if m and m.group(3) == datatype:
-            found.add((m.group(1), m.group(2)))
+    found = _listing(raw).datatypes.get(datatype, set())
     return [f"{sub}_{ses}" for sub, ses in sorted(found)]
 
 
@@ -85,15 +108,14 @@ def session_scope(raw: str | Path, session: str) -> list[str]:
     """What a session job reads, relative to the site folder: its session folder and the site's
     top-level files (``participants.tsv`` and its sidecar, ``dataset_description.json``)."""
     sub, ses = session_folder(session)
-    top = sorted(f["path"] for f in listing(raw) if "/" not in f["path"])
-    return [f"{sub}/{ses}", *top]
+    return [f"{sub}/{ses}", *sorted(f["path"] for f in _listing(raw).top)]
 
 
 def scope_files(raw: str | Path, session: str) -> list[dict[str, Any]]:
-    """The fetch manifest's entries of the files in ``session``'s scope."""
-    sub, ses = session_folder(session)
-    prefix = f"{sub}/{ses}/"
-    return [f for f in listing(raw) if "/" not in f["path"] or f["path"].startswith(prefix)]
+    """The fetch manifest's entries of the files in ``session``'s scope, sorted by path."""
+    index = _listing(raw)
+    own = index.by_session.get(session_folder(session), [])
+    return sorted([*index.top, *own], key=lambda f: f["path"])
 
 
 def session_content(raw: str | Path, session: str) -> str:
