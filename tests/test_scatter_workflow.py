@@ -28,7 +28,9 @@ def _ran(log: str, rule: str) -> list[dict[str, str]]:
     """The wildcards of every job of ``rule`` the run finished."""
     jobs: dict[str, dict[str, str]] = {}
     for block in re.split(r"\n(?=\[[A-Z][a-z]{2} )", log):
-        m = re.search(rf"^(?:local)?(?:rule|checkpoint) {rule}:\n(.*?)(?:\n\S|\Z)", block, re.M | re.S)
+        m = re.search(
+            rf"^(?:local)?(?:rule|checkpoint) {rule}:\n(.*?)(?:\n\S|\Z)", block, re.M | re.S
+        )
         if m:
             jobid = re.search(r"jobid: (\d+)", m.group(1))
             wildcards = re.search(r"wildcards: (.*)", m.group(1))
