@@ -18,7 +18,7 @@ from ketamap import harmonize, schemas
 from ketamap.errors import SiteDataError
 from ketamap.harmonize import scatter
 from ketamap.integrity import IntegrityError
-from test_scatter import _fetch_manifest
+from test_scatter import _fetch_manifest, _rename_participant
 
 SITES = ("keio_hc", "ycu_obs", "ycu_rct")  # the small scenario's PET sites
 TABLES = harmonize.HARMONIZERS["pet"].tables
@@ -76,15 +76,6 @@ def test_pet_session_jobs_and_gather_write_the_site_jobs_bytes(
     again = tmp_path / "again.zip"
     harmonize.run_session("pet", site, raw, first, str(again), config, atlas=atlas)
     assert hashlib.sha256(again.read_bytes()).hexdigest() == digest
-
-
-def _rename_participant(raw: Path, old: str, new: str) -> None:
-    """Rename participant ``old`` to ``new`` everywhere in a site folder (folders, file names,
-    participants.tsv and the phenotype tables)."""
-    for path in sorted(raw.rglob(f"*{old}*"), key=lambda p: -len(p.parts)):
-        path.rename(path.with_name(path.name.replace(old, new)))
-    for table in [raw / "participants.tsv", *raw.glob("phenotype/*.tsv")]:
-        table.write_text(table.read_text().replace(f"{old}\t", f"{new}\t"))
 
 
 @pytest.mark.parametrize("pet_copy", ["ycu_obs"], indirect=True)
