@@ -87,6 +87,37 @@ def test_session_jobs_and_gather_write_the_site_jobs_bytes(
     assert len(schemas.read_table(gathered["ieeg_responses"], "ieeg_responses")) > 0
 
 
+def _rename_participant(raw: Path, old: str, new: str) -> None:
+    """Rename participant ``old`` to ``new`` in a site folder (folders, file names, tables)."""
+    for path in sorted(raw.rglob(f"*{old}*"), key=lambda p: -len(p.parts)):
+        path.rename(path.with_name(path.name.replace(old, new)))
+    for table in [raw / "participants.tsv", *raw.glob("phenotype/*.tsv")]:
+        table.write_text(table.read_text().replace(f"{old}\t", f"{new}\t"))
+
+
+def test_the_gather_keeps_the_readers_order_of_unpadded_labels(
+    site_copy, corpus: Consortium, tmp_path: Path
+) -> None:
+    """Labels that sort otherwise as text than as folders ("sub-EPA010_" < "sub-EPA01_"): the
+    gather assembles the recordings in the whole-site job's order, so the time courses (means of
+    stacked curves, whose float sums depend on the order) keep its bytes."""
+    site, raw = site_copy
+    _rename_participant(raw, "sub-EPA02", "sub-EPA010")
+    _rename_participant(raw, "sub-EPA03", "sub-EPA01A")
+    _fetch_manifest(raw, site)
+    sessions = scatter.sessions(raw, "ieeg")
+    assert [s.split("_")[0] for s in sessions[::2]] == ["sub-EPA01", "sub-EPA010", "sub-EPA01A"]
+    assert sorted(sessions) != sessions
+    tables = harmonize.HARMONIZERS["ieeg"].tables
+    whole = {t: str(tmp_path / "whole" / f"{t}.parquet") for t in tables}
+    harmonize.run("ieeg", site, raw, whole, corpus.config)
+    pieces = _run_sessions(site, raw, corpus.config, tmp_path / "pieces")
+    gathered = {t: str(tmp_path / "gathered" / f"{t}.parquet") for t in tables}
+    harmonize.run("ieeg", site, raw, gathered, corpus.config, pieces=pieces)
+    for t in tables:
+        assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), t
+
+
 def test_pieces_are_deterministic_and_lossless(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         {

@@ -904,17 +904,28 @@ def _another(value, schema):
     return None
 
 
-def _consumers(config: dict, path: tuple) -> set[tuple[str, str]]:
+def _consumers(config: dict, path: tuple, project: Path) -> set[tuple[str, str]]:
     """The jobs whose params hold ``path``, as declared by the registries (rule, wildcards)."""
-    from ketamap.harmonize import HARMONIZERS, site_groups
+    from ketamap.harmonize import HARMONIZERS, scatter, site_groups
     from ketamap.pooled import ANALYSES, planned
 
     groups = site_groups(config)
     analyses = planned(groups)
+
+    def harmonize_jobs(h, site: str) -> set[tuple[str, str]]:
+        # A modality harmonized per session (Harmonizer.sessions: PET, iEEG) has the site entry
+        # and its options in the params of its session jobs, one per session the fetch listed;
+        # the dry run gives its gather's reason as their pieces, which it reads, not as params.
+        if h.sessions:
+            found = scatter.sessions(project / "resources/raw" / site, h.sessions)
+            return {
+                (f"harmonize_{h.modality}_session", f"site={site}, session={session}")
+                for session in found
+            }
+        return {(f"harmonize_{h.modality}", f"site={site}")}
+
     harmonize = {
-        (f"harmonize_{h.modality}", f"site={s}")
-        for h in HARMONIZERS.values()
-        for s in groups[h.sites]
+        job for h in HARMONIZERS.values() for s in groups[h.sites] for job in harmonize_jobs(h, s)
     }
 
     def analysis_job(name: str) -> tuple[str, str]:
@@ -928,7 +939,7 @@ def _consumers(config: dict, path: tuple) -> set[tuple[str, str]]:
         site = config["sites"][path[1]]["id"]
         if path[2] in ("registry", "path", "revision"):
             return {("fetch", f"site={site}")}
-        return {job for job in harmonize if job[1] == f"site={site}"}
+        return {job for job in harmonize if job[1].split(", ")[0] == f"site={site}"}
     if top == "atlas":
         return {("fetch_atlas", "")}
     if top == "pseudonymization":
@@ -938,7 +949,7 @@ def _consumers(config: dict, path: tuple) -> set[tuple[str, str]]:
     readers = set()
     for h in HARMONIZERS.values():
         if h.options == top:
-            readers |= {(f"harmonize_{h.modality}", f"site={s}") for s in groups[h.sites]}
+            readers |= {job for s in groups[h.sites] for job in harmonize_jobs(h, s)}
     return readers | {
         analysis_job(a) for a in analyses if dotted in ANALYSES[a].reads or top in ANALYSES[a].reads
     }
@@ -1010,7 +1021,7 @@ def test_every_config_key_reruns_exactly_its_declared_consumers(
         if result.returncode != 0:
             wrong.append(f"{path}: dry run failed: {text[-500:]}")
             continue
-        want = _consumers(edited, path)
+        want = _consumers(edited, path, project)
         got = set() if "Nothing to be done" in text else _params_changed(result.stdout)
         got.discard(("manifest", ""))  # the manifest records the whole config, by design
         if got != want:

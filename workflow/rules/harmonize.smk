@@ -7,6 +7,7 @@
 # has is read from its fetch manifest; before the fetch the gather is planned without them, and
 # Snakemake plans them when the fetch (a checkpoint) has finished. A session job's param is the
 # md5 listing of its own files: a release changing one session reruns that session and the gather.
+# A modality reading the shared atlas (Harmonizer.atlas, PET) gets it in its session jobs too.
 for h in HARMONIZERS.values():
     if h.sessions:
 
@@ -14,6 +15,14 @@ for h in HARMONIZERS.values():
             name:
                 f"harmonize_{h.modality}_session"
             input:
+                **(
+                    {
+                        "atlas": ancient("resources/raw/atlas"),
+                        "atlas_content": ancient("resources/raw/atlas.content"),
+                    }
+                    if h.atlas
+                    else {}
+                ),
                 raw=ancient("resources/raw/{site}"),
                 content=ancient("resources/raw/{site}.content"),
                 code=step_code("ketamap.harmonize", h.module),
@@ -28,6 +37,8 @@ for h in HARMONIZERS.values():
                 mem_mb=session_mem_mb(**h.session_memory),
                 runtime=session_runtime(**h.session_runtime),
             params:
+                # an atlas release with other bytes reruns every session job that reads it
+                **({"atlas": fetched_content("atlas")} if h.atlas else {}),
                 modality=h.modality,
                 content=session_content,
                 site=reader_config,

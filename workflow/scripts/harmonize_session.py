@@ -8,6 +8,7 @@ run_step(
     modality=snakemake.params.modality,  # noqa: F821
     site=with_pin(snakemake.params.site, snakemake.config),  # noqa: F821
     raw=snakemake.input.raw,  # noqa: F821
+    atlas=snakemake.input.get("atlas"),  # noqa: F821
     session=snakemake.wildcards.session,  # noqa: F821
     output=snakemake.output.piece,  # noqa: F821
     config=snakemake.params.config,  # noqa: F821

@@ -57,10 +57,11 @@ class Harmonizer:
     :func:`ketamap.jobresources.scaled_mem_mb` / ``scaled_runtime`` for its jobs.
 
     ``sessions``: the BIDS datatype folder (e.g. ``ieeg``) whose sessions are harmonized one job
-    each, the module's ``session_step(site, raw, key, options, session) -> piece``, then
-    gathered per site by its ``step(..., pieces={session: piece})`` (see
-    :mod:`ketamap.harmonize.scatter`); None: one job per site. ``session_memory`` /
-    ``session_runtime``: the session jobs' resources, from the size of the session's files.
+    each, the module's ``session_step(site, raw, key, options, session) -> piece`` (with
+    ``atlas``, also ``atlas=<atlas folder>``), then gathered per site by its
+    ``step(..., pieces={session: piece})`` (see :mod:`ketamap.harmonize.scatter`); None: one job
+    per site. ``session_memory`` / ``session_runtime``: the session jobs' resources, from the size
+    of the session's files.
     """
 
     modality: str
@@ -95,8 +96,13 @@ HARMONIZERS: dict[str, Harmonizer] = {
             sites="pet",
             options="pet",
             atlas=True,
-            memory={"floor": 1000, "per_largest_mb": 2, "files": ["*.nii.gz", "*.nii"]},
-            runtime={"floor": 30, "per_gb": 10, "files": ["*.nii.gz", "*.nii"]},
+            # the gather reads participants.tsv, the atlas, the folders and the pieces
+            memory={"floor": 1000, "per_mb": 5, "files": ["*.tsv"]},
+            runtime={"floor": 10, "per_gb": 10, "files": ["*.tsv"]},
+            sessions="pet",
+            # a session job streams its scans' frames: about 2x the largest NIfTI
+            session_memory={"floor": 1000, "per_largest_mb": 2},
+            session_runtime={"floor": 10, "per_gb": 10},
         ),
         Harmonizer(
             "ieeg",
@@ -143,6 +149,36 @@ def exact_tables() -> dict[str, Harmonizer]:
 
 PIN_KEYS = ("registry", "path", "revision")
 
+# The files of the shared atlas its reader lists and opens (ketamap.harmonize.pet.read_atlas):
+# one label image and one label table at the top of the atlas folder.
+ATLAS_IMAGES = ("*dseg.nii.gz", "*dseg.nii")
+ATLAS_TABLES = ("*dseg.tsv",)
+
+
+def atlas_scope(atlas: str | Path) -> list[str]:
+    """What a job reads of the fetched atlas, relative to its folder: the top-level files matching
+    :data:`ATLAS_IMAGES` or :data:`ATLAS_TABLES`, on disk or in the fetch manifest.
+
+    A PET job verifies these only (every session job and gather reads the atlas): a file it opens
+    that was altered, removed or added beside the ones it lists is still seen, and the rest of an
+    atlas release (templates, documentation) is not hashed again by every job."""
+    from fnmatch import fnmatchcase
+
+    from ketamap.harmonize import scatter
+
+    atlas = Path(atlas)
+    names = {p.name for p in atlas.iterdir()} if atlas.is_dir() else set()
+    names |= {f["path"] for f in scatter.listing(atlas) if "/" not in f["path"]}
+    patterns = (*ATLAS_IMAGES, *ATLAS_TABLES)
+    return sorted(n for n in names if any(fnmatchcase(n, p) for p in patterns))
+
+
+def _verify_atlas(config: dict[str, Any], atlas: str | Path) -> None:
+    from ketamap import integrity
+
+    entry = {"id": "atlas", **(config.get("atlas") or {})}
+    integrity.verify_fetched(entry, atlas, within=atlas_scope(atlas))
+
 
 def with_pin(site: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """A harmonize job's site entry (its params: what the reader reads) with the pin the config
@@ -182,7 +218,7 @@ def run(
         top = [f["path"] for f in scatter.listing(raw) if "/" not in f["path"]]
         integrity.verify_fetched(site, raw, within=top)
     if atlas:
-        integrity.verify_fetched({"id": "atlas", **(config.get("atlas") or {})}, atlas)
+        _verify_atlas(config, atlas)
     module = importlib.import_module(h.module)
     extra = {}
     if pieces is not None:
@@ -217,18 +253,28 @@ def run_session(
     session: str,
     output: str,
     config: dict[str, Any],
+    atlas: str | Path | None = None,
 ) -> None:
-    """One session job: verify the session's fetched files (and the site's top-level files),
-    harmonize that session with its modality's ``session_step`` and write the piece."""
+    """One session job: verify the session's fetched files (and the site's top-level files, and
+    the atlas files it reads), harmonize that session with its modality's ``session_step`` and
+    write the piece."""
     from ketamap import integrity
     from ketamap.harmonize import scatter
     from ketamap.ids import load_key
 
     h = HARMONIZERS[modality]
     integrity.verify_fetched(site, raw, within=scatter.session_scope(raw, session))
+    if atlas:
+        _verify_atlas(config, atlas)
     module = importlib.import_module(h.module)
+    extra = {"atlas": Path(atlas) if atlas else None} if h.atlas else {}
     piece = module.session_step(
-        site, Path(raw), load_key(config), config[h.options] if h.options else None, session
+        site,
+        Path(raw),
+        load_key(config),
+        config[h.options] if h.options else None,
+        session,
+        **extra,
     )
     scatter.write_piece(output, piece)
     log.info("site %s: session %s harmonized", site["id"], session)

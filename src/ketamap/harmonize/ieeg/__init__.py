@@ -246,7 +246,9 @@ def harmonize_site(
     by_session: dict[str, list[_Rec]] = {}
     for rec in recs:
         by_session.setdefault(f"{rec.participant_id}_{rec.session_id}", []).append(rec)
-    for session in sorted(set(by_session) | set(pieces)):
+    # in the order the whole-site job reads the recordings (folder order: sub-1 before sub-10,
+    # which sort the other way round as session ids), then any piece without recordings
+    for session in [*by_session, *sorted(set(pieces) - set(by_session))]:
         found, made = by_session.get(session, []), pieces.get(session)
         if made is None or len(made) != len(found):
             raise SiteDataError(

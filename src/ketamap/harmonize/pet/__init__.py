@@ -43,6 +43,7 @@ import pandas as pd
 
 from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
+from ketamap.harmonize import ATLAS_IMAGES, ATLAS_TABLES
 from ketamap.harmonize.bids import (
     REGION_PATTERN,
     SessionResolver,
@@ -53,6 +54,7 @@ from ketamap.harmonize.pet import image as pet_image
 from ketamap.harmonize.pet.image import LabelGrid, regional_means
 from ketamap.harmonize.pet.sidecar import read_sidecar
 from ketamap.harmonize.pet.timing import FRAME_TIME_UNITS, decay_correction, window_frames
+from ketamap.harmonize.scatter import Piece
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, shown_path
 from ketamap.schemas import get_table, load_columns
@@ -101,8 +103,9 @@ def read_atlas(atlas_dir: Path) -> Atlas:
         raise SiteDataError(
             "atlas folder not found", site=ATLAS_SITE, file=atlas_dir, expected="a folder"
         )
-    images = sorted(atlas_dir.glob("*dseg.nii.gz")) + sorted(atlas_dir.glob("*dseg.nii"))
-    tables = sorted(atlas_dir.glob("*dseg.tsv"))
+    # the files ketamap.harmonize.atlas_scope verifies before a job reads the atlas
+    images = [p for pattern in ATLAS_IMAGES for p in sorted(atlas_dir.glob(pattern))]
+    tables = [p for pattern in ATLAS_TABLES for p in sorted(atlas_dir.glob(pattern))]
     for found, what in (
         (images, "label image (*_dseg.nii.gz)"),
         (tables, "label table (*_dseg.tsv)"),
@@ -214,11 +217,24 @@ class _Scan:
     shown: str
 
 
-def harmonize_site(
-    site: dict, root: Path, atlas: Atlas, key: bytes, options: dict | None = None
-) -> PetTables:
-    """Read every PET scan of one site at ``root`` into ``pet_regional`` and ``pet_sessions`` rows."""
-    root = Path(root)
+@dataclass
+class _Site:
+    """What every job of one PET site needs before it reads a scan (options, pseudonyms, atlas)."""
+
+    site_id: str
+    atlas: Atlas
+    window: tuple[float, float]
+    reference: str
+    pvc: str
+    unit: str
+    declared: str | None
+    resolve: SessionResolver
+    ref_index: int
+    region_index: np.ndarray
+    region_names: list[str]
+
+
+def _site(site: dict, root: Path, atlas: Atlas, key: bytes, options: dict | None) -> _Site:
     site_id = site["id"]
     opts = with_defaults(options, "pet")
     reader = site.get("reader", {}) or {}
@@ -251,129 +267,248 @@ def harmonize_site(
     participants = read_participants(site, root)
     local_ids = participants["participant_id"].tolist()
     pseudonyms = dict(zip(local_ids, pseudonymize(site_id, local_ids, key), strict=True))
-    scans = _find_scans(site_id, root)
-
     ref_index = atlas.index(reference)
     assert ref_index is not None
     region_index = np.array(sorted(atlas.names), dtype=int)
-    region_names = [atlas.names[i] for i in region_index]
-    cache: dict[tuple[tuple[int, ...], bytes], LabelGrid] = {}
-    resolve = SessionResolver(site_id, pseudonyms, visits, "visits", "PET image")
-    session_rows: list[dict[str, Any]] = []
-    regional_parts: list[pd.DataFrame] = []
+    return _Site(
+        site_id=site_id,
+        atlas=atlas,
+        window=window,
+        reference=reference,
+        pvc=pvc,
+        unit=unit,
+        declared=declared,
+        resolve=SessionResolver(site_id, pseudonyms, visits, "visits", "PET image"),
+        ref_index=ref_index,
+        region_index=region_index,
+        region_names=[atlas.names[i] for i in region_index],
+    )
 
-    for scan in scans:
-        subject_id, visit = resolve(scan)
-        where = {"site": site_id, "file": scan.shown}
 
-        sidecar = read_sidecar(scan.sidecar, site=site_id, root=root)
-        image_warnings: list[str] = []
-        with pet_image.open_pet_image(
-            scan.image, site=site_id, root=root, n_frames=sidecar.n_frames, warnings=image_warnings
-        ) as img:
-            frames = window_frames(sidecar, window, unit, site=site_id)
-            affine = img.affine
-            shape = tuple(int(s) for s in img.shape[:3])
-            geometry = (shape, np.asarray(affine, dtype=float).tobytes())
-            grid = cache.get(geometry)
-            if grid is None:
-                grid = pet_image.label_grid(atlas.img, shape, affine, atlas.n_labels)
-                cache[geometry] = grid
-            alignment = pet_image.Alignment(grid)
-            means, counts = regional_means(
-                img.dataobj,
-                grid,
-                frames.indices,
-                n_labels=atlas.n_labels,
-                site=site_id,
-                file=scan.shown,
-                on_frame=alignment.add,
-            )
-        # after the file's integrity check (on leaving the block): a corrupt file is named as such
-        alignment.check(affine, atlas.img.affine, where)
-        decay = decay_correction(sidecar, frames)
-        weights = frames.durations_s * decay.factors
-        with np.errstate(invalid="ignore"):
-            window_mean = (weights[:, None] * means).sum(axis=0) / frames.durations_s.sum()
-        activity = window_mean * sidecar.kbq_ml_per_unit
+@dataclass
+class _Result:
+    """One scan, harmonized: its ``pet_sessions`` row and its regional values (one per region
+    with voxels on the scan's grid), from which the ``pet_regional`` rows are made."""
 
-        warnings = [*sidecar.warnings, *frames.warnings, *image_warnings]
-        if counts[ref_index] == 0:
-            raise SiteDataError(
-                f"the reference region {reference!r} has no voxel on this image's grid",
-                expected="an image covering the reference region",
-                **where,
-            )
-        ref_activity = activity[ref_index]
-        if not ref_activity > 0:
-            raise SiteDataError(
-                f"the reference region {reference!r} has mean activity {ref_activity:g} kBq/mL",
-                expected="a positive reference activity",
-                **where,
-            )
-        present = counts[region_index] > 0
-        if not present.all():
-            missing = [n for n, p in zip(region_names, present, strict=True) if not p]
-            warnings.append(f"regions without voxels on this grid (no row): {', '.join(missing)}")
-        kept = region_index[present]
-        negative = kept[activity[kept] < 0]
-        if negative.size:
-            raise SiteDataError(
-                f"negative mean activity in regions {[atlas.names[i] for i in negative][:5]}",
-                expected="activity concentrations >= 0",
-                **where,
-            )
+    shown: str
+    row: dict[str, Any]
+    regions: list[str]
+    suvr: np.ndarray
+    activity: np.ndarray
+    n_voxels: np.ndarray
+    options: dict[str, Any]  # window, reference region and PVC method the values were made with
 
-        batch = sidecar.batch(site=site_id, key=key, declared=declared)
-        common = {
-            "subject_id": subject_id,
-            "site": site_id,
-            "visit": visit,
-            "window_start_min": float(window[0]),
-            "window_end_min": float(window[1]),
-        }
-        session_rows.append(
+
+def _options(ctx: _Site) -> dict[str, Any]:
+    return {"window_min": list(ctx.window), "reference_region": ctx.reference, "pvc": ctx.pvc}
+
+
+def _process(
+    ctx: _Site,
+    scan: _Scan,
+    root: Path,
+    subject_id: str,
+    visit: str,
+    key: bytes,
+    cache: dict[tuple[tuple[int, ...], bytes], LabelGrid],
+) -> _Result:
+    """Read one scan and compute its regional values (``cache``: label grids by geometry)."""
+    site_id, atlas, window, reference = ctx.site_id, ctx.atlas, ctx.window, ctx.reference
+    where = {"site": site_id, "file": scan.shown}
+
+    sidecar = read_sidecar(scan.sidecar, site=site_id, root=root)
+    image_warnings: list[str] = []
+    with pet_image.open_pet_image(
+        scan.image, site=site_id, root=root, n_frames=sidecar.n_frames, warnings=image_warnings
+    ) as img:
+        frames = window_frames(sidecar, window, ctx.unit, site=site_id)
+        affine = img.affine
+        shape = tuple(int(s) for s in img.shape[:3])
+        geometry = (shape, np.asarray(affine, dtype=float).tobytes())
+        grid = cache.get(geometry)
+        if grid is None:
+            grid = pet_image.label_grid(atlas.img, shape, affine, atlas.n_labels)
+            cache[geometry] = grid
+        alignment = pet_image.Alignment(grid)
+        means, counts = regional_means(
+            img.dataobj,
+            grid,
+            frames.indices,
+            n_labels=atlas.n_labels,
+            site=site_id,
+            file=scan.shown,
+            on_frame=alignment.add,
+        )
+    # after the file's integrity check (on leaving the block): a corrupt file is named as such
+    alignment.check(affine, atlas.img.affine, where)
+    decay = decay_correction(sidecar, frames)
+    weights = frames.durations_s * decay.factors
+    with np.errstate(invalid="ignore"):
+        window_mean = (weights[:, None] * means).sum(axis=0) / frames.durations_s.sum()
+    activity = window_mean * sidecar.kbq_ml_per_unit
+
+    warnings = [*sidecar.warnings, *frames.warnings, *image_warnings]
+    if counts[ctx.ref_index] == 0:
+        raise SiteDataError(
+            f"the reference region {reference!r} has no voxel on this image's grid",
+            expected="an image covering the reference region",
+            **where,
+        )
+    ref_activity = activity[ctx.ref_index]
+    if not ref_activity > 0:
+        raise SiteDataError(
+            f"the reference region {reference!r} has mean activity {ref_activity:g} kBq/mL",
+            expected="a positive reference activity",
+            **where,
+        )
+    present = counts[ctx.region_index] > 0
+    if not present.all():
+        missing = [n for n, p in zip(ctx.region_names, present, strict=True) if not p]
+        warnings.append(f"regions without voxels on this grid (no row): {', '.join(missing)}")
+    kept = ctx.region_index[present]
+    negative = kept[activity[kept] < 0]
+    if negative.size:
+        raise SiteDataError(
+            f"negative mean activity in regions {[atlas.names[i] for i in negative][:5]}",
+            expected="activity concentrations >= 0",
+            **where,
+        )
+
+    batch = sidecar.batch(site=site_id, key=key, declared=ctx.declared)
+    row = {
+        "subject_id": subject_id,
+        "site": site_id,
+        "visit": visit,
+        "window_start_min": float(window[0]),
+        "window_end_min": float(window[1]),
+        "scanner": sidecar.scanner,
+        "batch": batch,
+        "tracer": sidecar.tracer,
+        "frames_used": len(frames.indices),
+        "injected_dose_mbq": sidecar.injected_dose_mbq,
+        "injected_mass_ug": sidecar.injected_mass_ug,
+        "body_weight_kg": sidecar.body_weight_kg,
+        "source_units": sidecar.units,
+        "source_frame_time_unit": frames.source_unit,
+        "source_decay_reference": decay.reference,
+        "decay_factor_applied": decay.summary,
+        "orientation": pet_image.orientation(affine),
+        "voxel_size_mm": pet_image.voxel_size(affine),
+        "warnings": "; ".join(warnings),
+    }
+    return _Result(
+        shown=scan.shown,
+        row=row,
+        regions=[atlas.names[i] for i in kept],
+        suvr=activity[kept] / ref_activity,
+        activity=activity[kept],
+        n_voxels=counts[kept].astype(np.int64),
+        options=_options(ctx),
+    )
+
+
+_COMMON = ("subject_id", "site", "visit", "window_start_min", "window_end_min")
+
+
+def _tables(results: list[_Result]) -> PetTables:
+    """The site's two tables from its scans' results, in scan order."""
+    regional_parts = [
+        pd.DataFrame(
             {
-                **common,
-                "scanner": sidecar.scanner,
-                "batch": batch,
-                "tracer": sidecar.tracer,
-                "frames_used": len(frames.indices),
-                "injected_dose_mbq": sidecar.injected_dose_mbq,
-                "injected_mass_ug": sidecar.injected_mass_ug,
-                "body_weight_kg": sidecar.body_weight_kg,
-                "source_units": sidecar.units,
-                "source_frame_time_unit": frames.source_unit,
-                "source_decay_reference": decay.reference,
-                "decay_factor_applied": decay.summary,
-                "orientation": pet_image.orientation(affine),
-                "voxel_size_mm": pet_image.voxel_size(affine),
-                "warnings": "; ".join(warnings),
+                **{k: r.row[k] for k in _COMMON},
+                "region": r.regions,
+                "suvr": r.suvr,
+                "activity_kbq_ml": r.activity,
+                "reference_region": r.options["reference_region"],
+                "scanner": r.row["scanner"],
+                "batch": r.row["batch"],
+                "pvc_method": r.options["pvc"],
+                "n_voxels": r.n_voxels,
             }
         )
-        regional_parts.append(
-            pd.DataFrame(
-                {
-                    **common,
-                    "region": [atlas.names[i] for i in kept],
-                    "suvr": activity[kept] / ref_activity,
-                    "activity_kbq_ml": activity[kept],
-                    "reference_region": reference,
-                    "scanner": sidecar.scanner,
-                    "batch": batch,
-                    "pvc_method": pvc,
-                    "n_voxels": counts[kept].astype(np.int64),
-                }
-            )
-        )
-
+        for r in results
+    ]
     regional_fields = get_table("pet_regional").field_names
     session_fields = get_table("pet_sessions").field_names
     regional = pd.concat(regional_parts, ignore_index=True)[regional_fields]
-    sessions = pd.DataFrame(session_rows)[session_fields]
+    sessions = pd.DataFrame([r.row for r in results])[session_fields]
     sessions["injected_mass_ug"] = sessions["injected_mass_ug"].astype(float)
     sessions["body_weight_kg"] = sessions["body_weight_kg"].astype(float)
     return PetTables(regional=regional, sessions=sessions)
+
+
+def harmonize_site(
+    site: dict,
+    root: Path,
+    atlas: Atlas,
+    key: bytes,
+    options: dict | None = None,
+    pieces: dict[str, list[_Result]] | None = None,
+) -> PetTables:
+    """Read every PET scan of one site at ``root`` into ``pet_regional`` and ``pet_sessions`` rows.
+
+    With ``pieces`` (session id -> that session's results, from :func:`harmonize_session` in
+    session jobs) no scan is read again: the scans found are checked against the pieces (every
+    session with scans has its piece, the participant, visit and options each was made for, one
+    scan per participant and visit) and the tables assembled from them, exactly as from scans
+    read here."""
+    root = Path(root)
+    ctx = _site(site, root, atlas, key, options)
+    scans = _find_scans(ctx.site_id, root)
+    results: list[_Result] = []
+    if pieces is None:
+        cache: dict[tuple[tuple[int, ...], bytes], LabelGrid] = {}
+        for scan in scans:
+            subject_id, visit = ctx.resolve(scan)
+            results.append(_process(ctx, scan, root, subject_id, visit, key, cache))
+        return _tables(results)
+    by_session: dict[str, list[_Scan]] = {}
+    for scan in scans:  # in the order the whole-site job reads them
+        by_session.setdefault(f"{scan.participant_id}_{scan.session_id}", []).append(scan)
+    extra = sorted(s for s in pieces if s not in by_session)
+    for session in [*by_session, *extra]:
+        found, made = by_session.get(session, []), pieces.get(session)
+        if made is None or len(made) != len(found):
+            raise SiteDataError(
+                f"session {session} has {len(found)} PET scan(s) but its session job read "
+                f"{'none' if made is None else len(made)}",
+                site=ctx.site_id,
+                file=(found[0].shown if found else session.replace("_", "/", 1)),
+                expected="one piece per session folder with PET scans, made from the data "
+                "fetched now (`make run` makes the missing ones)",
+            )
+        for scan, result in zip(found, made, strict=True):
+            subject_id, visit = ctx.resolve(scan)
+            got = (result.shown, result.row["subject_id"], result.row["visit"], result.options)
+            if got != (scan.shown, subject_id, visit, _options(ctx)):
+                raise SiteDataError(
+                    "the session job's scan, participant, visit or PET options differ from "
+                    "the site's",
+                    site=ctx.site_id,
+                    file=scan.shown,
+                    expected=f"{scan.shown}: {subject_id} {visit} with {_options(ctx)} "
+                    "(participants.tsv, the visits and the pet options as configured now)",
+                )
+            results.append(result)
+    return _tables(results)
+
+
+def harmonize_session(
+    site: dict, root: Path, atlas: Atlas, key: bytes, options: dict | None, session: str
+) -> list[_Result]:
+    """The PET scans of one session folder (``sub-<label>_ses-<label>``), each read and its
+    regional values computed: the work of one session job. The checks that need every session
+    (PET files outside a session folder, a site without scans, one scan per participant and
+    visit across sessions) are the gather's."""
+    root = Path(root)
+    ctx = _site(site, root, atlas, key, options)
+    sub, _, ses = session.partition("_")
+    cache: dict[tuple[tuple[int, ...], bytes], LabelGrid] = {}
+    out = []
+    for scan in _find_scans(ctx.site_id, root, only=(sub, ses)):
+        subject_id, visit = ctx.resolve(scan)
+        out.append(_process(ctx, scan, root, subject_id, visit, key, cache))
+    return out
 
 
 def _check_options(opts: dict[str, Any], atlas: Atlas) -> tuple[tuple[float, float], str, str]:
@@ -408,10 +543,14 @@ def _check_options(opts: dict[str, Any], atlas: Atlas) -> tuple[tuple[float, flo
     return (w0, w1), str(reference), str(pvc)
 
 
-def _find_scans(site_id: str, root: Path) -> list[_Scan]:
-    """Every ``sub-*/ses-*/pet/*_pet.nii[.gz]`` with its sidecar; images and sidecars must pair up."""
-    pet_dirs = sorted(root.glob("sub-*/ses-*/pet"))
-    loose = sorted(root.glob("sub-*/pet/*_pet.*"))
+def _find_scans(site_id: str, root: Path, only: tuple[str, str] | None = None) -> list[_Scan]:
+    """Every ``sub-*/ses-*/pet/*_pet.nii[.gz]`` with its sidecar; images and sidecars must pair up.
+
+    With ``only`` (a participant and a session label), the scans of that session folder: none is
+    no error there (the site-level checks are the gather's)."""
+    sub, ses = only or ("sub-*", "ses-*")
+    pet_dirs = sorted(root.glob(f"{sub}/{ses}/pet"))
+    loose = [] if only else sorted(root.glob("sub-*/pet/*_pet.*"))
     if loose:
         raise SiteDataError(
             "PET files outside a session folder",
@@ -420,7 +559,7 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
             expected="sub-<label>/ses-<label>/pet/ (the session gives the visit)",
         )
     by_dir: dict[Path, dict[str, tuple[Path, str]]] = {}
-    for found in session_files(site_id, root, "pet", ("*_pet.nii.gz", "*_pet.nii")):
+    for found in session_files(site_id, root, "pet", ("*_pet.nii.gz", "*_pet.nii"), only=only):
         suffix = "_pet.nii.gz" if found.path.name.endswith(".gz") else "_pet.nii"
         stem = found.path.name[: -len(suffix)]
         images = by_dir.setdefault(found.path.parent, {})
@@ -449,7 +588,7 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
             participant, session = pet_dir.parts[-3], pet_dir.parts[-2]
             sidecar = image.parent / f"{stem}_pet.json"
             scans.append(_Scan(participant, session, image, sidecar, shown))
-    if not scans:
+    if not scans and only is None:
         raise SiteDataError(
             "no PET images found",
             site=site_id,
@@ -462,12 +601,17 @@ def _find_scans(site_id: str, root: Path) -> list[_Scan]:
 
 
 def step(
-    site: dict, raw: Path, key: bytes, options: dict | None, atlas: Path | None
+    site: dict,
+    raw: Path,
+    key: bytes,
+    options: dict | None,
+    atlas: Path | None,
+    pieces: dict[str, Piece] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`)."""
-    if atlas is None:
-        raise ConfigError("a PET site needs the atlas", file="config/config.yaml", field="atlas")
-    tables = harmonize_site(site, raw, read_atlas(atlas), key, options)
+    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`); with ``pieces``
+    (session id -> :func:`session_step`'s piece) the site's gather."""
+    results = None if pieces is None else {s: _from_piece(p) for s, p in pieces.items()}
+    tables = harmonize_site(site, raw, _atlas(atlas), key, options, results)
     warned = int((tables.sessions["warnings"] != "").sum()) if len(tables.sessions) else 0
     log.info(
         "site %s: %d PET scans, %d regional values, %d scans with warnings",
@@ -477,3 +621,59 @@ def step(
         warned,
     )
     return {"pet_regional": tables.regional, "pet_sessions": tables.sessions}
+
+
+def session_step(
+    site: dict, raw: Path, key: bytes, options: dict | None, session: str, atlas: Path | None
+) -> Piece:
+    """The workflow's session step: one session folder's PET scans -> one piece."""
+    return _to_piece(harmonize_session(site, raw, _atlas(atlas), key, options, session))
+
+
+def _atlas(atlas: Path | None) -> Atlas:
+    if atlas is None:
+        raise ConfigError("a PET site needs the atlas", file="config/config.yaml", field="atlas")
+    return read_atlas(atlas)
+
+
+# A piece holds a session's results losslessly: the rows and options as JSON (str, int, float,
+# None), the regional values as .npy arrays.
+def _json_value(value: Any) -> Any:
+    value = value.item() if isinstance(value, np.generic) else value
+    if value is not None and not isinstance(value, str | int | float):
+        raise TypeError(f"{type(value).__name__} in a PET session row")
+    return value
+
+
+def _to_piece(results: list[_Result]) -> Piece:
+    meta: dict[str, Any] = {"scans": []}
+    arrays: dict[str, np.ndarray] = {}
+    for i, r in enumerate(results):
+        meta["scans"].append(
+            {
+                "shown": r.shown,
+                "row": {k: _json_value(v) for k, v in r.row.items()},
+                "regions": r.regions,
+                "options": r.options,
+            }
+        )
+        arrays[f"{i}.suvr"] = r.suvr
+        arrays[f"{i}.activity"] = r.activity
+        arrays[f"{i}.n_voxels"] = r.n_voxels
+    return meta, {}, arrays
+
+
+def _from_piece(piece: Piece) -> list[_Result]:
+    meta, _, arrays = piece
+    return [
+        _Result(
+            shown=m["shown"],
+            row=m["row"],
+            regions=m["regions"],
+            suvr=arrays[f"{i}.suvr"],
+            activity=arrays[f"{i}.activity"],
+            n_voxels=arrays[f"{i}.n_voxels"],
+            options=m["options"],
+        )
+        for i, m in enumerate(meta["scans"])
+    ]
