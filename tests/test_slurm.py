@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -683,3 +684,32 @@ def test_session_rules_are_grouped(cluster: Cluster, monkeypatch: pytest.MonkeyP
     assert node_cpus("main") == cluster.cpus
     assert node_cpus() == cluster.cpus
     assert node_cpus("no-such-partition") is None
+
+
+def test_stable_groups_chunk_neighbouring_components(tmp_path: Path) -> None:
+    """python -m ketamap.snakemake_groups: components chunked N at a time in wildcard order."""
+    (tmp_path / "Snakefile").write_text(
+        'rule all:\n    input: expand("out/{i}.txt", i=range(1, 6))\n\n'
+        'rule piece:\n    output: "out/{i}.txt"\n    shell: "echo {wildcards.i} > {output}"\n'
+    )
+    out = sh(
+        [
+            sys.executable,
+            "-m",
+            "ketamap.snakemake_groups",
+            "--dry-run",
+            "--cores",
+            "2",
+            "--groups",
+            "piece=g",
+            "--group-components",
+            "g=2",
+        ],
+        tmp_path,
+        dict(os.environ),
+        120,
+    )
+    groups = [
+        sorted(re.findall(r"wildcards: i=(\d)", block)) for block in out.split("Group job g")[1:]
+    ]
+    assert sorted(groups) == [["1", "2"], ["3", "4"], ["5"]], out[-3000:]

@@ -65,6 +65,11 @@ def patch() -> None:
     import snakemake.cli  # noqa: F401  (snakemake.dag needs snakemake.workflow imported first)
     from snakemake.dag import DAG
 
+    if not hasattr(DAG, "_update_group_components"):
+        raise RuntimeError(
+            "snakemake.dag.DAG has no _update_group_components: this Snakemake is not the 9.27 of "
+            "requirements.lock; run with SLURM_GROUP_SESSIONS=1 or adapt ketamap.snakemake_groups"
+        )
     DAG._update_group_components = update_group_components
 
 
