@@ -17,8 +17,11 @@ EXECUTOR ?= local
 SLURM_STATUS ?= auto
 SLURM_ACCOUNT ?=
 SLURM_PARTITION ?=
+# SLURM only: how many short per-session jobs one SLURM job runs (empty: 8; 1: one SLURM job each).
+SLURM_GROUP_SESSIONS ?=
 SLURM_RUN := $(BIN)/python -m ketamap.slurm --status-command $(SLURM_STATUS) \
-	$(if $(SLURM_ACCOUNT),--account '$(SLURM_ACCOUNT)') $(if $(SLURM_PARTITION),--partition '$(SLURM_PARTITION)') --
+	$(if $(SLURM_ACCOUNT),--account '$(SLURM_ACCOUNT)') $(if $(SLURM_PARTITION),--partition '$(SLURM_PARTITION)') \
+	$(if $(SLURM_GROUP_SESSIONS),--group-sessions '$(SLURM_GROUP_SESSIONS)') --
 # The run guard (ketamap.runguard) holds a lock for the run's lifetime: a Snakemake lock left by a
 # killed run is cleared by the next `make run`, a live run in the same folder is refused.
 GUARD := $(BIN)/python -m ketamap.runguard --

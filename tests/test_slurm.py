@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,10 +31,15 @@ from ketamap.demo import apply_analysis_options
 from ketamap.jobresources import input_mb, scaled_mem_mb, scaled_runtime
 from ketamap.registry import build_registry
 from ketamap.slurm import (
+    GROUP_SESSIONS,
+    SESSION_GROUP,
     choose_status_command,
+    group_arguments,
     min_job_age,
+    node_cpus,
     profile_default_resources,
     sacct_works,
+    session_rules,
     snakemake_command,
     srun_shim,
 )
@@ -42,6 +48,8 @@ from slurm_cluster import Cluster, SlurmUnavailableError, start_cluster
 pytestmark = pytest.mark.e2e
 
 SCENARIO = "config/scenarios/small.yaml"
+# Two iEEG sites x 6 short sessions: 12 harmonize_ieeg_session jobs of seconds each.
+SESSIONS_SCENARIO = "config/scenarios/ieeg_small.yaml"
 PROFILE = REPO / "workflow/profiles/slurm"
 # Every SLURM job of a run is named <prefix>_<run uuid>; the launcher prints the prefix.
 PREFIX = re.compile(r"SLURM job names of this run start with (ketamap-[0-9a-f]+)_")
@@ -265,6 +273,59 @@ def test_small_scenario_through_slurm_matches_the_local_run(
     print(
         f"\nsmall scenario: make run EXECUTOR=slurm {slurm_run['seconds']:.0f} s, "
         f"make run (local) {local_run['seconds']:.0f} s"
+    )
+
+
+def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path) -> None:
+    """ieeg_small through `make run EXECUTOR=slurm` (fresh shell, default SLURM_GROUP_SESSIONS):
+    its 12 one-second session jobs go to SLURM in groups of at most 8, each group asking for no
+    more CPUs than the node has; every session job runs exactly once; every other job is
+    submitted alone; the outputs are byte-identical to `make run` (local) in another clone."""
+    project = clone_of(lab, lab.parent / "sessions-slurm")
+    borrow_venv(project, lab)
+    env = fresh_shell(cluster, SLURM_PARTITION="main")
+    started = time.monotonic()
+    out = sh(["make", "run", "EXECUTOR=slurm", f"SCENARIO={SESSIONS_SCENARIO}"], project, env, 1500)
+    slurm_seconds = time.monotonic() - started
+    prefix = PREFIX.search(out)
+    assert prefix, out[-3000:]
+    assert "session jobs (harmonize_ieeg_session) submitted 8 to a SLURM job" in out
+    assert f"--cores {cluster.cpus} --groups harmonize_ieeg_session=sessions" in out
+    sessions = sorted((project / "resources/pieces").glob("*/ieeg/*.zip"))
+    assert len(sessions) == 12, sessions
+    # Each session job ran once: a group re-formed while its jobs were running would run some again.
+    finished = re.findall(r"Finished jobid: \d+ \(Rule: harmonize_ieeg_session\)", out)
+    assert len(finished) == len(sessions), out[-4000:]
+    submitted = re.findall(
+        r"has been submitted with SLURM jobid (\d+) \(log: \S+/slurm_logs/(\w+)/", out
+    )
+    kinds = [kind for _, kind in submitted]
+    groups = [job_id for job_id, kind in submitted if kind.startswith(f"group_{SESSION_GROUP}")]
+    assert "rule_harmonize_ieeg_session" not in kinds, kinds
+    assert 2 <= len(groups) <= 3, kinds  # 12 sessions, at most 8 a group, formed once
+    # Every other job alone: demo 2, fetch 2, clinical 2, gathers 2, tables 5 + timecourses 1,
+    # pooled 3, timecourse figure 1, manifest 1.
+    assert len(submitted) == len(groups) + 19, kinds
+    # A group asks for the node's CPUs at most (its jobs run in layers), and completed.
+    jobs = {job_id: state for job_id, _, state in run_jobs(cluster, prefix.group(1))}
+    assert {jobs[job_id] for job_id, _ in submitted} == {"COMPLETED"}, jobs
+    for job_id in groups:
+        cpus = cluster.run("squeue", "--noheader", "--states=all", "-j", job_id, "-o", "%C")
+        assert 1 <= int(cpus.stdout.strip()) <= cluster.cpus, cpus.stdout + cpus.stderr
+    # Byte-identical to the local executor.
+    local = clone_of(lab, lab.parent / "sessions-local")
+    borrow_venv(local, lab)
+    started = time.monotonic()
+    sh(["make", "run", f"SCENARIO={SESSIONS_SCENARIO}"], local, no_venv())
+    local_seconds = time.monotonic() - started
+    got, want = result_hashes(project), result_hashes(local)
+    assert got.keys() == want.keys()
+    assert [p for p in want if got[p] != want[p]] == []
+    assert any(p.startswith("results/tables/ieeg_") for p in want)
+    print(
+        f"\nieeg_small: {len(sessions)} session jobs in {len(groups)} SLURM jobs, "
+        f"{len(submitted)} submissions; make run EXECUTOR=slurm {slurm_seconds:.0f} s, "
+        f"make run (local) {local_seconds:.0f} s"
     )
 
 
@@ -534,6 +595,7 @@ def test_makefile_passes_the_slurm_settings(tmp_path: Path) -> None:
             "SLURM_STATUS=squeue",
             "SLURM_ACCOUNT=lab1",
             "SLURM_PARTITION=main",
+            "SLURM_GROUP_SESSIONS=4",
         ],
         cwd=REPO,
         capture_output=True,
@@ -542,7 +604,7 @@ def test_makefile_passes_the_slurm_settings(tmp_path: Path) -> None:
     ).stdout
     assert re.search(
         r"\.venv/bin/python -m ketamap\.slurm --status-command squeue +--account 'lab1' "
-        r"--partition 'main' --",
+        r"--partition 'main' +--group-sessions '4' +--",
         out,
     ), out
 
@@ -581,3 +643,73 @@ def test_resource_helpers_grow_with_input_size(tmp_path: Path) -> None:
     runtime = scaled_runtime(30, per_gb=10)
     assert runtime(None, few) == 31 and runtime(None, many) == 61
     assert scaled_runtime(30, per_gb=10, files=["*.tsv"])(None, many) == 31
+
+
+def test_session_rules_are_grouped(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every per-session rule of HARMONIZERS is grouped; --cores is the node's CPUs (sinfo)."""
+    from ketamap.harmonize import HARMONIZERS
+
+    rules = session_rules()
+    assert rules == [f"harmonize_{m}_session" for m, h in HARMONIZERS.items() if h.sessions]
+    assert "harmonize_ieeg_session" in rules
+    assert group_arguments(8, ["harmonize_ieeg_session", "harmonize_pet_session"]) == [
+        "--groups",
+        "harmonize_ieeg_session=sessions",
+        "harmonize_pet_session=sessions",
+        "--group-components",
+        "sessions=8",
+    ]
+    assert group_arguments(1) == [] and group_arguments(8, []) == []
+    assert GROUP_SESSIONS == 8
+    cmd = snakemake_command(
+        python="py",
+        profile=PROFILE,
+        status_command="squeue",
+        prefix="p",
+        account=None,
+        partition="main",
+        extra=["--config", "scenario=x"],
+        group_sessions=8,
+        cores=2,
+        session_rules=rules,
+    )
+    assert cmd[:3] == ["py", "-m", "ketamap.snakemake_groups"]  # Snakemake with stable groups
+    at = cmd.index("--cores")
+    assert cmd[at : at + 3 + len(rules)] == ["--cores", "2", *group_arguments(8, rules)[:-2]]
+    assert cmd[cmd.index("--group-components") + 1] == "sessions=8"
+    assert cmd[-2:] == ["--config", "scenario=x"]
+    # The profile's fallback when sinfo gives no CPUs: one CPU, every group's jobs one at a time.
+    assert yaml.safe_load((PROFILE / "config.yaml").read_text())["cores"] == 1
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    assert node_cpus("main") == cluster.cpus
+    assert node_cpus() == cluster.cpus
+    assert node_cpus("no-such-partition") is None
+
+
+def test_stable_groups_chunk_neighbouring_components(tmp_path: Path) -> None:
+    """python -m ketamap.snakemake_groups: components chunked N at a time in wildcard order."""
+    (tmp_path / "Snakefile").write_text(
+        'rule all:\n    input: expand("out/{i}.txt", i=range(1, 6))\n\n'
+        'rule piece:\n    output: "out/{i}.txt"\n    shell: "echo {wildcards.i} > {output}"\n'
+    )
+    out = sh(
+        [
+            sys.executable,
+            "-m",
+            "ketamap.snakemake_groups",
+            "--dry-run",
+            "--cores",
+            "2",
+            "--groups",
+            "piece=g",
+            "--group-components",
+            "g=2",
+        ],
+        tmp_path,
+        dict(os.environ),
+        120,
+    )
+    groups = [
+        sorted(re.findall(r"wildcards: i=(\d)", block)) for block in out.split("Group job g")[1:]
+    ]
+    assert sorted(groups) == [["1", "2"], ["3", "4"], ["5"]], out[-3000:]

@@ -19,6 +19,20 @@ cannot decide or do:
   ``srun`` finds no configuration and every job fails ("Could not establish a configuration
   source"). When ``SLURM_CONF`` is set, the launcher writes ``.snakemake/ketamap-slurm/bin/srun``,
   which sets it again and runs the real ``srun``, and puts it first on the jobs' ``PATH``;
+- **short session jobs submitted in batches.** Every ``harmonize_<modality>_session`` rule (the
+  modalities of :data:`ketamap.harmonize.HARMONIZERS` harmonized per session) is put in the
+  Snakemake group ``sessions`` (``--groups``), and ``--group-components sessions=N`` makes one
+  SLURM job of up to N session jobs (``--group-sessions``, default ``SLURM_GROUP_SESSIONS`` or
+  8; 1 submits each session job alone). A session job computes for seconds, while each SLURM job
+  costs a submission, a queue wait and two Snakemake start-ups;
+- **the CPUs of one node** (``--cores``): the fewest CPUs of a node of the partition, from
+  ``sinfo``. With a cluster executor ``--cores`` does not limit how many jobs run at once; it is the
+  width a group job must fit in (Snakemake runs the group's jobs in layers of at most that many
+  CPUs, so the group asks for that many CPUs and the sum of its layers' runtimes) and the most
+  threads one job gets. Without an answer from ``sinfo`` the profile's ``cores`` applies.
+  Snakemake itself is then run as ``python -m ketamap.snakemake_groups``, which forms the groups
+  without the faults of Snakemake 9.27 described there (groups that grow, a group submitted again
+  and again, running session jobs put into a new group and run twice);
 - **no account guessing without accounting:** with neither ``--account`` nor ``SLURM_ACCOUNT`` on
   a cluster whose ``sacct`` does not answer, the plugin's guess (``sacct``) can only fail, so
   ``--slurm-no-account`` is passed (sbatch then uses the user's default account, if any);
@@ -56,6 +70,9 @@ from types import FrameType
 import yaml
 
 PROFILE = "workflow/profiles/slurm"
+# The Snakemake group of the per-session jobs, and how many of them one SLURM job runs by default.
+SESSION_GROUP = "sessions"
+GROUP_SESSIONS = 8
 SHIM_DIR = Path(".snakemake/ketamap-slurm/bin")
 STATUS_COMMANDS = ("auto", "sacct", "squeue")
 
@@ -123,6 +140,42 @@ def min_job_age() -> int | None:
     return None
 
 
+def session_rules() -> list[str]:
+    """The per-session rules of the workflow: ``harmonize_<modality>_session`` for every modality
+    of :data:`ketamap.harmonize.HARMONIZERS` harmonized per session (workflow/rules/harmonize.smk)."""
+    from ketamap.harmonize import HARMONIZERS
+
+    return [f"harmonize_{h.modality}_session" for h in HARMONIZERS.values() if h.sessions]
+
+
+def group_arguments(size: int, rules: Sequence[str] | None = None) -> list[str]:
+    """``--groups``/``--group-components`` that batch up to ``size`` session jobs per SLURM job;
+    none when ``size`` is 1 or less (each session job is submitted alone)."""
+    rules = session_rules() if rules is None else list(rules)
+    if size <= 1 or not rules:
+        return []
+    return [
+        "--groups",
+        *(f"{rule}={SESSION_GROUP}" for rule in rules),
+        "--group-components",
+        f"{SESSION_GROUP}={size}",
+    ]
+
+
+def node_cpus(partition: str | None = None) -> int | None:
+    """The CPUs of the smallest node of the partition (the default one when None), from ``sinfo``;
+    None when ``sinfo`` does not answer or lists no node."""
+    cmd = ["sinfo", "--Node", "--noheader", "--format=%c"]
+    if partition:
+        cmd.append(f"--partition={partition}")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    counts = [int(v) for v in proc.stdout.split() if v.isdigit() and int(v) > 0]
+    return min(counts) if proc.returncode == 0 and counts else None
+
+
 def profile_default_resources(profile: Path) -> list[str]:
     """The profile's ``default-resources`` as ``name=value`` items."""
     config = yaml.safe_load((profile / "config.yaml").read_text()) or {}
@@ -141,12 +194,16 @@ def snakemake_command(
     account: str | None,
     partition: str | None,
     extra: Sequence[str],
+    group_sessions: int = 1,
+    cores: int | None = None,
+    session_rules: Sequence[str] | None = None,
 ) -> list[str]:
-    """The Snakemake command line of a run."""
+    """The Snakemake command line of a run (Snakemake with stable groups when it groups)."""
+    groups = group_arguments(group_sessions, session_rules)
     cmd = [
         python,
         "-m",
-        "snakemake",
+        "ketamap.snakemake_groups" if groups else "snakemake",
         "--profile",
         str(profile),
         "--slurm-status-command",
@@ -156,6 +213,9 @@ def snakemake_command(
     ]
     if not account and status_command == "squeue":
         cmd.append("--slurm-no-account")
+    if cores:
+        cmd += ["--cores", str(cores)]
+    cmd += groups
     slurm = [f"slurm_account={account}"] if account else []
     slurm += [f"slurm_partition={partition}"] if partition else []
     if slurm:
@@ -291,6 +351,7 @@ def run(
     partition: str | None = None,
     profile: Path = Path(PROFILE),
     grace: float = 20.0,
+    group_sessions: int = GROUP_SESSIONS,
 ) -> int:
     """Run the workflow through SLURM; returns the exit status."""
     status_command = choose_status_command(status)
@@ -308,16 +369,34 @@ def run(
             )
     prefix = f"ketamap-{secrets.token_hex(4)}"
     _log(f"SLURM job names of this run start with {prefix}_")
+    cores = node_cpus(partition)
+    rules = session_rules()
+    if group_sessions > 1 and rules:
+        _log(
+            f"session jobs ({', '.join(rules)}) submitted {group_sessions} to a SLURM job, "
+            + (
+                f"run {cores} at a time (the CPUs of a node)"
+                if cores
+                else "run as the profile's cores allow (sinfo gave no node CPUs)"
+            )
+        )
     base = [sys.executable, "-m", "snakemake"]
-    cmd = snakemake_command(
-        python=sys.executable,
-        profile=profile,
-        status_command=status_command,
-        prefix=prefix,
-        account=account,
-        partition=partition,
-        extra=extra,
-    )
+
+    def command(extra: Sequence[str], group_sessions: int = 1) -> list[str]:
+        return snakemake_command(
+            python=sys.executable,
+            profile=profile,
+            status_command=status_command,
+            prefix=prefix,
+            account=account,
+            partition=partition,
+            extra=extra,
+            group_sessions=group_sessions,
+            cores=cores,
+            session_rules=rules,
+        )
+
+    cmd = command(extra, group_sessions)
     unlock = [*base, "--profile", str(profile), *extra, "--unlock"]
     env = dict(os.environ)
     if env.get("SLURM_CONF"):
@@ -360,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SLURM_PARTITION") or None,
         help="SLURM partition (default: $SLURM_PARTITION; none: the cluster's default)",
     )
+    parser.add_argument(
+        "--group-sessions",
+        type=int,
+        default=int(os.environ.get("SLURM_GROUP_SESSIONS") or GROUP_SESSIONS),
+        help="how many short per-session jobs one SLURM job runs; 1: one SLURM job each "
+        f"(default: $SLURM_GROUP_SESSIONS or {GROUP_SESSIONS})",
+    )
     parser.add_argument("--profile", type=Path, default=Path(PROFILE))
     parser.add_argument(
         "--grace",
@@ -383,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         partition=args.partition,
         profile=args.profile,
         grace=args.grace,
+        group_sessions=args.group_sessions,
     )
 
 
