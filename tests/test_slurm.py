@@ -330,14 +330,17 @@ def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path)
 
 
 def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> None:
-    """Snakemake evaluates each job's mem_mb and runtime from its real input: a site whose
-    largest PET image is 800 MB gets more memory and time than the others.
+    """Snakemake evaluates each job's mem_mb and runtime from its real input: a PET session whose
+    image is 800 MB gets more memory and time than another site's session (one job per session:
+    its resources follow the session's own files, as the fetch manifest lists them).
 
     The big image is made part of what was fetched (its md5 in the fetch manifest): a file merely
     dropped into fetched data is drift, and would plan a refetch instead (issue 12)."""
+    from ketamap.harmonize import scatter
+
     raw = lab / "resources/raw/ycu_obs"
-    big = raw / "sub-big" / "big_pet.nii.gz"
-    big.parent.mkdir()
+    big = raw / "sub-big" / "ses-x" / "pet" / "sub-big_ses-x_pet.nii.gz"
+    big.parent.mkdir(parents=True)
     with big.open("wb") as handle:
         handle.truncate(800 * 2**20)  # sparse: no disk used
     fetched = lab / "resources/raw/ycu_obs.fetch.json"
@@ -345,12 +348,13 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
     manifest = json.loads(recorded)
     manifest["files"].append(
         {
-            "path": "sub-big/big_pet.nii.gz",
+            "path": "sub-big/ses-x/pet/sub-big_ses-x_pet.nii.gz",
             "md5": integrity.file_hash(big, "md5"),
             "bytes": 800 * 2**20,
         }
     )
     fetched.write_text(json.dumps(manifest))
+    other = scatter.sessions(lab / "resources/raw/keio_hc", "pet")[0]
     try:
         out = sh(
             [
@@ -359,8 +363,9 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
                 "workflow/profiles/slurm",
                 "--dry-run",
                 "--forcerun",
-                "harmonize_pet",
-                *(f"results/sites/{s}/pet_regional.parquet" for s in ("ycu_obs", "keio_hc")),
+                "harmonize_pet_session",
+                "resources/pieces/ycu_obs/pet/sub-big_ses-x.zip",
+                f"resources/pieces/keio_hc/pet/{other}.zip",
                 "--config",
                 f"scenario={SCENARIO}",
             ],
@@ -368,19 +373,19 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
             no_venv(),
         )
     finally:
-        shutil.rmtree(big.parent)
+        shutil.rmtree(raw / "sub-big")
         fetched.write_text(recorded)
         integrity.remember_verified(raw)
     assert "fetch:" not in out, out[-3000:]  # consistent fetched data: nothing to fetch again
     planned = {}
-    for job in re.finditer(r"^rule harmonize_pet:\n((?:    .*\n?)*)", out, re.M):
+    for job in re.finditer(r"^rule harmonize_pet_session:\n((?:    .*\n?)*)", out, re.M):
         site = re.search(r"wildcards: site=(\w+)", job.group(1))
         res = re.search(r"resources: .*?mem_mb=(\d+).*?runtime=(\d+)", job.group(1))
         assert site and res, job.group(0)
         planned[site.group(1)] = (int(res.group(1)), int(res.group(2)))
     assert {"ycu_obs", "keio_hc"} <= planned.keys(), out[-3000:]
     assert planned["ycu_obs"][0] >= 1000 + 2 * 800 > planned["keio_hc"][0]
-    assert planned["ycu_obs"][1] > planned["keio_hc"][1] >= 30
+    assert planned["ycu_obs"][1] > planned["keio_hc"][1] >= 10
 
 
 def _drop_column(path: Path, column: str) -> None:
