@@ -27,6 +27,7 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +128,35 @@ def session_content(raw: str | Path, session: str) -> str:
 def session_sizes(raw: str | Path, session: str) -> list[int]:
     """Sizes in bytes of the files in the session's scope (for its job's mem_mb and runtime)."""
     return [int(f.get("bytes") or 0) for f in scope_files(raw, session)]
+
+
+def pair_with_pieces(
+    site_id: str, found: list[Any], pieces: dict[str, list[Any]], what: str
+) -> Iterator[tuple[Any, Any]]:
+    """The gather's first site-level check: each item the site holds now (a recording, a scan:
+    anything with ``participant_id``, ``session_id`` and ``shown``) paired with its session
+    piece's result, in the order the whole-site job reads them (folder order: ``sub-1`` before
+    ``sub-10``, which sort the other way round as session ids).
+
+    A session whose piece is missing, or holds another number of results than the session has
+    items, is an error naming the site, the session's file and ``what`` (e.g. "recording(s)")."""
+    from ketamap.errors import SiteDataError
+
+    by_session: dict[str, list[Any]] = {}
+    for item in found:
+        by_session.setdefault(f"{item.participant_id}_{item.session_id}", []).append(item)
+    for session in [*by_session, *sorted(set(pieces) - set(by_session))]:
+        items, made = by_session.get(session, []), pieces.get(session)
+        if made is None or len(made) != len(items):
+            raise SiteDataError(
+                f"session {session} has {len(items)} {what} but its session job read "
+                f"{'none' if made is None else len(made)}",
+                site=site_id,
+                file=(items[0].shown if items else session.replace("_", "/", 1)),
+                expected=f"one piece per session folder with {what}, made from the data "
+                "fetched now (`make run` makes the missing ones)",
+            )
+        yield from zip(items, made, strict=True)
 
 
 # -- pieces -----------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ from ketamap.harmonize.ieeg.read import (
     read_recording,
     recording_patterns,
 )
-from ketamap.harmonize.scatter import Piece
+from ketamap.harmonize.scatter import Piece, pair_with_pieces
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, shown_path
 from ketamap.limits import check_size, excerpt
@@ -243,33 +243,17 @@ def harmonize_site(
             subject_id, condition = ctx.resolve(rec)
             results.append(_process(rec, ctx.site_id, root, subject_id, condition, ctx.opts))
         return _tables(ctx.site_id, results)
-    by_session: dict[str, list[_Rec]] = {}
-    for rec in recs:
-        by_session.setdefault(f"{rec.participant_id}_{rec.session_id}", []).append(rec)
-    # in the order the whole-site job reads the recordings (folder order: sub-1 before sub-10,
-    # which sort the other way round as session ids), then any piece without recordings
-    for session in [*by_session, *sorted(set(pieces) - set(by_session))]:
-        found, made = by_session.get(session, []), pieces.get(session)
-        if made is None or len(made) != len(found):
+    for rec, result in pair_with_pieces(ctx.site_id, recs, pieces, "recording(s)"):
+        subject_id, condition = ctx.resolve(rec)
+        if (result.pid, result.condition) != (subject_id, condition):
             raise SiteDataError(
-                f"session {session} has {len(found)} recording(s) but its session job read "
-                f"{'none' if made is None else len(made)}",
+                "the session job's participant or condition differs from the site's",
                 site=ctx.site_id,
-                file=(found[0].shown if found else session.replace("_", "/", 1)),
-                expected="one piece per session folder with recordings, made from the data "
-                "fetched now (`make run` makes the missing ones)",
+                file=rec.shown,
+                expected=f"{subject_id} {condition} (participants.tsv and the conditions "
+                "as configured now)",
             )
-        for rec, result in zip(found, made, strict=True):
-            subject_id, condition = ctx.resolve(rec)
-            if (result.pid, result.condition) != (subject_id, condition):
-                raise SiteDataError(
-                    "the session job's participant or condition differs from the site's",
-                    site=ctx.site_id,
-                    file=rec.shown,
-                    expected=f"{subject_id} {condition} (participants.tsv and the conditions "
-                    "as configured now)",
-                )
-            results.append(result)
+        results.append(result)
     return _tables(ctx.site_id, results)
 
 

@@ -54,7 +54,7 @@ from ketamap.harmonize.pet import image as pet_image
 from ketamap.harmonize.pet.image import LabelGrid, regional_means
 from ketamap.harmonize.pet.sidecar import read_sidecar
 from ketamap.harmonize.pet.timing import FRAME_TIME_UNITS, decay_correction, window_frames
-from ketamap.harmonize.scatter import Piece
+from ketamap.harmonize.scatter import Piece, pair_with_pieces
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, shown_path
 from ketamap.schemas import get_table, load_columns
@@ -462,34 +462,18 @@ def harmonize_site(
             subject_id, visit = ctx.resolve(scan)
             results.append(_process(ctx, scan, root, subject_id, visit, key, cache))
         return _tables(results)
-    by_session: dict[str, list[_Scan]] = {}
-    for scan in scans:  # in the order the whole-site job reads them
-        by_session.setdefault(f"{scan.participant_id}_{scan.session_id}", []).append(scan)
-    extra = sorted(s for s in pieces if s not in by_session)
-    for session in [*by_session, *extra]:
-        found, made = by_session.get(session, []), pieces.get(session)
-        if made is None or len(made) != len(found):
+    for scan, result in pair_with_pieces(ctx.site_id, scans, pieces, "PET scan(s)"):
+        subject_id, visit = ctx.resolve(scan)
+        got = (result.shown, result.row["subject_id"], result.row["visit"], result.options)
+        if got != (scan.shown, subject_id, visit, _options(ctx)):
             raise SiteDataError(
-                f"session {session} has {len(found)} PET scan(s) but its session job read "
-                f"{'none' if made is None else len(made)}",
+                "the session job's scan, participant, visit or PET options differ from the site's",
                 site=ctx.site_id,
-                file=(found[0].shown if found else session.replace("_", "/", 1)),
-                expected="one piece per session folder with PET scans, made from the data "
-                "fetched now (`make run` makes the missing ones)",
+                file=scan.shown,
+                expected=f"{scan.shown}: {subject_id} {visit} with {_options(ctx)} "
+                "(participants.tsv, the visits and the pet options as configured now)",
             )
-        for scan, result in zip(found, made, strict=True):
-            subject_id, visit = ctx.resolve(scan)
-            got = (result.shown, result.row["subject_id"], result.row["visit"], result.options)
-            if got != (scan.shown, subject_id, visit, _options(ctx)):
-                raise SiteDataError(
-                    "the session job's scan, participant, visit or PET options differ from "
-                    "the site's",
-                    site=ctx.site_id,
-                    file=scan.shown,
-                    expected=f"{scan.shown}: {subject_id} {visit} with {_options(ctx)} "
-                    "(participants.tsv, the visits and the pet options as configured now)",
-                )
-            results.append(result)
+        results.append(result)
     return _tables(results)
 
 
