@@ -255,8 +255,19 @@ def test_small_scenario_through_slurm_matches_the_local_run(
     assert "job states from squeue (sacct does not answer" in out
     prefix = PREFIX.search(out)
     assert prefix, out[-3000:]
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
-    assert len(submitted) == 24, out[-3000:]  # every job but the `all` target
+    found = re.findall(
+        r"has been submitted with SLURM jobid (\d+) \(log: \S+/slurm_logs/(\w+)/", out
+    )
+    submitted = [job_id for job_id, _ in found]
+    # Every job but the `all` target: 24 jobs alone, and the PET session jobs (one per scan) in
+    # groups of the launcher's SLURM_GROUP_SESSIONS (a session left alone is submitted alone),
+    # each session job run exactly once.
+    groups = [job_id for job_id, kind in found if kind.startswith(f"group_{SESSION_GROUP}")]
+    alone = [kind for _, kind in found if kind == "rule_harmonize_pet_session"]
+    sessions = list((lab / "resources/pieces").glob("*/pet/*.zip"))
+    assert groups and len(submitted) == 24 + len(groups) + len(alone), out[-3000:]
+    finished = re.findall(r"Finished jobid: \d+ \(Rule: harmonize_pet_session\)", out)
+    assert len(finished) == len(sessions) > len(groups) + len(alone), out[-3000:]
     assert "slurm_partition=main" in out  # SLURM_PARTITION reached every job's resources
     # slurmctld ran them under the run's name, and every one of them completed.
     jobs = {job_id: state for job_id, _, state in run_jobs(cluster, prefix.group(1))}
@@ -289,8 +300,10 @@ def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path)
     slurm_seconds = time.monotonic() - started
     prefix = PREFIX.search(out)
     assert prefix, out[-3000:]
-    assert "session jobs (harmonize_ieeg_session) submitted 8 to a SLURM job" in out
-    assert f"--cores {cluster.cpus} --groups harmonize_ieeg_session=sessions" in out
+    rules = session_rules()
+    assert "harmonize_ieeg_session" in rules
+    assert f"session jobs ({', '.join(rules)}) submitted 8 to a SLURM job" in out
+    assert f"--cores {cluster.cpus} --groups {' '.join(f'{r}=sessions' for r in rules)}" in out
     sessions = sorted((project / "resources/pieces").glob("*/ieeg/*.zip"))
     assert len(sessions) == 12, sessions
     # Each session job ran once: a group re-formed while its jobs were running would run some again.
@@ -362,12 +375,12 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
                 "--profile",
                 "workflow/profiles/slurm",
                 "--dry-run",
-                "--forcerun",
-                "harmonize_pet_session",
                 "resources/pieces/ycu_obs/pet/sub-big_ses-x.zip",
                 f"resources/pieces/keio_hc/pet/{other}.zip",
                 "--config",
                 f"scenario={SCENARIO}",
+                "--forcerun",  # last: it takes every word after it
+                "harmonize_pet_session",
             ],
             lab,
             no_venv(),
@@ -379,13 +392,14 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
     assert "fetch:" not in out, out[-3000:]  # consistent fetched data: nothing to fetch again
     planned = {}
     for job in re.finditer(r"^rule harmonize_pet_session:\n((?:    .*\n?)*)", out, re.M):
-        site = re.search(r"wildcards: site=(\w+)", job.group(1))
+        where = re.search(r"wildcards: site=(\w+), session=([\w-]+)", job.group(1))
         res = re.search(r"resources: .*?mem_mb=(\d+).*?runtime=(\d+)", job.group(1))
-        assert site and res, job.group(0)
-        planned[site.group(1)] = (int(res.group(1)), int(res.group(2)))
-    assert {"ycu_obs", "keio_hc"} <= planned.keys(), out[-3000:]
-    assert planned["ycu_obs"][0] >= 1000 + 2 * 800 > planned["keio_hc"][0]
-    assert planned["ycu_obs"][1] > planned["keio_hc"][1] >= 10
+        assert where and res, job.group(0)
+        planned[where.groups()] = (int(res.group(1)), int(res.group(2)))
+    big, small = ("ycu_obs", "sub-big_ses-x"), ("keio_hc", other)
+    assert set(planned) == {big, small}, out[-3000:]
+    assert planned[big][0] >= 1000 + 2 * 800 > planned[small][0]
+    assert planned[big][1] > planned[small][1] >= 10
 
 
 def _drop_column(path: Path, column: str) -> None:
@@ -434,7 +448,8 @@ def test_bad_site_fails_as_a_slurm_job_and_the_others_finish(cluster: Cluster, l
     # The failed job harmonized keio_hc (clinical and PET both read participants.tsv, so either
     # may fail first), and its SLURM log path is printed.
     slurm_log = re.search(
-        rf"(\S+/\.snakemake/slurm_logs/rule_harmonize_(?:clinical|pet)/keio_hc/{job_id}\.log)",
+        rf"(\S+/\.snakemake/slurm_logs/(?:rule_harmonize_(?:clinical|pet|pet_session)/keio_hc\S*"
+        rf"|group_{SESSION_GROUP}\S*)/{job_id}\.log)",
         out,
     )
     assert slurm_log and Path(slurm_log.group(1)).is_file(), out[-5000:]
@@ -692,10 +707,12 @@ def test_session_rules_are_grouped(cluster: Cluster, monkeypatch: pytest.MonkeyP
 
 
 def test_stable_groups_chunk_neighbouring_components(tmp_path: Path) -> None:
-    """python -m ketamap.snakemake_groups: components chunked N at a time in wildcard order."""
+    """python -m ketamap.snakemake_groups: components chunked N at a time in wildcard order, never
+    across sites (a group fails as a whole: one bad site must not fail another's sessions)."""
     (tmp_path / "Snakefile").write_text(
-        'rule all:\n    input: expand("out/{i}.txt", i=range(1, 6))\n\n'
-        'rule piece:\n    output: "out/{i}.txt"\n    shell: "echo {wildcards.i} > {output}"\n'
+        'rule all:\n    input: expand("out/a/{i}.txt", i=range(1, 6)), '
+        'expand("out/b/{i}.txt", i=range(6, 9))\n\n'
+        'rule piece:\n    output: "out/{site}/{i}.txt"\n    shell: "echo {wildcards.i} > {output}"\n'
     )
     out = sh(
         [
@@ -715,6 +732,8 @@ def test_stable_groups_chunk_neighbouring_components(tmp_path: Path) -> None:
         120,
     )
     groups = [
-        sorted(re.findall(r"wildcards: i=(\d)", block)) for block in out.split("Group job g")[1:]
+        sorted(re.findall(r"wildcards: site=\w, i=(\d)", block))
+        for block in out.split("Group job g")[1:]
     ]
-    assert sorted(groups) == [["1", "2"], ["3", "4"], ["5"]], out[-3000:]
+    # site a: 1-5 in twos; site b: 6-8; a's 5 is never joined with b's 6
+    assert sorted(groups) == [["1", "2"], ["3", "4"], ["5"], ["6", "7"], ["8"]], out[-3000:]

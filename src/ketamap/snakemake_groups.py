@@ -16,8 +16,9 @@ every checkpoint, here each site's fetch). Two faults follow, both seen on a rea
 
 The replacement here keeps the jobs of a running group job in it, never mutates a group job
 (a chunk is a new group job from the factory, so the same chunk is the same object), and orders
-the components (rule, then wildcards) so that a chunk holds neighbouring sessions of one site and
-forming the groups again gives the same chunks.
+the components (rule, then wildcards) so that forming the groups again gives the same chunks. A
+chunk holds sessions of one site only: a group job fails as a whole, so a chunk across sites would
+let one bad site fail another's sessions (seen on the test cluster).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def _order(group: Any) -> list[tuple[str, list[tuple[str, str]]]]:
     )
 
 
+def _sites(group: Any) -> tuple[str, ...]:
+    return tuple(sorted({str(job.wildcards_dict.get("site", "")) for job in group.jobs}))
+
+
 def update_group_components(self: Any) -> None:
     """``DAG._update_group_components`` without in-place merges and without regrouping jobs that
     are running."""
@@ -50,7 +55,13 @@ def update_group_components(self: Any) -> None:
         size = self.workflow.group_settings.group_components.get(lookup, 1)
         if size <= 1:
             continue
-        for chunk in group_into_chunks(size, sorted(found.values(), key=_order)):
+        # Chunks never span sites: a group job fails as a whole, and one bad site must not take
+        # another site's sessions down with it.
+        by_site: dict[tuple[str, ...], list[Any]] = defaultdict(list)
+        for group in sorted(found.values(), key=_order):
+            by_site[_sites(group)].append(group)
+        chunks = [c for groups in by_site.values() for c in group_into_chunks(size, groups)]
+        for chunk in chunks:
             if len(chunk) < 2:
                 continue
             jobs = frozenset().union(*(group.jobs for group in chunk))

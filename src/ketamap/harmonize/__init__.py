@@ -277,7 +277,9 @@ def run_session(
         **extra,
     )
     scatter.write_piece(output, piece)
-    log.info("site %s: session %s harmonized", site["id"], session)
+    # Not the session's name: it holds the site's own participant label, which never reaches a
+    # log's content (the log file is the session's own).
+    log.info("site %s: one session harmonized", site["id"])
 
 
 def combine(table: str, inputs: list[str], output: str | Path) -> None:
