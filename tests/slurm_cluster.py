@@ -176,7 +176,7 @@ class Cluster:
                     "ReturnToService=2",
                     # A finished job stays in squeue this long: the status command's only source
                     # without accounting (the launcher warns below 300 s).
-                    "MinJobAge=300",
+                    "MinJobAge=3600",  # finished jobs stay in squeue for the whole test module
                     "KillWait=5",
                     "InactiveLimit=0",
                     "SlurmctldTimeout=30",

@@ -527,7 +527,7 @@ def test_auto_status_command_picks_squeue_without_accounting(
     assert choose_status_command("sacct") == "sacct"
     with pytest.raises(ValueError, match="expected one of auto, sacct, squeue"):
         choose_status_command("scontrol")
-    assert min_job_age() == 300
+    assert min_job_age() == 3600
 
 
 def test_srun_shim_restores_slurm_conf(cluster: Cluster, tmp_path: Path) -> None:
