@@ -117,23 +117,28 @@ def test_kill_9_at_three_points_then_plain_make_run_resumes(pipeline: dict, tmp_
     byte-identical to an uninterrupted run, no temporary file left and `ketamap verify` clean."""
     project = _project_with_make(tmp_path / "p")
     for point in ("fetch", "harmonize", "pooled"):
-        proc = subprocess.Popen(
-            ["make", "run"],
-            cwd=project,
-            env=tool_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The run's output goes to a file, not a pipe nobody reads while waiting: a run of many
+        # jobs fills a pipe's buffer, and make would block writing to it.
+        out_file = tmp_path / f"make-run-{point}.log"
+        with out_file.open("wb") as out:
+            proc = subprocess.Popen(
+                ["make", "run"],
+                cwd=project,
+                env=tool_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 900
         while not _reached(project, point):
             assert proc.poll() is None, (
-                f"make run ended before {point}: {proc.stdout.read()[-3000:]}"
-            )  # type: ignore[union-attr]
+                f"make run ended before {point}: {out_file.read_text()[-3000:]}"
+            )
             assert time.monotonic() < deadline, point
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGKILL)
-        output = proc.communicate()[0].decode()
+        proc.wait()
+        output = out_file.read_text()
         assert proc.returncode != 0, output[-2000:]
         assert list((project / ".snakemake" / "locks").glob("*.lock")), point  # left locked
     done = run(["make", "run"], project, check=False)
