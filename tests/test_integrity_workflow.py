@@ -110,6 +110,26 @@ def _reached(project: Path, point: str) -> bool:
     return any((project / "results" / "pooled").glob("*"))
 
 
+def _wait_until_nothing_runs_in(project: Path, seconds: float = 120) -> None:
+    """After the kill: a job process that had already left the process group is still dying.
+    Wait until no process works in the project (what reading the run's output to its end did)."""
+    deadline = time.monotonic() + seconds
+    target = str(project.resolve())
+    while time.monotonic() < deadline:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.readlink(entry / "cwd") == target:
+                        alive.append(entry.name)
+                except OSError:
+                    continue
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"processes still running in {project}: {alive}")
+
+
 def test_kill_9_at_three_points_then_plain_make_run_resumes(pipeline: dict, tmp_path: Path) -> None:
     """`make run` killed with SIGKILL (its whole process group, as a power cut would) while
     fetching, while harmonizing and while pooling; each time a plain `make run` goes on with no
@@ -138,6 +158,7 @@ def test_kill_9_at_three_points_then_plain_make_run_resumes(pipeline: dict, tmp_
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        _wait_until_nothing_runs_in(project)
         output = out_file.read_text()
         assert proc.returncode != 0, output[-2000:]
         assert list((project / ".snakemake" / "locks").glob("*.lock")), point  # left locked
