@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ketamap import yamlio
 from ketamap.errors import ConfigError
 from ketamap.paths import schema_dir
 
@@ -39,7 +40,7 @@ MOVED = {
 @functools.cache
 def config_schema() -> dict[str, Any]:
     """``config.schema.yaml``, as installed with the package."""
-    schema: dict[str, Any] = yaml.safe_load(
+    schema: dict[str, Any] = yamlio.safe_load(
         (schema_dir() / "config.schema.yaml").read_text(encoding="utf-8")
     )
     return schema

@@ -11,8 +11,8 @@ import functools
 import re
 
 import numpy as np
-import yaml
 
+from ketamap import yamlio
 from ketamap.paths import schema_dir
 
 # Contract files this module reads (ketamap.codedeps adds them to the code input of the rules using it).
@@ -22,7 +22,7 @@ CONTRACTS = ("scales.yaml",)
 @functools.cache
 def load_scales() -> dict:
     """The scale declarations and links of ``schemas/scales.yaml``."""
-    return yaml.safe_load((schema_dir() / "scales.yaml").read_text())
+    return yamlio.safe_load((schema_dir() / "scales.yaml").read_text())
 
 
 def identify_scale(description: str) -> str | None:

@@ -27,9 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 
-from ketamap import integrity
+from ketamap import integrity, yamlio
 from ketamap.errors import SchemaError
 from ketamap.paths import schema_dir
 
@@ -103,7 +102,7 @@ class Table:
 def load_columns(directory: Path | None = None) -> dict[str, Column]:
     """Read every column declaration."""
     path = (directory or schema_dir()) / "columns.yaml"
-    raw = yaml.safe_load(path.read_text())["columns"]
+    raw = yamlio.safe_load(path.read_text())["columns"]
     columns = {}
     for name, spec in raw.items():
         if spec["type"] not in _TYPES:
@@ -136,7 +135,7 @@ def load_tables(directory: Path | None = None) -> dict[str, Table]:
     directory = directory or schema_dir()
     columns = load_columns(directory)
     path = directory / "tables.yaml"
-    raw = yaml.safe_load(path.read_text())["tables"]
+    raw = yamlio.safe_load(path.read_text())["tables"]
     tables = {}
     for name, spec in raw.items():
         missing = [f for f in spec["fields"] if f not in columns]
