@@ -86,6 +86,7 @@ from ketamap.harmonize.ieeg.read import (
     recording_patterns,
 )
 from ketamap.harmonize.scatter import Piece, pair_with_pieces
+from ketamap.harmonize.timecourses import combine_timecourses
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, shown_path
 from ketamap.limits import check_size, excerpt
@@ -147,28 +148,6 @@ def bipolar_pairs(names: list[str]) -> list[tuple[str, str]]:
             if n + 1 in nums:
                 pairs.append((nums[n], nums[n + 1]))
     return pairs
-
-
-def combine_timecourses(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Pool per-site ``ieeg_timecourses`` frames exactly: channel-weighted mean, pooled SEM."""
-    frames = [f for f in frames if len(f)]
-    fields = get_table("ieeg_timecourses").field_names
-    if not frames:
-        return pd.DataFrame(columns=fields)
-    df = pd.concat(frames, ignore_index=True)
-    n = df["n_channels"].astype(float)
-    sd = df["sem_z"].fillna(0.0) * np.sqrt(n)
-    df = df.assign(_n=n, _sum=n * df["mean_z"], _ss=(n - 1) * sd**2 + n * df["mean_z"] ** 2)
-    keys = ["condition", "region", "region_group", "time_s"]
-    g = df.groupby(keys, sort=True, dropna=False)[["_n", "_sum", "_ss"]].sum().reset_index()
-    mean = g["_sum"] / g["_n"]
-    ss = g["_ss"] - g["_n"] * mean**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sem = np.sqrt(np.clip(ss, 0, None) / (g["_n"] - 1) / g["_n"])
-    out = g[keys].assign(
-        mean_z=mean, sem_z=sem.where(g["_n"] > 1), n_channels=g["_n"].astype("int32")
-    )
-    return out[fields].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------
