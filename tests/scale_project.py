@@ -107,6 +107,9 @@ def ketamap_project(dest: Path, sites: list[dict], source: Path = REPO) -> Path:
     del config["demo"]
     config["sites"] = sites
     config["atlas"] = {"registry": REGISTRY, "path": "datasets/atlas", "revision": "v1"}
+    # One job per session, the most jobs the sessions can make (the default packs short ones):
+    # what planning must scale to, and what the bare workflow mirrors.
+    config["jobs"] = {"session_batch_seconds": 0}
     (dest / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     write_stamps(dest, [s["id"] for s in sites] + ["atlas"])
     return dest
@@ -177,7 +180,9 @@ def bare_snakefile(sites: list[dict]) -> tuple[str, dict[str, int]]:
         codes[f"harmonize_{h.modality}"] = code_count("ketamap.harmonize", h.module)
     codes["combine_table"] = code_count("ketamap.harmonize")
     for t in exact_present:
-        codes[f"combine_{t}"] = code_count("ketamap.harmonize", exact[t].module)
+        codes[f"combine_{t}"] = code_count(
+            "ketamap.harmonize", exact[t].exact[t].rpartition(".")[0]
+        )
     modules = sorted({ANALYSES[a].module for a in ANALYSES})
     for module in modules:
         codes["pooled_" + module.rsplit(".", 1)[-1]] = code_count("ketamap.pooled", module)
@@ -313,9 +318,9 @@ rule harmonize_{h.modality}_session:
         content=ancient("resources/raw/{{site}}.content"),
         code=CODE["harmonize_{h.modality}"],
     output:
-        piece="resources/pieces/{{site}}/{h.modality}/{{session}}.zip",
+        piece="resources/pieces/{{site}}/{h.modality}/{{batch}}.zip",
     log:
-        "logs/harmonize/{{site}}/{h.modality}/{{session}}.log",
+        "logs/harmonize/{{site}}/{h.modality}/{{batch}}.log",
     threads: 1
     resources:
         mem_mb=1000,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,18 @@ def _bytes(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, str]:
     return digests
 
 
-def _run_sessions(site: dict, raw: Path, config: dict, out: Path) -> dict[str, str]:
+# a session's estimated work: one second per MB (so a batch's seconds are its MB)
+MB_AS_SECONDS = (0.0, 1.0)
+
+
+def _run_sessions(
+    site: dict, raw: Path, config: dict, out: Path, batch_mb: float = 0
+) -> dict[str, str]:
+    """Every session job of the site (one per session by default): batch -> its piece file."""
     pieces = {}
-    for session in scatter.sessions(raw, "ieeg"):
-        pieces[session] = str(out / f"{session}.zip")
-        harmonize.run_session("ieeg", site, raw, session, pieces[session], config)
+    for batch in scatter.batches(raw, "ieeg", batch_mb, MB_AS_SECONDS):
+        pieces[batch] = str(out / f"{batch}.zip")
+        harmonize.run_session("ieeg", site, raw, batch, pieces[batch], config)
     return pieces
 
 
@@ -79,11 +87,15 @@ def test_session_jobs_and_gather_write_the_site_jobs_bytes(
         t: str(tmp_path / "whole" / f"{t}.parquet") for t in harmonize.HARMONIZERS["ieeg"].tables
     }
     harmonize.run("ieeg", site, raw, whole, config)
-    pieces = _run_sessions(site, raw, config, tmp_path / "pieces")
-    gathered = {t: str(tmp_path / "gathered" / f"{t}.parquet") for t in whole}
-    harmonize.run("ieeg", site, raw, gathered, config, pieces=pieces)
-    for t in whole:
-        assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), t
+    # one job per session, and the same sessions packed into two or three jobs
+    total_mb = sum(sum(scatter.sizes(raw, "ieeg", s)) for s in sessions) / 2**20
+    for batch_mb in (0, total_mb / 3):
+        pieces = _run_sessions(site, raw, config, tmp_path / f"pieces{batch_mb}", batch_mb)
+        assert (len(pieces) == len(sessions)) == (batch_mb == 0), pieces
+        gathered = {t: str(tmp_path / f"gathered{batch_mb}" / f"{t}.parquet") for t in whole}
+        harmonize.run("ieeg", site, raw, gathered, config, pieces=list(pieces.values()))
+        for t in whole:
+            assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), (t, batch_mb)
     assert len(schemas.read_table(gathered["ieeg_responses"], "ieeg_responses")) > 0
 
 
@@ -113,7 +125,7 @@ def test_the_gather_keeps_the_readers_order_of_unpadded_labels(
     harmonize.run("ieeg", site, raw, whole, corpus.config)
     pieces = _run_sessions(site, raw, corpus.config, tmp_path / "pieces")
     gathered = {t: str(tmp_path / "gathered" / f"{t}.parquet") for t in tables}
-    harmonize.run("ieeg", site, raw, gathered, corpus.config, pieces=pieces)
+    harmonize.run("ieeg", site, raw, gathered, corpus.config, pieces=list(pieces.values()))
     for t in tables:
         assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), t
 
@@ -130,10 +142,13 @@ def test_pieces_are_deterministic_and_lossless(tmp_path: Path) -> None:
     )
     arrays = {"times": np.linspace(-0.5, 1.5, 7), "z": np.array([np.nan, 1e-300, -2.0])}
     piece = ({"pid": "KM1", "qc": {"warnings": ""}}, {"info": frame}, arrays)
-    scatter.write_piece(tmp_path / "a.zip", piece)
-    scatter.write_piece(tmp_path / "b.zip", piece)
+    two = {"sub-1_ses-a": piece, "sub-1_ses-b": ({"pid": "KM1"}, {}, {})}
+    scatter.write_pieces(tmp_path / "a.zip", two)
+    scatter.write_pieces(tmp_path / "b.zip", two)
     assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
-    meta, frames, got = scatter.read_piece(tmp_path / "a.zip", site="s")
+    back = scatter.read_pieces(tmp_path / "a.zip", site="s")
+    assert list(back) == list(two)
+    meta, frames, got = back["sub-1_ses-a"]
     assert meta["pid"] == "KM1" and meta["version"] == scatter.PIECE_VERSION
     pd.testing.assert_frame_equal(frames["info"], frame)
     assert frames["info"]["n"].dtype == np.int32
@@ -144,19 +159,30 @@ def test_pieces_are_deterministic_and_lossless(tmp_path: Path) -> None:
 def test_an_altered_or_unreadable_piece_is_refused(tmp_path: Path) -> None:
     piece = ({"pid": "KM1"}, {}, {"t": np.arange(4.0)})
     path = tmp_path / "sub-01_ses-a.zip"
-    scatter.write_piece(path, piece)
+    scatter.write_pieces(path, {"sub-01_ses-a": piece})
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(IntegrityError) as err:
-        scatter.read_piece(path, site="site_x")
+        scatter.read_pieces(path, site="site_x")
     assert "sha256" in str(err.value) and path.name in str(err.value)
     # consistent record, but not a piece: one message, no zipfile traceback
     path.write_bytes(b"not a zip")
     integrity.record(path)
     with pytest.raises(KetamapError) as err:
-        scatter.read_piece(path, site="site_x")
+        scatter.read_pieces(path, site="site_x")
     assert "site 'site_x'" in str(err.value) and "field 'piece'" in str(err.value)
+    # a zip without session members, and one of another piece version
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("notes.txt", "x")
+    integrity.record(path)
+    with pytest.raises(KetamapError, match="no session in the piece file"):
+        scatter.read_pieces(path, site="site_x")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("sub-01_ses-a/meta.json", json.dumps({"version": 1}))
+    integrity.record(path)
+    with pytest.raises(KetamapError, match="field 'version'"):
+        scatter.read_pieces(path, site="site_x")
 
 
 def test_the_gather_refuses_a_missing_or_foreign_piece(
@@ -169,15 +195,25 @@ def test_the_gather_refuses_a_missing_or_foreign_piece(
     gone = sorted(missing)[1]
     del missing[gone]
     with pytest.raises(SiteDataError) as err:
-        harmonize.run("ieeg", site, raw, out, corpus.config, pieces=missing)
+        harmonize.run("ieeg", site, raw, out, corpus.config, pieces=list(missing.values()))
     text = str(err.value)
     assert f"site '{site['id']}'" in text and gone in text and "none" in text
     # one session's piece under another session's name: another participant or condition
     first, second = sorted(pieces)[:2]
-    swapped = {**pieces, first: pieces[second], second: pieces[first]}
+    read = {s: scatter.read_pieces(p, site=site["id"])[s] for s, p in pieces.items()}
+    scatter.write_pieces(tmp_path / "swapped.zip", {first: read[second], second: read[first]})
+    swapped = [p for s, p in pieces.items() if s not in (first, second)]
     with pytest.raises(SiteDataError) as err:
-        harmonize.run("ieeg", site, raw, out, corpus.config, pieces=swapped)
+        harmonize.run(
+            "ieeg", site, raw, out, corpus.config, pieces=[*swapped, str(tmp_path / "swapped.zip")]
+        )
     assert "participant or condition" in str(err.value)
+    # a session in two piece files (one left by other batches): named, never used twice
+    with pytest.raises(SiteDataError) as err:
+        harmonize.run(
+            "ieeg", site, raw, out, corpus.config, pieces=[*pieces.values(), pieces[first]]
+        )
+    assert first in str(err.value) and "two files" in str(err.value)
     assert not any(Path(p).exists() for p in out.values())
 
 
@@ -212,11 +248,11 @@ def test_session_listing_content_and_sizes_follow_the_fetch_manifest(
     _, raw = site_copy
     sessions = scatter.sessions(raw, "ieeg")
     first, second = sessions[:2]
-    scope = scatter.session_scope(raw, first)
+    scope = scatter.scope(raw, "ieeg", first)
     assert scope[0] == "/".join(scatter.session_folder(first)) and "participants.tsv" in scope
-    before = {s: scatter.session_content(raw, s) for s in sessions}
+    before = {s: scatter.content(raw, "ieeg", s) for s in sessions}
     assert len(set(before.values())) == len(sessions)
-    sizes = scatter.session_sizes(raw, first)
+    sizes = scatter.sizes(raw, "ieeg", first)
     sub, ses = scatter.session_folder(first)
     on_disk = [p.stat().st_size for p in (raw / sub / ses).rglob("*") if p.is_file()]
     assert sum(sizes) == sum(on_disk) + sum(p.stat().st_size for p in raw.glob("*") if p.is_file())
@@ -228,7 +264,7 @@ def test_session_listing_content_and_sizes_follow_the_fetch_manifest(
             f["md5"] = "0" * 32
             break
     Path(f"{raw}.fetch.json").write_text(json.dumps(manifest))
-    after = {s: scatter.session_content(raw, s) for s in sessions}
+    after = {s: scatter.content(raw, "ieeg", s) for s in sessions}
     assert [s for s in sessions if after[s] != before[s]] == [second]
     # before a fetch: no sessions (the gather is planned again when the fetch has finished)
     assert scatter.sessions(tmp_path / "never_fetched", "ieeg") == []
@@ -249,7 +285,7 @@ def test_ketamap_verify_checks_session_pieces(tmp_path: Path) -> None:
     from ketamap.integrity import verify_run
 
     piece = tmp_path / "resources/pieces/site_x/ieeg/sub-01_ses-a.zip"
-    scatter.write_piece(piece, ({"pid": "KM1"}, {}, {"t": np.arange(3.0)}))
+    scatter.write_pieces(piece, {"sub-01_ses-a": ({"pid": "KM1"}, {}, {"t": np.arange(3.0)})})
     (tmp_path / "results").mkdir()
     problems, counts = verify_run(tmp_path)
     assert problems == [] and counts["session pieces"] == 1
@@ -280,13 +316,100 @@ def test_session_index_from_a_manifest(tmp_path: Path) -> None:
     Path(f"{raw}.fetch.json").write_text(json.dumps(manifest))
     assert scatter.sessions(raw, "ieeg") == ["sub-10_ses-a", "sub-2_ses-a"]
     assert scatter.sessions(raw, "beh") == ["sub-10_ses-b"]
-    assert [f["path"] for f in scatter.scope_files(raw, "sub-10_ses-a")] == [
+    assert [f["path"] for f in scatter.scope_files(raw, "ieeg", "sub-10_ses-a")] == [
         "participants.tsv",
         "sub-10/ses-a/ieeg/sub-10_ses-a_ieeg.edf",
         "sub-10/ses-a/sub-10_ses-a_scans.tsv",
     ]
-    assert scatter.session_sizes(raw, "sub-10_ses-a") == [0, 20, 30]
-    before = scatter.session_content(raw, "sub-10_ses-a")
+    assert scatter.sizes(raw, "ieeg", "sub-10_ses-a") == [0, 20, 30]
+    before = scatter.content(raw, "ieeg", "sub-10_ses-a")
     manifest["files"][3]["md5"] = "f" * 32  # the scans file, outside the ieeg folder
     Path(f"{raw}.fetch.json").write_text(json.dumps(manifest) + " ")
-    assert scatter.session_content(raw, "sub-10_ses-a") != before
+    assert scatter.content(raw, "ieeg", "sub-10_ses-a") != before
+
+
+def _sized_manifest(raw: Path, sizes_mb: list[float]) -> list[str]:
+    """A fetch manifest of one recording per session with these sizes; the sessions in order."""
+    files = [{"path": "participants.tsv", "md5": "0" * 32, "bytes": 100}]
+    names = []
+    for i, mb in enumerate(sizes_mb):
+        sub = f"sub-{i:03d}"
+        names.append(f"{sub}_ses-a")
+        files.append(
+            {
+                "path": f"{sub}/ses-a/ieeg/{sub}_ses-a_ieeg.edf",
+                "md5": f"{i:032x}",
+                "bytes": int(mb * 2**20),
+            }
+        )
+    Path(f"{raw}.fetch.json").write_text(json.dumps({"files": files}))
+    return names
+
+
+def _members(raw: Path, batches: list[str]) -> list[list[str]]:
+    return [scatter.batch_sessions(raw, "ieeg", b) for b in batches]
+
+
+def test_batches_cover_every_session_once_in_order_and_by_size(tmp_path: Path) -> None:
+    raw = tmp_path / "site"
+    names = _sized_manifest(raw, [2.0] * 40)
+    # 80 MB in jobs of at least 20 MB: four jobs of ten sessions, contiguous, in folder order
+    batches = scatter.batches(raw, "ieeg", 20, MB_AS_SECONDS)
+    runs = _members(raw, batches)
+    assert [len(r) for r in runs] == [10, 10, 10, 10]
+    assert [s for r in runs for s in r] == names
+    assert batches[0] == f"{names[0]}--{names[9]}"
+    # the batch's scope is its session folders and the top-level files; its content and sizes
+    scope = scatter.scope(raw, "ieeg", batches[1])
+    assert scope == [
+        *("/".join(scatter.session_folder(s)) for s in names[10:20]),
+        "participants.tsv",
+    ]
+    assert sum(scatter.sizes(raw, "ieeg", batches[1])) == 10 * 2 * 2**20 + 100
+    # 0: one job per session; a batch larger than the site: one job; the same data, the same jobs
+    assert scatter.batches(raw, "ieeg", 0, MB_AS_SECONDS) == names
+    assert _members(raw, scatter.batches(raw, "ieeg", 1000, MB_AS_SECONDS)) == [names]
+    assert scatter.batches(raw, "ieeg", 20, MB_AS_SECONDS) == batches
+    # a large session is a job of its own, the short ones around it share
+    names = _sized_manifest(raw, [1, 1, 1, 60, 1, 1, 1, 1])
+    runs = _members(raw, scatter.batches(raw, "ieeg", 20, MB_AS_SECONDS))
+    assert [names[3]] in runs and [s for r in runs for s in r] == names
+    assert all(len(r) > 1 for r in runs if names[3] not in r)
+    # a fixed cost per session packs sessions of no size too: 40 x 0.5 s in jobs of 5 s
+    names = _sized_manifest(raw, [0.0] * 40)
+    assert [len(r) for r in _members(raw, scatter.batches(raw, "ieeg", 5, (0.5, 1.0)))] == [10] * 4
+    assert scatter.batches(raw, "ieeg", 5, MB_AS_SECONDS) == names  # no work to estimate
+    # a name whose first or last session is gone names no session (the job refuses it)
+    assert scatter.batch_sessions(raw, "ieeg", "sub-999_ses-a--sub-001_ses-a") == []
+    assert scatter.batch_sessions(raw, "ieeg", f"{names[5]}--{names[1]}") == []
+    assert scatter.content(raw, "ieeg", "sub-999_ses-a") == scatter.content(raw, "ieeg", "x") != ""
+
+
+def test_a_session_job_refuses_a_batch_the_manifest_does_not_hold(
+    site_copy, corpus: Consortium, tmp_path: Path
+) -> None:
+    site, raw = site_copy
+    with pytest.raises(SiteDataError) as err:
+        harmonize.run_session(
+            "ieeg", site, raw, "sub-nobody_ses-a", str(tmp_path / "p.zip"), corpus.config
+        )
+    text = str(err.value)
+    assert f"site '{site['id']}'" in text and "fetch.json" in text and "sub-nobody" in text
+    assert not (tmp_path / "p.zip").exists()
+
+
+def test_a_gather_removes_the_piece_files_of_earlier_batches(tmp_path: Path) -> None:
+    folder = tmp_path / "resources/pieces/site_x/ieeg"
+    piece = ({"pid": "KM1"}, {}, {})
+    for name in ("sub-1_ses-a", "sub-1_ses-b", "sub-1_ses-a--sub-1_ses-b"):
+        scatter.write_pieces(folder / f"{name}.zip", {"sub-1_ses-a": piece})
+    (folder / "notes.zip").write_text("not a piece: never touched")
+    kept = [str(folder / "sub-1_ses-a.zip"), str(folder / "sub-1_ses-b.zip")]
+    assert scatter.remove_stale_pieces(kept) == ["sub-1_ses-a--sub-1_ses-b.zip"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "notes.zip",
+        "sub-1_ses-a.zip",
+        "sub-1_ses-a.zip.sha256",
+        "sub-1_ses-b.zip",
+        "sub-1_ses-b.zip.sha256",
+    ]

@@ -37,11 +37,18 @@ def pet_copy(corpus: Consortium, tmp_path: Path, request) -> tuple[dict, Path, P
     return site, raw, atlas
 
 
-def _run_sessions(site: dict, raw: Path, atlas: Path, config: dict, out: Path) -> dict[str, str]:
+# a session's estimated work: one second per MB (so a batch's seconds are its MB)
+MB_AS_SECONDS = (0.0, 1.0)
+
+
+def _run_sessions(
+    site: dict, raw: Path, atlas: Path, config: dict, out: Path, batch_mb: float = 0
+) -> dict[str, str]:
+    """Every session job of the site (one per session by default): batch -> its piece file."""
     pieces = {}
-    for session in scatter.sessions(raw, "pet"):
-        pieces[session] = str(out / f"{session}.zip")
-        harmonize.run_session("pet", site, raw, session, pieces[session], config, atlas=atlas)
+    for batch in scatter.batches(raw, "pet", batch_mb, MB_AS_SECONDS):
+        pieces[batch] = str(out / f"{batch}.zip")
+        harmonize.run_session("pet", site, raw, batch, pieces[batch], config, atlas=atlas)
     return pieces
 
 
@@ -62,16 +69,21 @@ def test_pet_session_jobs_and_gather_write_the_site_jobs_bytes(
 
     whole = _outputs(tmp_path / "whole")
     harmonize.run("pet", site, raw, whole, config, atlas=atlas)
-    pieces = _run_sessions(site, raw, atlas, config, tmp_path / "pieces")
-    gathered = _outputs(tmp_path / "gathered")
-    harmonize.run("pet", site, raw, gathered, config, atlas=atlas, pieces=pieces)
-    for t in TABLES:
-        assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), t
+    # one job per session, and the sessions packed into two or three jobs
+    total_mb = sum(sum(scatter.sizes(raw, "pet", s)) for s in sessions) / 2**20
+    for batch_mb in (0, total_mb / 3):
+        pieces = _run_sessions(site, raw, atlas, config, tmp_path / f"p{batch_mb}", batch_mb)
+        assert (len(pieces) == len(sessions)) == (batch_mb == 0), pieces
+        gathered = _outputs(tmp_path / f"gathered{batch_mb}")
+        harmonize.run("pet", site, raw, gathered, config, atlas=atlas, pieces=[*pieces.values()])
+        for t in TABLES:
+            assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), (t, batch_mb)
     scans = schemas.read_table(gathered["pet_sessions"], "pet_sessions")
     assert len(scans) == len(sessions)  # one scan per session folder here
     assert len(schemas.read_table(gathered["pet_regional"], "pet_regional")) > len(scans)
     # the pieces are deterministic: a session job run again writes the same bytes
-    first = sessions[0]
+    first = next(iter(pieces))
+    assert "--" in first  # a job of several sessions
     digest = hashlib.sha256(Path(pieces[first]).read_bytes()).hexdigest()
     again = tmp_path / "again.zip"
     harmonize.run_session("pet", site, raw, first, str(again), config, atlas=atlas)
@@ -100,7 +112,7 @@ def test_the_pet_gather_keeps_the_readers_order_of_unpadded_labels(
     harmonize.run("pet", site, raw, whole, corpus.config, atlas=atlas)
     pieces = _run_sessions(site, raw, atlas, corpus.config, tmp_path / "pieces")
     gathered = _outputs(tmp_path / "gathered")
-    harmonize.run("pet", site, raw, gathered, corpus.config, atlas=atlas, pieces=pieces)
+    harmonize.run("pet", site, raw, gathered, corpus.config, atlas=atlas, pieces=[*pieces.values()])
     for t in TABLES:
         assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), t
 
@@ -114,8 +126,14 @@ def test_the_pet_gather_refuses_a_missing_or_foreign_piece(
     out = _outputs(tmp_path / "t")
 
     def gather(made: dict[str, str]) -> str:
+        """The gather of these pieces, each relabelled as the session its key names."""
+        files = []
+        for label, path in made.items():
+            (piece,) = scatter.read_pieces(path, site=site["id"]).values()
+            files.append(tmp_path / f"relabelled{len(list(tmp_path.glob('relab*')))}.zip")
+            scatter.write_pieces(files[-1], {label: piece})
         with pytest.raises(SiteDataError) as err:
-            harmonize.run("pet", site, raw, out, config, atlas=atlas, pieces=made)
+            harmonize.run("pet", site, raw, out, config, atlas=atlas, pieces=files)
         return str(err.value)
 
     # a session without its piece: named by site, file (the scan) and what is expected
@@ -156,7 +174,13 @@ def test_the_pet_gather_keeps_the_site_level_checks(
     pieces = _run_sessions(site, raw, atlas, config, tmp_path / "pieces")
     with pytest.raises(SiteDataError) as err:
         harmonize.run(
-            "pet", site, raw, _outputs(tmp_path / "t"), config, atlas=atlas, pieces=pieces
+            "pet",
+            site,
+            raw,
+            _outputs(tmp_path / "t"),
+            config,
+            atlas=atlas,
+            pieces=[*pieces.values()],
         )
     text = str(err.value)
     assert f"site '{site['id']}'" in text and second in text
@@ -213,9 +237,13 @@ def test_a_pet_session_jobs_memory_follows_its_largest_image(
     (tmp_path / "resources").mkdir()
     (tmp_path / "resources/raw").symlink_to(raw.parent)  # the workflow's layout
     monkeypatch.chdir(tmp_path)
-    mem = session_mem_mb(**h.session_memory)
-    for session in scatter.sessions(raw, "pet")[:2]:
-        sub, ses = scatter.session_folder(session)
-        largest = max(p.stat().st_size for p in (raw / sub / ses).rglob("*.nii*"))
-        wildcards = type("W", (), {"site": raw.name, "session": session})
+    mem = session_mem_mb(h.sessions, **h.session_memory)
+    sessions = scatter.sessions(raw, "pet")
+    for batch in [*sessions[:2], f"{sessions[0]}--{sessions[-1]}"]:
+        largest = max(
+            p.stat().st_size
+            for s in scatter.batch_sessions(raw, "pet", batch)
+            for p in (raw / "/".join(scatter.session_folder(s))).rglob("*.nii*")
+        )
+        wildcards = type("W", (), {"site": raw.name, "batch": batch})
         assert mem(wildcards, None) == math.ceil(1000 + 2 * largest / 2**20)

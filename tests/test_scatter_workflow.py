@@ -1,6 +1,7 @@
-"""Many short recordings through per-session jobs, end to end (config/scenarios/ieeg_many_short.yaml):
-one harmonize_ieeg_session job per session, one gather per site, tables byte-identical to one job
-reading the whole site, and a release that changes one session reruns that session alone."""
+"""Many short recordings through session jobs, end to end (config/scenarios/ieeg_many_short.yaml):
+short sessions packed into few harmonize_ieeg_session jobs by default, one job per session with
+``jobs.session_batch_seconds: 0``, one gather per site, tables byte-identical to one job reading
+the whole site whatever the jobs, and a release that changes one session reruns its job alone."""
 
 from __future__ import annotations
 
@@ -58,7 +59,23 @@ def _drop_last_puff(sites: Path, session: str) -> None:
     events.write_text("\n".join(lines[:-1]) + "\n")
 
 
-def test_many_short_recordings_run_per_session_and_a_release_reruns_one_session(
+def _release(sites: Path, registry: Path, remote: str, project: Path, tag: str, **jobs) -> None:
+    """A new release of the site pinned in the project's config (and the config's ``jobs``)."""
+    build_registry(sites, registry, remote, tag)
+    config = yaml.safe_load((project / "config/config.yaml").read_text())
+    for entry in config["sites"]:
+        entry["revision"] = tag
+    config["jobs"] = jobs
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _assert_whole_site_bytes(project: Path, out: Path) -> None:
+    site_tables = project / "results/sites" / SITE
+    for table, data in _whole_site_bytes(project, out).items():
+        assert (site_tables / f"{table}.parquet").read_bytes() == data, table
+
+
+def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one_session(
     tmp_path: Path,
 ) -> None:
     sites = tmp_path / "sites"
@@ -72,34 +89,38 @@ def test_many_short_recordings_run_per_session_and_a_release_reruns_one_session(
             entry["registry"], entry["revision"] = str(registry), "v1"
 
     project = make_project(tmp_path / "p", scenario=SCENARIO, config_edit=real_registry)
+    pieces = project / "resources/pieces" / SITE / "ieeg"
+    # The default: 24 short recordings (a few MB) are far less than one job's worth of work, so
+    # they are packed into one session job.
     log = _snakemake(project)
     raw = project / "resources/raw" / SITE
     sessions = scatter.sessions(raw, "ieeg")
     assert len(sessions) == 24
     ran = _ran(log, "harmonize_ieeg_session")
-    assert sorted(w["session"] for w in ran) == sessions, ran
+    assert [w["batch"] for w in ran] == [f"{sessions[0]}--{sessions[-1]}"], ran
     assert [w["site"] for w in _ran(log, "harmonize_ieeg")] == [SITE]
-    assert len(list((project / "resources/pieces" / SITE / "ieeg").glob("*.zip"))) == 24
-    site_tables = project / "results/sites" / SITE
-    whole = _whole_site_bytes(project, tmp_path / "whole1")
-    for table, data in whole.items():
-        assert (site_tables / f"{table}.parquet").read_bytes() == data, table
+    assert [p.name for p in pieces.glob("*.zip")] == [f"{ran[0]['batch']}.zip"]
+    _assert_whole_site_bytes(project, tmp_path / "whole1")
     assert (project / "results/pooled/ieeg.slow_phase_duration.parquet").is_file()
 
-    # A new release that changes one session (its last puff dropped): only that session's job
-    # and the site's gather run again, and the tables are again the whole-site job's bytes.
+    # One job per session (jobs.session_batch_seconds 0), and a new release that changes one
+    # session (its last puff dropped): 24 session jobs, then the whole-site job's bytes again.
     changed = sessions[5]
     _drop_last_puff(sites, changed)
-    build_registry(sites, registry, remote, "v2")
-    config = yaml.safe_load((project / "config/config.yaml").read_text())
-    for entry in config["sites"]:
-        entry["revision"] = "v2"
-    (project / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    before = (site_tables / "ieeg_responses.parquet").read_bytes()
+    _release(sites, registry, remote, project, "v2", session_batch_seconds=0)
+    before = (project / "results/sites" / SITE / "ieeg_responses.parquet").read_bytes()
     log = _snakemake(project)
-    assert [w["session"] for w in _ran(log, "harmonize_ieeg_session")] == [changed], log[-3000:]
+    assert sorted(w["batch"] for w in _ran(log, "harmonize_ieeg_session")) == sessions
+    assert sorted(p.stem for p in pieces.glob("*.zip")) == sorted(sessions)
+    _assert_whole_site_bytes(project, tmp_path / "whole2")
+    after = (project / "results/sites" / SITE / "ieeg_responses.parquet").read_bytes()
+    assert after != before
+
+    # Another release changing one session: only that session's job and the site's gather run.
+    changed = sessions[9]
+    _drop_last_puff(sites, changed)
+    _release(sites, registry, remote, project, "v3", session_batch_seconds=0)
+    log = _snakemake(project)
+    assert [w["batch"] for w in _ran(log, "harmonize_ieeg_session")] == [changed], log[-3000:]
     assert len(_ran(log, "harmonize_ieeg")) == 1 and len(_ran(log, "fetch")) == 1
-    whole = _whole_site_bytes(project, tmp_path / "whole2")
-    for table, data in whole.items():
-        assert (site_tables / f"{table}.parquet").read_bytes() == data, table
-    assert (site_tables / "ieeg_responses.parquet").read_bytes() != before
+    _assert_whole_site_bytes(project, tmp_path / "whole3")

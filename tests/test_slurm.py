@@ -48,7 +48,8 @@ from slurm_cluster import Cluster, SlurmUnavailableError, start_cluster
 pytestmark = pytest.mark.e2e
 
 SCENARIO = "config/scenarios/small.yaml"
-# Two iEEG sites x 6 short sessions: 12 harmonize_ieeg_session jobs of seconds each.
+# Two iEEG sites x 6 short sessions: 12 harmonize_ieeg_session jobs of seconds each when every
+# session is a job of its own (jobs.session_batch_seconds: 0).
 SESSIONS_SCENARIO = "config/scenarios/ieeg_small.yaml"
 PROFILE = REPO / "workflow/profiles/slurm"
 # Every SLURM job of a run is named <prefix>_<run uuid>; the launcher prints the prefix.
@@ -259,15 +260,16 @@ def test_small_scenario_through_slurm_matches_the_local_run(
         r"has been submitted with SLURM jobid (\d+) \(log: \S+/slurm_logs/(\w+)/", out
     )
     submitted = [job_id for job_id, _ in found]
-    # Every job but the `all` target: 24 jobs alone, and the PET session jobs (one per scan) in
-    # groups of the launcher's SLURM_GROUP_SESSIONS (a session left alone is submitted alone),
-    # each session job run exactly once.
+    # Every job but the `all` target: 24 jobs alone, and the PET session jobs (the small
+    # scenario's short scans packed into one per site) alone or in groups of the launcher's
+    # SLURM_GROUP_SESSIONS, never spanning sites; each session job run exactly once.
     groups = [job_id for job_id, kind in found if kind.startswith(f"group_{SESSION_GROUP}")]
     alone = [kind for _, kind in found if kind == "rule_harmonize_pet_session"]
-    sessions = list((lab / "resources/pieces").glob("*/pet/*.zip"))
-    assert groups and len(submitted) == 24 + len(groups) + len(alone), out[-3000:]
+    batches = list((lab / "resources/pieces").glob("*/pet/*.zip"))
+    assert len(batches) == 3, batches  # one per PET site
+    assert len(submitted) == 24 + len(groups) + len(alone), out[-3000:]
     finished = re.findall(r"Finished jobid: \d+ \(Rule: harmonize_pet_session\)", out)
-    assert len(finished) == len(sessions) > len(groups) + len(alone), out[-3000:]
+    assert len(finished) == len(batches) >= len(groups) + len(alone), out[-3000:]
     assert "slurm_partition=main" in out  # SLURM_PARTITION reached every job's resources
     # slurmctld ran them under the run's name, and every one of them completed.
     jobs = {job_id: state for job_id, _, state in run_jobs(cluster, prefix.group(1))}
@@ -288,12 +290,17 @@ def test_small_scenario_through_slurm_matches_the_local_run(
 
 
 def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path) -> None:
-    """ieeg_small through `make run EXECUTOR=slurm` (fresh shell, default SLURM_GROUP_SESSIONS):
-    its 12 one-second session jobs go to SLURM in groups of at most 8, each group asking for no
-    more CPUs than the node has; every session job runs exactly once; every other job is
-    submitted alone; the outputs are byte-identical to `make run` (local) in another clone."""
+    """ieeg_small through `make run EXECUTOR=slurm` (fresh shell, default SLURM_GROUP_SESSIONS)
+    with one job per session (``jobs.session_batch_seconds: 0`` in config.yaml): its 12
+    one-second session jobs go to SLURM in groups of at most 8, each group asking for no more
+    CPUs than the node has; every session job runs exactly once; every other job is submitted
+    alone; the outputs are byte-identical to `make run` (local, the default batches: one session
+    job per site) in another clone."""
     project = clone_of(lab, lab.parent / "sessions-slurm")
     borrow_venv(project, lab)
+    config = yaml.safe_load((project / "config/config.yaml").read_text())
+    config["jobs"] = {"session_batch_seconds": 0}
+    (project / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = fresh_shell(cluster, SLURM_PARTITION="main")
     started = time.monotonic()
     out = sh(["make", "run", "EXECUTOR=slurm", f"SCENARIO={SESSIONS_SCENARIO}"], project, env, 1500)
@@ -344,8 +351,8 @@ def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path)
 
 def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> None:
     """Snakemake evaluates each job's mem_mb and runtime from its real input: a PET session whose
-    image is 800 MB gets more memory and time than another site's session (one job per session:
-    its resources follow the session's own files, as the fetch manifest lists them).
+    image is 800 MB gets more memory and time than another site's session (a session job's
+    resources follow its own sessions' files, as the fetch manifest lists them).
 
     The big image is made part of what was fetched (its md5 in the fetch manifest): a file merely
     dropped into fetched data is drift, and would plan a refetch instead (issue 12)."""
@@ -392,7 +399,7 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
     assert "fetch:" not in out, out[-3000:]  # consistent fetched data: nothing to fetch again
     planned = {}
     for job in re.finditer(r"^rule harmonize_pet_session:\n((?:    .*\n?)*)", out, re.M):
-        where = re.search(r"wildcards: site=(\w+), session=([\w-]+)", job.group(1))
+        where = re.search(r"wildcards: site=(\w+), batch=([\w-]+)", job.group(1))
         res = re.search(r"resources: .*?mem_mb=(\d+).*?runtime=(\d+)", job.group(1))
         assert where and res, job.group(0)
         planned[where.groups()] = (int(res.group(1)), int(res.group(2)))

@@ -23,6 +23,7 @@ import yaml
 from conftest import REPO
 from ketamap import schemas, synth
 from ketamap.demo import apply_analysis_options
+from ketamap.harmonize import scatter
 from ketamap.ids import pseudonymize
 from ketamap.recovery import compare
 from ketamap.synth.ieeg_signal import slow_half_power_width
@@ -693,7 +694,12 @@ def test_ieeg_pipeline_recovers_the_ketamine_effect_and_leaks_no_canary(tmp_path
     canaries = json.loads(truth_path.read_text())["canaries"]
     assert canaries
     pieces = list((project / "resources/pieces").rglob("*.zip"))
-    assert len(pieces) == 12  # 2 sites x 3 patients x 2 sessions
+    sessions = [
+        (path.parent.parent.name, session)
+        for path in pieces
+        for session in scatter.read_pieces(path, site=path.parent.parent.name)
+    ]
+    assert len(sessions) == len(set(sessions)) == 12  # 2 sites x 3 patients x 2 sessions
     for path in [*(project / "results").rglob("*"), *(project / "logs").rglob("*"), *pieces]:
         if path.is_file():
             blob = path.read_bytes()
@@ -914,13 +920,19 @@ def _consumers(config: dict, path: tuple, project: Path) -> set[tuple[str, str]]
 
     def harmonize_jobs(h, site: str) -> set[tuple[str, str]]:
         # A modality harmonized per session (Harmonizer.sessions: PET, iEEG) has the site entry
-        # and its options in the params of its session jobs, one per session the fetch listed;
-        # the dry run gives its gather's reason as their pieces, which it reads, not as params.
+        # and its options in the params of its session jobs, batches of the sessions the fetch
+        # listed; the dry run gives its gather's reason as their pieces, which it reads, not as
+        # params.
         if h.sessions:
-            found = scatter.sessions(project / "resources/raw" / site, h.sessions)
+            found = scatter.batches(
+                project / "resources/raw" / site,
+                h.sessions,
+                config["jobs"]["session_batch_seconds"],
+                h.session_cost,
+            )
             return {
-                (f"harmonize_{h.modality}_session", f"site={site}, session={session}")
-                for session in found
+                (f"harmonize_{h.modality}_session", f"site={site}, batch={batch}")
+                for batch in found
             }
         return {(f"harmonize_{h.modality}", f"site={site}")}
 

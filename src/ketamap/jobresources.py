@@ -91,18 +91,21 @@ def scaled_runtime(floor: float, per_gb: float, files: Iterable[str] | None = No
     return minutes
 
 
-def _session_sizes(wildcards: Any) -> list[int]:
-    from ketamap.harmonize.scatter import session_sizes
+def _batch_sizes(datatype: str, wildcards: Any) -> list[int]:
+    from ketamap.harmonize.scatter import sizes
 
-    return session_sizes(f"resources/raw/{wildcards.site}", wildcards.session)
+    return sizes(f"resources/raw/{wildcards.site}", datatype, wildcards.batch)
 
 
-def session_mem_mb(floor: float, per_mb: float = 0.0, per_largest_mb: float = 0.0) -> Resource:
-    """mem_mb callable of a session job: as :func:`scaled_mem_mb`, over the files of the session
-    (and the site's top-level files) as the fetch manifest lists them, not the whole site."""
+def session_mem_mb(
+    datatype: str, floor: float, per_mb: float = 0.0, per_largest_mb: float = 0.0
+) -> Resource:
+    """mem_mb callable of a session job: as :func:`scaled_mem_mb`, over the files of its sessions
+    (and the site's top-level files) as the fetch manifest lists them, not the whole site (its
+    sessions are read one after the other: the largest file sets ``per_largest_mb``'s share)."""
 
     def mem(wildcards: Any, input: Any) -> int:
-        sizes = _session_sizes(wildcards)
+        sizes = _batch_sizes(datatype, wildcards)
         return math.ceil(
             floor + (per_mb * sum(sizes) + per_largest_mb * max(sizes, default=0)) / 2**20
         )
@@ -110,10 +113,10 @@ def session_mem_mb(floor: float, per_mb: float = 0.0, per_largest_mb: float = 0.
     return mem
 
 
-def session_runtime(floor: float, per_gb: float) -> Resource:
-    """runtime callable (minutes) of a session job, from the size of the session's files."""
+def session_runtime(datatype: str, floor: float, per_gb: float) -> Resource:
+    """runtime callable (minutes) of a session job, from the size of its sessions' files."""
 
     def minutes(wildcards: Any, input: Any) -> int:
-        return math.ceil(floor + per_gb * sum(_session_sizes(wildcards)) / 2**30)
+        return math.ceil(floor + per_gb * sum(_batch_sizes(datatype, wildcards)) / 2**30)
 
     return minutes

@@ -23,8 +23,9 @@ cannot decide or do:
   modalities of :data:`ketamap.harmonize.HARMONIZERS` harmonized per session) is put in the
   Snakemake group ``sessions`` (``--groups``), and ``--group-components sessions=N`` makes one
   SLURM job of up to N session jobs (``--group-sessions``, default ``SLURM_GROUP_SESSIONS`` or
-  8; 1 submits each session job alone). A session job computes for seconds, while each SLURM job
-  costs a submission, a queue wait and two Snakemake start-ups;
+  8; 1 submits each session job alone). A session job computes for seconds when each session is
+  a job (``jobs.session_batch_seconds: 0``), while each SLURM job costs a submission, a queue wait
+  and two Snakemake start-ups;
 - **the CPUs of one node** (``--cores``): the fewest CPUs of a node of the partition, from
   ``sinfo``. With a cluster executor ``--cores`` does not limit how many jobs run at once; it is the
   width a group job must fit in (Snakemake runs the group's jobs in layers of at most that many

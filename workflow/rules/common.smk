@@ -24,7 +24,7 @@ from ketamap.jobresources import (
     session_mem_mb,
     session_runtime,
 )
-from ketamap.harmonize.scatter import SESSION_ID, sessions
+from ketamap.harmonize.scatter import BATCH_ID
 from ketamap.harmonize import scatter
 from ketamap.report import analysis_category, run_labels
 from ketamap.pooled import (
@@ -157,24 +157,30 @@ def fetched_content(*datasets):
 
 
 def session_pieces(h):
-    """Input of a per-session modality's gather: the piece of every session the site's fetch
-    manifest lists ([] before the fetch; planned again when it has finished)."""
+    """Input of a per-session modality's gather: the piece file of every session job (batch) of
+    the site's sessions its fetch manifest lists ([] before the fetch; planned again when it has
+    finished)."""
     if not h.sessions:
         return []
+    seconds = config["jobs"]["session_batch_seconds"]
 
     def pieces(wildcards):
-        found = sessions(f"resources/raw/{wildcards.site}", h.sessions)
+        found = scatter.batches(
+            f"resources/raw/{wildcards.site}", h.sessions, seconds, h.session_cost
+        )
         return [
-            f"resources/pieces/{wildcards.site}/{h.modality}/{s}.zip" for s in found
+            f"resources/pieces/{wildcards.site}/{h.modality}/{b}.zip" for b in found
         ]
 
     return pieces
 
 
-def session_content(wildcards):
-    """Param of a session job: the md5 listing of the session's fetched files (and the site's
+def session_content(h):
+    """Param of a session job: the md5 listing of its sessions' fetched files (and the site's
     top-level files), so only a change there reruns it."""
-    return scatter.session_content(f"resources/raw/{wildcards.site}", wildcards.session)
+    return lambda wildcards: scatter.content(
+        f"resources/raw/{wildcards.site}", h.sessions, wildcards.batch
+    )
 
 
 def atlas_entry(wildcards):

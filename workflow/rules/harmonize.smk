@@ -1,12 +1,13 @@
 # Harmonization: one rule per modality of ketamap.harmonize.HARMONIZERS (harmonize_<modality>),
 # each site's data -> its per-site tables; then one consortium table per table.
 #
-# A modality harmonized per session (Harmonizer.sessions) gets one job per session folder first
-# (harmonize_<modality>_session, ketamap.harmonize.scatter): each reads and verifies its session
-# only and writes a piece; harmonize_<modality> is then the site's gather. Which sessions a site
-# has is read from its fetch manifest; before the fetch the gather is planned without them, and
-# Snakemake plans them when the fetch (a checkpoint) has finished. A session job's param is the
-# md5 listing of its own files: a release changing one session reruns that session and the gather.
+# A modality harmonized per session (Harmonizer.sessions) gets session jobs first
+# (harmonize_<modality>_session, ketamap.harmonize.scatter): each reads and verifies its sessions
+# only (a batch of one or more session folders, sized by jobs.session_batch_seconds) and writes
+# their pieces; harmonize_<modality> is then the site's gather. Which sessions a site has is read
+# from its fetch manifest; before the fetch the gather is planned without them, and Snakemake
+# plans them when the fetch (a checkpoint) has finished. A session job's param is the md5 listing
+# of its own files: a release changing one session reruns that session's job and the gather.
 # A modality reading the shared atlas (Harmonizer.atlas, PET) gets it in its session jobs too.
 for h in HARMONIZERS.values():
     if h.sessions:
@@ -27,20 +28,20 @@ for h in HARMONIZERS.values():
                 content=ancient("resources/raw/{site}.content"),
                 code=step_code("ketamap.harmonize", h.module),
             output:
-                piece=f"resources/pieces/{{site}}/{h.modality}/{{session}}.zip",
+                piece=f"resources/pieces/{{site}}/{h.modality}/{{batch}}.zip",
             log:
-                f"logs/harmonize/{{site}}/{h.modality}/{{session}}.log",
+                f"logs/harmonize/{{site}}/{h.modality}/{{batch}}.log",
             wildcard_constraints:
-                session=SESSION_ID,
+                batch=BATCH_ID,
             threads: 1
             resources:
-                mem_mb=session_mem_mb(**h.session_memory),
-                runtime=session_runtime(**h.session_runtime),
+                mem_mb=session_mem_mb(h.sessions, **h.session_memory),
+                runtime=session_runtime(h.sessions, **h.session_runtime),
             params:
                 # an atlas release with other bytes reruns every session job that reads it
                 **({"atlas": fetched_content("atlas")} if h.atlas else {}),
                 modality=h.modality,
-                content=session_content,
+                content=session_content(h),
                 site=reader_config,
                 config=harmonize_config(h.options),
                 key=key_fingerprint(config),
@@ -118,7 +119,7 @@ for table, h in exact_tables().items():
                     site=TABLE_SITES[table],
                     table=table,
                 ),
-                code=step_code("ketamap.harmonize", h.module),
+                code=step_code("ketamap.harmonize", h.exact[table].rpartition(".")[0]),
             output:
                 table_path(table),
             log:

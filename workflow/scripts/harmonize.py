@@ -1,8 +1,6 @@
 # Every harmonize job: one site's data -> its per-site tables, by its modality's step.
-from pathlib import Path
-
 from ketamap.adapter import run_step
-from ketamap.harmonize import run, with_pin
+from ketamap.harmonize import run, scatter, with_pin
 
 run_step(
     snakemake,  # noqa: F821
@@ -13,10 +11,9 @@ run_step(
     atlas=snakemake.input.get("atlas"),  # noqa: F821
     outputs=dict(snakemake.output.items()),  # noqa: F821
     config=snakemake.params.config,  # noqa: F821
-    # a gather: session id -> piece (pieces are named <session>.zip)
-    pieces=(
-        {Path(p).stem: p for p in snakemake.input.pieces}  # noqa: F821
-        if snakemake.params.sessions  # noqa: F821
-        else None
-    ),
+    # a gather: the piece files of the site's session jobs
+    pieces=list(snakemake.input.pieces) if snakemake.params.sessions else None,  # noqa: F821
 )
+if snakemake.params.sessions:  # noqa: F821
+    # piece files of earlier batches of this site, which this gather did not read
+    scatter.remove_stale_pieces(list(snakemake.input.pieces))  # noqa: F821

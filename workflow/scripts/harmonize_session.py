@@ -1,4 +1,4 @@
-# Every session job: one session folder of a site -> one piece, gathered by the site's harmonize job.
+# Every session job: a batch of session folders of a site -> their pieces, gathered by the site's harmonize job.
 from ketamap.adapter import run_step
 from ketamap.harmonize import run_session, with_pin
 
@@ -9,7 +9,7 @@ run_step(
     site=with_pin(snakemake.params.site, snakemake.config),  # noqa: F821
     raw=snakemake.input.raw,  # noqa: F821
     atlas=snakemake.input.get("atlas"),  # noqa: F821
-    session=snakemake.wildcards.session,  # noqa: F821
+    batch=snakemake.wildcards.batch,  # noqa: F821
     output=snakemake.output.piece,  # noqa: F821
     config=snakemake.params.config,  # noqa: F821
 )

@@ -52,8 +52,8 @@ class Harmonizer:
     """One modality's harmonization: which sites, which module, which per-site tables.
 
     ``options``: the config section its reader reads besides the site entry (None: only the
-    site entry). ``exact``: per-site tables pooled by a function of the module (named here)
-    instead of concatenation. ``memory``/``runtime``: arguments of
+    site entry). ``exact``: per-site tables pooled by a function (its dotted path, in a module
+    light enough for the combine job) instead of concatenation. ``memory``/``runtime``: arguments of
     :func:`ketamap.jobresources.scaled_mem_mb` / ``scaled_runtime`` for its jobs.
 
     ``sessions``: the BIDS datatype folder (e.g. ``ieeg``) whose sessions are harmonized one job
@@ -61,7 +61,10 @@ class Harmonizer:
     ``atlas``, also ``atlas=<atlas folder>``), then gathered per site by its
     ``step(..., pieces={session: piece})`` (see :mod:`ketamap.harmonize.scatter`); None: one job
     per site. ``session_memory`` / ``session_runtime``: the session jobs' resources, from the size
-    of the session's files.
+    of their sessions' files. ``session_cost``: (seconds, MB per second), one core's work on a
+    session estimated as those seconds plus its files' MB at that rate, measured in one process
+    (no start-up); with the config's ``jobs.session_batch_seconds`` it sizes the session jobs
+    (:func:`scatter.batches`).
     """
 
     modality: str
@@ -76,7 +79,16 @@ class Harmonizer:
     sessions: str | None = None
     session_memory: dict[str, Any] = field(default_factory=dict)
     session_runtime: dict[str, Any] = field(default_factory=dict)
+    session_cost: tuple[float, float] = (0.0, 1.0)
 
+
+# One core's work on a session, (seconds, MB per second): fitted to one process harmonizing each
+# site's sessions of the default scenario on a 2-vCPU machine (PET: 117 sessions, 115 MB in 11 s;
+# iEEG: 16 recordings, 224 MB in 30 s, EDF faster than BrainVision; benchmarks/ieeg_sessions.py's
+# 16 MB EDF recordings take 1.3 s each), rounded up. They only size the session jobs (a machine
+# twice as fast gets jobs of half the seconds), never what a table holds.
+IEEG_SESSION_COST = (0.2, 10.0)
+PET_SESSION_COST = (0.06, 40.0)
 
 HARMONIZERS: dict[str, Harmonizer] = {
     h.modality: h
@@ -103,6 +115,7 @@ HARMONIZERS: dict[str, Harmonizer] = {
             # a session job streams its scans' frames: about 2x the largest NIfTI
             session_memory={"floor": 1000, "per_largest_mb": 2},
             session_runtime={"floor": 10, "per_gb": 10},
+            session_cost=PET_SESSION_COST,
         ),
         Harmonizer(
             "ieeg",
@@ -110,13 +123,14 @@ HARMONIZERS: dict[str, Harmonizer] = {
             ("ieeg_channels", "ieeg_responses", "ieeg_timecourses", "ieeg_synchrony"),
             sites="ieeg",
             options="ieeg",
-            exact={"ieeg_timecourses": "combine_timecourses"},
+            exact={"ieeg_timecourses": "ketamap.harmonize.timecourses.combine_timecourses"},
             # the gather reads participants.tsv, the folders and the pieces
             memory={"floor": 1000, "per_mb": 5, "files": ["*.tsv"]},
             runtime={"floor": 10, "per_gb": 10, "files": ["*.tsv"]},
             sessions="ieeg",
             session_memory={"floor": 1000, "per_largest_mb": 25},
             session_runtime={"floor": 10, "per_gb": 30},
+            session_cost=IEEG_SESSION_COST,
         ),
         Harmonizer(
             "behaviour",
@@ -198,14 +212,14 @@ def run(
     outputs: dict[str, str],
     config: dict[str, Any],
     atlas: str | Path | None = None,
-    pieces: dict[str, str] | None = None,
+    pieces: list[str] | None = None,
 ) -> None:
     """Harmonize one site with its modality's step and write each table to ``outputs[table]``.
 
     The fetched data is verified first (every file's md5 against the fetch manifest, the pinned
     revision, no file added or removed, no symlink): altered bytes are never read. A gather
-    (``pieces``: session id -> piece file) verifies the site's top-level files; its session jobs
-    verified their sessions."""
+    (``pieces``: the piece files of the site's session jobs) verifies the site's top-level files;
+    its session jobs verified their sessions."""
     from ketamap import integrity, schemas
     from ketamap.errors import SchemaError
     from ketamap.harmonize import scatter
@@ -222,7 +236,7 @@ def run(
     module = importlib.import_module(h.module)
     extra = {}
     if pieces is not None:
-        extra["pieces"] = {s: scatter.read_piece(p, site=site["id"]) for s, p in pieces.items()}
+        extra["pieces"] = scatter.read_all_pieces(pieces, site=site["id"])
     tables = module.step(
         site,
         Path(raw),
@@ -250,36 +264,41 @@ def run_session(
     modality: str,
     site: dict[str, Any],
     raw: str | Path,
-    session: str,
+    batch: str,
     output: str,
     config: dict[str, Any],
     atlas: str | Path | None = None,
 ) -> None:
-    """One session job: verify the session's fetched files (and the site's top-level files, and
-    the atlas files it reads), harmonize that session with its modality's ``session_step`` and
-    write the piece."""
+    """One session job: verify the fetched files of the batch's sessions (and the site's top-level
+    files, and the atlas files it reads), harmonize each session with its modality's
+    ``session_step`` in this one process and write their pieces to one file."""
     from ketamap import integrity
+    from ketamap.errors import SiteDataError
     from ketamap.harmonize import scatter
     from ketamap.ids import load_key
 
     h = HARMONIZERS[modality]
-    integrity.verify_fetched(site, raw, within=scatter.session_scope(raw, session))
+    assert h.sessions is not None
+    names = scatter.batch_sessions(raw, h.sessions, batch)
+    if not names:
+        raise SiteDataError(
+            f"no {h.sessions} session of this job ({batch}) in the fetch manifest",
+            site=site["id"],
+            file=f"{raw}.fetch.json",
+            expected="the sessions the workflow planned from the fetch (`make run` plans again)",
+        )
+    integrity.verify_fetched(site, raw, within=scatter.scope(raw, h.sessions, batch))
     if atlas:
         _verify_atlas(config, atlas)
     module = importlib.import_module(h.module)
     extra = {"atlas": Path(atlas) if atlas else None} if h.atlas else {}
-    piece = module.session_step(
-        site,
-        Path(raw),
-        load_key(config),
-        config[h.options] if h.options else None,
-        session,
-        **extra,
-    )
-    scatter.write_piece(output, piece)
-    # Not the session's name: it holds the site's own participant label, which never reaches a
-    # log's content (the log file is the session's own).
-    log.info("site %s: one session harmonized", site["id"])
+    key = load_key(config)
+    options = config[h.options] if h.options else None
+    pieces = {s: module.session_step(site, Path(raw), key, options, s, **extra) for s in names}
+    scatter.write_pieces(output, pieces)
+    # Not the sessions' names: they hold the site's own participant labels, which never reach a
+    # log's content (the log file is the job's own).
+    log.info("site %s: %d session(s) harmonized", site["id"], len(names))
 
 
 def combine(table: str, inputs: list[str], output: str | Path) -> None:
@@ -292,7 +311,8 @@ def combine(table: str, inputs: list[str], output: str | Path) -> None:
     frames = [schemas.read_table(p, table) for p in sorted(inputs)]
     pooled = exact_tables().get(table)
     if pooled is not None:
-        function = getattr(importlib.import_module(pooled.module), pooled.exact[table])
+        module, _, name = pooled.exact[table].rpartition(".")
+        function = getattr(importlib.import_module(module), name)
         combined = function(frames)
     elif frames:
         combined = pd.concat(frames, ignore_index=True)

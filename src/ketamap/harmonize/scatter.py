@@ -1,14 +1,25 @@
-"""One job per session (scatter), one per site (gather).
+"""Session jobs (scatter), one gather per site.
 
 A harmonizer with a ``sessions`` datatype (:class:`ketamap.harmonize.Harmonizer`) is run as
 
-- one **session job** per BIDS session folder ``sub-<label>/ses-<label>/`` holding that datatype:
-  it verifies and reads only its session (and the site's top-level files, where
-  ``participants.tsv`` is), and writes one **piece** (:func:`write_piece`);
+- **session jobs**, each harmonizing one or more BIDS session folders ``sub-<label>/ses-<label>/``
+  holding that datatype (a **batch**, :func:`batches`): it verifies and reads only its sessions
+  (and the site's top-level files, where ``participants.tsv`` is), and writes one **piece file**
+  with one piece per session (:func:`write_pieces`);
 - one **gather job** per site, which checks the pieces together against the site's folders
   (site-level checks: every recording has its piece, one recording per participant and
   condition, pseudonyms) and writes the per-site tables, byte-identical to reading the whole
-  site in one process.
+  site in one process, whatever the batches.
+
+**Batches.** A job costs about 2 s before its step starts (interpreter, Snakemake's preamble,
+NumPy/pandas/SciPy/MNE imports), and a short recording takes less than that to harmonize. So
+sessions are packed, in folder order, into batches of about the config's
+``jobs.session_batch_seconds`` of work, estimated from their files' sizes and the modality's
+measured cost (:attr:`ketamap.harmonize.Harmonizer.session_cost`): a longer session is a job of
+its own, short ones share one. The batches depend on the fetched files' sizes and the config
+only (never on the machine or the cores), so the same data always makes the same jobs. 0 makes
+one job per session. A batch is named by its first and last
+session (``sub-01_ses-a--sub-04_ses-b``; one session: its own id).
 
 Which sessions a site has is read from its fetch manifest (``resources/raw/<site>.fetch.json``,
 every file the fetch wrote, with its md5 and size) while the workflow is planned: no tree walk,
@@ -37,9 +48,11 @@ if TYPE_CHECKING:
 
 # A BIDS label is alphanumeric, so "sub-01_ses-base" names one session folder unambiguously.
 SESSION_ID = r"sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+"
+# a batch: its first session, and ``--`` its last one when it holds more than one
+BATCH_ID = rf"{SESSION_ID}(?:--{SESSION_ID})?"
 # a file in a session folder: participant, session, and the datatype folder if it is in one
 _IN_SESSION = re.compile(r"^(sub-[A-Za-z0-9]+)/(ses-[A-Za-z0-9]+)/(?:([^/]+)/)?")
-PIECE_VERSION = 1
+PIECE_VERSION = 2
 # Fixed member dates: a piece's bytes depend on its content only.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -62,6 +75,14 @@ class _Listing:
                 self.by_session.setdefault(folder, []).append(f)
                 if m.group(3):
                     self.datatypes.setdefault(m.group(3), set()).add(folder)
+        self._ordered: dict[str, tuple[list[str], dict[str, int]]] = {}
+
+    def ordered(self, datatype: str) -> tuple[list[str], dict[str, int]]:
+        """The ``datatype`` sessions in folder order, and each one's position (sorted once)."""
+        if datatype not in self._ordered:
+            found = [f"{sub}_{ses}" for sub, ses in sorted(self.datatypes.get(datatype, ()))]
+            self._ordered[datatype] = (found, {s: i for i, s in enumerate(found)})
+        return self._ordered[datatype]
 
 
 # (manifest path, mtime, size) -> its listing: one read per site and planning process.
@@ -95,8 +116,7 @@ def listing(raw: str | Path) -> list[dict[str, Any]]:
 def sessions(raw: str | Path, datatype: str) -> list[str]:
     """Session ids (``sub-<label>_ses-<label>``) whose folder holds ``<datatype>/`` files, in the
     order the readers walk them (participant, then session)."""
-    found = _listing(raw).datatypes.get(datatype, set())
-    return [f"{sub}_{ses}" for sub, ses in sorted(found)]
+    return list(_listing(raw).ordered(datatype)[0])
 
 
 def session_folder(session: str) -> tuple[str, str]:
@@ -105,29 +125,74 @@ def session_folder(session: str) -> tuple[str, str]:
     return sub, ses
 
 
-def session_scope(raw: str | Path, session: str) -> list[str]:
-    """What a session job reads, relative to the site folder: its session folder and the site's
-    top-level files (``participants.tsv`` and its sidecar, ``dataset_description.json``)."""
-    sub, ses = session_folder(session)
-    return [f"{sub}/{ses}", *sorted(f["path"] for f in _listing(raw).top)]
+def batches(raw: str | Path, datatype: str, seconds: float, cost: tuple[float, float]) -> list[str]:
+    """The session jobs of a site: names of contiguous runs of its ``datatype`` sessions (folder
+    order) of about ``seconds`` of estimated work each, balanced by that estimate.
 
-
-def scope_files(raw: str | Path, session: str) -> list[dict[str, Any]]:
-    """The fetch manifest's entries of the files in ``session``'s scope, sorted by path."""
+    A session's work is estimated as ``cost[0]`` seconds plus its files' MB over ``cost[1]`` MB
+    per second (:attr:`ketamap.harmonize.Harmonizer.session_cost`). There are
+    ``floor(total work / seconds)`` batches (at least one, at most one per session); session
+    ``i`` goes to the batch its work's midpoint falls in, so a session longer than a batch is
+    alone and short ones share. ``seconds`` <= 0, or no work to estimate: one batch per
+    session."""
     index = _listing(raw)
-    own = index.by_session.get(session_folder(session), [])
+    found = index.ordered(datatype)[0]
+    fixed, mb_per_s = cost
+    work = [
+        fixed
+        + sum(int(f.get("bytes") or 0) for f in index.by_session.get(session_folder(s), []))
+        / 2**20
+        / mb_per_s
+        for s in found
+    ]
+    total = sum(work)
+    if seconds <= 0 or total <= 0:
+        return list(found)
+    n = min(len(found), max(1, int(total // seconds)))
+    runs: list[list[str]] = [[] for _ in range(n)]
+    before = 0.0
+    for session, w in zip(found, work, strict=True):
+        runs[min(n - 1, int((before + w / 2) * n / total))].append(session)
+        before += w
+    return [run[0] if len(run) == 1 else f"{run[0]}--{run[-1]}" for run in runs if run]
+
+
+def batch_sessions(raw: str | Path, datatype: str, batch: str) -> list[str]:
+    """The sessions of the batch named ``batch`` (:func:`batches`) in the site's fetch manifest:
+    its first, its last and every ``datatype`` session between them; [] when either is gone."""
+    found, position = _listing(raw).ordered(datatype)
+    first, _, last = batch.partition("--")
+    i, j = position.get(first), position.get(last or first)
+    return [] if i is None or j is None or j < i else list(found[i : j + 1])
+
+
+def scope(raw: str | Path, datatype: str, batch: str) -> list[str]:
+    """What a session job reads, relative to the site folder: its sessions' folders and the
+    site's top-level files (``participants.tsv`` and its sidecar, ``dataset_description.json``)."""
+    folders = ["/".join(session_folder(s)) for s in batch_sessions(raw, datatype, batch)]
+    return [*folders, *sorted(f["path"] for f in _listing(raw).top)]
+
+
+def scope_files(raw: str | Path, datatype: str, batch: str) -> list[dict[str, Any]]:
+    """The fetch manifest's entries of the files in the batch's scope, sorted by path."""
+    index = _listing(raw)
+    own = [
+        f
+        for s in batch_sessions(raw, datatype, batch)
+        for f in index.by_session.get(session_folder(s), [])
+    ]
     return sorted([*index.top, *own], key=lambda f: f["path"])
 
 
-def session_content(raw: str | Path, session: str) -> str:
-    """md5 of the session's scope as fetched (each file's path and md5): the session job's param."""
-    text = "".join(f"{f['path']}\t{f.get('md5', '')}\n" for f in scope_files(raw, session))
+def content(raw: str | Path, datatype: str, batch: str) -> str:
+    """md5 of the batch's scope as fetched (each file's path and md5): the session job's param."""
+    text = "".join(f"{f['path']}\t{f.get('md5', '')}\n" for f in scope_files(raw, datatype, batch))
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest() if text else ""
 
 
-def session_sizes(raw: str | Path, session: str) -> list[int]:
-    """Sizes in bytes of the files in the session's scope (for its job's mem_mb and runtime)."""
-    return [int(f.get("bytes") or 0) for f in scope_files(raw, session)]
+def sizes(raw: str | Path, datatype: str, batch: str) -> list[int]:
+    """Sizes in bytes of the files in the batch's scope (for its job's mem_mb and runtime)."""
+    return [int(f.get("bytes") or 0) for f in scope_files(raw, datatype, batch)]
 
 
 def pair_with_pieces(
@@ -162,9 +227,10 @@ def pair_with_pieces(
 # -- pieces -----------------------------------------------------------------------------------
 
 
-def write_piece(path: str | Path, piece: Piece) -> None:
-    """Write a session job's piece: a zip of ``meta.json``, one Parquet file per frame and one
-    ``.npy`` per array (no pickle: reading a piece runs no code), with a ``.sha256`` record.
+def write_pieces(path: str | Path, pieces: dict[str, Piece]) -> None:
+    """Write a session job's piece file: a zip holding, for each session ``<s>``, ``<s>/meta.json``,
+    one ``<s>/frames/<name>.parquet`` per frame and one ``<s>/arrays/<name>.npy`` per array (no
+    pickle: reading a piece runs no code), with a ``.sha256`` record.
 
     Frames keep their dtypes and index through Parquet, arrays their bits through ``.npy``: the
     gather computes from exactly what the session job computed."""
@@ -174,20 +240,19 @@ def write_piece(path: str | Path, piece: Piece) -> None:
 
     from ketamap import integrity
 
-    meta, frames, arrays = piece
-    members: dict[str, bytes] = {
-        "meta.json": json.dumps(
+    members: dict[str, bytes] = {}
+    for session, (meta, frames, arrays) in pieces.items():
+        members[f"{session}/meta.json"] = json.dumps(
             {"version": PIECE_VERSION, **meta}, sort_keys=True, allow_nan=True
         ).encode()
-    }
-    for name, frame in frames.items():
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), buf)
-        members[f"frames/{name}.parquet"] = buf.getvalue()
-    for name, array in arrays.items():
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(array), allow_pickle=False)
-        members[f"arrays/{name}.npy"] = buf.getvalue()
+        for name, frame in frames.items():
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), buf)
+            members[f"{session}/frames/{name}.parquet"] = buf.getvalue()
+        for name, array in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(array), allow_pickle=False)
+            members[f"{session}/arrays/{name}.npy"] = buf.getvalue()
 
     def write(tmp: str) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
@@ -198,48 +263,100 @@ def write_piece(path: str | Path, piece: Piece) -> None:
     integrity.record(path)
 
 
-def read_piece(path: str | Path, *, site: str) -> Piece:
-    """A piece written by :func:`write_piece`, verified against its ``.sha256`` record first."""
+def read_pieces(path: str | Path, *, site: str) -> dict[str, Piece]:
+    """The pieces of a file written by :func:`write_pieces` (session id -> piece, in the file's
+    order), verified against its ``.sha256`` record first."""
     import numpy as np
     import pyarrow.parquet as pq
 
     from ketamap import integrity
     from ketamap.errors import SchemaError
 
-    integrity.verify_recorded(path, f"site {site}: session piece")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            meta = json.loads(zf.read("meta.json"))
-            frames = {
-                n[len("frames/") : -len(".parquet")]: pq.read_table(
-                    io.BytesIO(zf.read(n))
-                ).to_pandas()
-                for n in zf.namelist()
-                if n.startswith("frames/")
-            }
-            arrays = {
-                n[len("arrays/") : -len(".npy")]: np.load(
-                    io.BytesIO(zf.read(n)), allow_pickle=False
-                )
-                for n in zf.namelist()
-                if n.startswith("arrays/")
-            }
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise SchemaError(
-            f"unreadable session piece ({type(exc).__name__})",
+    def bad(problem: str, field: str, expected: str) -> SchemaError:
+        return SchemaError(
+            problem,
             site=site,
             file=str(path),
-            field="piece",
-            expected="a piece written by a session job of this version",
-            hint="delete it; `make run` makes it again",
-        ) from None
-    if meta.get("version") != PIECE_VERSION:
-        raise SchemaError(
-            f"session piece version {meta.get('version')!r}",
-            site=site,
-            file=str(path),
-            field="version",
-            expected=str(PIECE_VERSION),
+            field=field,
+            expected=expected,
             hint="delete it; `make run` makes it again",
         )
-    return meta, frames, arrays
+
+    integrity.verify_recorded(path, f"site {site}: session piece")
+    pieces: dict[str, Piece] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            for member in names:
+                session, _, rest = member.partition("/")
+                if rest != "meta.json":
+                    continue
+                if not re.fullmatch(SESSION_ID, session):
+                    raise bad(f"member {member!r}", "piece", "<session id>/meta.json members")
+                meta = json.loads(zf.read(member))
+                if meta.get("version") != PIECE_VERSION:
+                    raise bad(
+                        f"session piece version {meta.get('version')!r}",
+                        "version",
+                        str(PIECE_VERSION),
+                    )
+                frames = {
+                    n[len(f"{session}/frames/") : -len(".parquet")]: pq.read_table(
+                        io.BytesIO(zf.read(n))
+                    ).to_pandas()
+                    for n in names
+                    if n.startswith(f"{session}/frames/")
+                }
+                arrays = {
+                    n[len(f"{session}/arrays/") : -len(".npy")]: np.load(
+                        io.BytesIO(zf.read(n)), allow_pickle=False
+                    )
+                    for n in names
+                    if n.startswith(f"{session}/arrays/")
+                }
+                pieces[session] = (meta, frames, arrays)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise bad(
+            f"unreadable session piece ({type(exc).__name__})",
+            "piece",
+            "a piece written by a session job of this version",
+        ) from None
+    if not pieces:
+        raise bad("no session in the piece file", "piece", "one piece per session of its job")
+    return pieces
+
+
+def read_all_pieces(paths: list[str], *, site: str) -> dict[str, Piece]:
+    """The gather's pieces: every session's piece from the site's piece files; a session in two
+    files (a piece file left by other batches) is an error naming both."""
+    from ketamap.errors import SiteDataError
+
+    pieces: dict[str, Piece] = {}
+    where: dict[str, str] = {}
+    for path in paths:
+        for session, piece in read_pieces(path, site=site).items():
+            if session in pieces:
+                raise SiteDataError(
+                    f"session {session} has a piece in two files ({where[session]} and {path})",
+                    site=site,
+                    file=str(path),
+                    expected="each session in the piece file of exactly one session job",
+                )
+            pieces[session], where[session] = piece, str(path)
+    return pieces
+
+
+def remove_stale_pieces(pieces: list[str]) -> list[str]:
+    """After a gather: delete the piece files (and records) in its pieces' folders that it did not
+    read, left by jobs of earlier batches (another ``jobs.session_batch_seconds``, sessions gone
+    from a release). Returns their names. Only ``<batch id>.zip`` files are touched."""
+    keep = {Path(p).resolve() for p in pieces}
+    removed = []
+    for folder in sorted({Path(p).parent for p in pieces}):
+        for path in sorted(folder.glob("*.zip")):
+            if path.resolve() in keep or not re.fullmatch(BATCH_ID, path.stem):
+                continue
+            path.unlink()
+            Path(f"{path}.sha256").unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
