@@ -1,4 +1,4 @@
-"""One iEEG site of 40 recordings on 2 cores: per-session jobs (then a gather) vs one job.
+"""One iEEG site of 40 recordings on 2 cores: session jobs (then a gather) vs one job.
 
     .venv/bin/python benchmarks/ieeg_sessions.py                      # 20 patients x 2 sessions, default scenario's recordings
     .venv/bin/python benchmarks/ieeg_sessions.py --patients 20 --size short
@@ -21,12 +21,14 @@ the time of a ``snakemake --dry-run`` of the same targets is subtracted: plannin
 
 | | what |
 |---|---|
-| (a) | ``snakemake --cores 2`` of the site's iEEG tables: one ``harmonize_ieeg_session`` job per session (each a fresh Python process: interpreter, imports, Snakemake's script preamble), then the ``harmonize_ieeg`` gather |
+| (a) | ``snakemake --cores 2`` of the site's iEEG tables: the ``harmonize_ieeg_session`` jobs as the config makes them (sessions packed into jobs of about ``jobs.session_batch_seconds`` of work; each job a fresh Python process: interpreter, imports, Snakemake's script preamble), then the ``harmonize_ieeg`` gather |
 | (b) | the same with ``--cores 1`` (the per-job overhead, serially) |
 | (c) | one job: ``ketamap.harmonize.run`` of the whole site in one process (what the per-site ``harmonize_ieeg`` job did before sessions had their own jobs), started as ``python -c``, imports included |
+| (d) | (a) with one job per session (``jobs.session_batch_seconds: 0``, ``--configfile``) |
 
-Parallel efficiency on 2 cores = (c) / (2 x (a)): the share of two cores the per-session run turns
-into work a single job would do. Every table of (a) must be byte-identical to (c)'s (checked).
+Parallel efficiency on 2 cores = (c) / (2 x (a)): the share of two cores the session jobs turn
+into work a single job would do. Every table of (a) and (d) must be byte-identical to (c)'s
+(checked).
 """
 
 from __future__ import annotations
@@ -114,11 +116,24 @@ def main() -> None:
 
         clear(project)
         planning = timed([*SNAKEMAKE, "--cores", "2", "--dry-run", *targets], project)
-        per_session = timed([*SNAKEMAKE, "--cores", "2", *targets], project) - planning
+        batched = timed([*SNAKEMAKE, "--cores", "2", *targets], project) - planning
         sessions_digests = digests(project / "results/sites" / SITE)
         n_jobs = len(list((project / "resources/pieces" / SITE).rglob("*.zip")))
         clear(project)
         serial = timed([*SNAKEMAKE, "--cores", "1", *targets], project) - planning
+        clear(project)
+        config = yaml.safe_load((project / "config/config.yaml").read_text())
+        config["jobs"] = {"session_batch_seconds": 0}
+        (project / "one_each.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        one_each = ["--configfile", "one_each.yaml"]  # last: takes every word after it
+        planning_each = timed(
+            [*SNAKEMAKE, "--cores", "2", "--dry-run", *targets, *one_each], project
+        )
+        per_session = (
+            timed([*SNAKEMAKE, "--cores", "2", *targets, *one_each], project) - planning_each
+        )
+        n_sessions = len(list((project / "resources/pieces" / SITE).rglob("*.zip")))
+        each_digests = digests(project / "results/sites" / SITE)
 
         one = base / "one"
         code = (
@@ -129,20 +144,23 @@ def main() -> None:
             f"{{t: '{one}/' + t + '.parquet' for t in {list(HARMONIZERS['ieeg'].tables)!r}}}, c)"
         )
         one_job = timed([str(REPO / ".venv/bin/python"), "-c", code], project)
-        identical = digests(one) == sessions_digests
+        identical = digests(one) == sessions_digests == each_digests
 
     print(
-        f"{len(edfs)} recordings ({args.size} size, {mb:.0f} MB of EDF) in {n_jobs} sessions of one "
-        f"site; first full run {first:.0f} s"
+        f"{len(edfs)} recordings ({args.size} size, {mb:.0f} MB of EDF) of one site: "
+        f"{n_jobs} session job(s) as configured, {n_sessions} with one per session; "
+        f"first full run {first:.0f} s"
     )
-    print(f"planning (snakemake --dry-run, subtracted from (a) and (b)): {planning:.1f} s")
-    print(f"(a) per-session jobs + gather, 2 cores: {per_session:8.1f} s")
-    print(f"(b) per-session jobs + gather, 1 core:  {serial:8.1f} s")
-    print(f"(c) one job, whole site (1 core):       {one_job:8.1f} s")
-    print(f"parallel efficiency on 2 cores (c)/(2a): {one_job / (2 * per_session):6.1%}")
-    print(f"speed-up (c)/(a):                        {one_job / per_session:6.2f}x")
-    print(f"per-job overhead ((b)-(c))/jobs:         {(serial - one_job) / n_jobs:6.2f} s")
-    print(f"tables of (a) byte-identical to (c):     {'yes' if identical else 'NO'}")
+    print(f"planning (snakemake --dry-run, subtracted from (a), (b), (d)): {planning:.1f} s")
+    print(f"(a) {n_jobs:3d} session job(s) + gather, 2 cores: {batched:8.1f} s")
+    print(f"(b) {n_jobs:3d} session job(s) + gather, 1 core:  {serial:8.1f} s")
+    print(f"(c) one job, whole site (1 core):           {one_job:8.1f} s")
+    print(f"(d) {n_sessions:3d} session jobs + gather, 2 cores:    {per_session:8.1f} s")
+    print(f"parallel efficiency on 2 cores (c)/(2a):     {one_job / (2 * batched):6.1%}")
+    print(f"  with one job per session (c)/(2d):         {one_job / (2 * per_session):6.1%}")
+    print(f"speed-up (c)/(a):                            {one_job / batched:6.2f}x")
+    print(f"overhead per job, 1 core ((b)-(c))/jobs:     {(serial - one_job) / n_jobs:6.2f} s")
+    print(f"tables of (a) and (d) byte-identical to (c): {'yes' if identical else 'NO'}")
     if not identical:
         raise SystemExit(1)
 
