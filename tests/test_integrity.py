@@ -300,3 +300,24 @@ def test_a_live_run_is_refused(tmp_path: Path) -> None:
 
 def test_every_error_is_a_ketamap_error() -> None:
     assert issubclass(IntegrityError, KetamapError)
+
+
+def test_run_manifest_hashes_what_decides_the_results_not_how_the_run_was_cut(
+    tmp_path: Path,
+) -> None:
+    """`jobs` (how harmonization is cut into jobs), `fetch` and the key leave the manifest as it
+    is; a key that decides a table changes its config hash."""
+    from ketamap.manifest import write_run_manifest
+
+    base = {"seed": 1, "pet": {"reference_region": "cerebellum"}}
+
+    def manifest(config: dict, name: str) -> str:
+        out = tmp_path / f"{name}.json"
+        write_run_manifest(config, [], [], out, workdir=tmp_path)
+        return json.loads(out.read_text())["config_sha256"]
+
+    reference = manifest(base, "base")
+    assert manifest({**base, "jobs": {"session_batch_seconds": 0}}, "jobs") == reference
+    assert manifest({**base, "fetch": {"timeout": 5}}, "fetch") == reference
+    assert manifest({**base, "pseudonymization": {"key": "k"}}, "key") == reference
+    assert manifest({**base, "pet": {"reference_region": "pons"}}, "pet") != reference

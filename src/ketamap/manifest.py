@@ -59,9 +59,12 @@ def write_run_manifest(
             entry["schema_version"] = int(meta.get(schemas.METADATA_VERSION, b"0"))
             entry["rows"] = pq.read_metadata(p).num_rows
         files.append(entry)
-    # Neither the key nor how this machine reaches the remotes (keyfile, timeout) says anything
-    # about the results: two labs with the same config otherwise get the same manifest.
-    config_public = {k: v for k, v in config.items() if k not in ("pseudonymization", "fetch")}
+    # Neither the key, how this machine reaches the remotes (keyfile, timeout) nor how the work is
+    # cut into jobs (byte-identical tables whatever it is) says anything about the results: two labs
+    # with the same config otherwise get the same manifest.
+    config_public = {
+        k: v for k, v in config.items() if k not in ("pseudonymization", "fetch", "jobs")
+    }
     manifest = {
         "ketamap_version": __version__,
         "code_commit": _git_commit(Path(workdir)),
