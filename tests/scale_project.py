@@ -305,7 +305,12 @@ def pieces_{h.modality}(wildcards):
         files = json.load(open(manifest))["files"] if os.path.exists(manifest) else []
         parts = [f["path"].split("/") for f in files]
         SESSIONS_{h.modality}[site] = sorted(
-            {{f"{{p[0]}}_{{p[1]}}" for p in parts if len(p) > 3 and p[2] == "{h.sessions}"}}
+            {{
+                f"{{p[0]}}_{{p[1]}}"
+                for p in parts
+                if (len(p) > 3 and p[2] in {h.sessions.split("|")!r})
+                or (len(p) == 3 and "." in {h.sessions.split("|")!r})
+            }}
         )
     return [
         f"resources/pieces/{{site}}/{h.modality}/{{s}}.zip" for s in SESSIONS_{h.modality}[site]

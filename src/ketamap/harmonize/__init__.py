@@ -85,10 +85,12 @@ class Harmonizer:
 # One core's work on a session, (seconds, MB per second): fitted to one process harmonizing each
 # site's sessions of the default scenario on a 2-vCPU machine (PET: 117 sessions, 115 MB in 11 s;
 # iEEG: 16 recordings, 224 MB in 30 s, EDF faster than BrainVision; benchmarks/ieeg_sessions.py's
-# 16 MB EDF recordings take 1.3 s each), rounded up. They only size the session jobs (a machine
+# 16 MB EDF recordings take 1.3 s each; behaviour: 48 sessions of NWB, DeepLabCut and eyelid CSV,
+# 46 MB in 4.7 s, least squares 0.05 s + MB / 59 MB/s), rounded up. They only size the session jobs (a machine
 # twice as fast gets jobs of half the seconds), never what a table holds.
 IEEG_SESSION_COST = (0.2, 10.0)
 PET_SESSION_COST = (0.06, 40.0)
+BEHAVIOUR_SESSION_COST = (0.1, 40.0)
 
 HARMONIZERS: dict[str, Harmonizer] = {
     h.modality: h
@@ -138,8 +140,16 @@ HARMONIZERS: dict[str, Harmonizer] = {
             ("behaviour_puffs", "behaviour_timecourses", "reward_seeking", "reward_cues"),
             sites="behaviour",
             options="behaviour",
-            memory={"floor": 1000, "per_largest_mb": 10},
-            runtime={"floor": 30, "per_gb": 20},
+            # the gather reads participants.tsv, the folders and the pieces
+            memory={"floor": 1000, "per_mb": 5, "files": ["*.tsv"]},
+            runtime={"floor": 10, "per_gb": 10, "files": ["*.tsv"]},
+            # human sessions keep the eyelid video in beh/, mouse sessions their NWB or
+            # DeepLabCut files directly in the session folder
+            sessions="beh|.",
+            # a session job holds one tracking file's frames a few times over
+            session_memory={"floor": 1000, "per_largest_mb": 10},
+            session_runtime={"floor": 10, "per_gb": 20},
+            session_cost=BEHAVIOUR_SESSION_COST,
         ),
     )
 }
@@ -282,7 +292,7 @@ def run_session(
     names = scatter.batch_sessions(raw, h.sessions, batch)
     if not names:
         raise SiteDataError(
-            f"no {h.sessions} session of this job ({batch}) in the fetch manifest",
+            f"no {modality} session of this job ({batch}) in the fetch manifest",
             site=site["id"],
             file=f"{raw}.fetch.json",
             expected="the sessions the workflow planned from the fetch (`make run` plans again)",

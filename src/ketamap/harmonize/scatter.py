@@ -3,7 +3,8 @@
 A harmonizer with a ``sessions`` datatype (:class:`ketamap.harmonize.Harmonizer`) is run as
 
 - **session jobs**, each harmonizing one or more BIDS session folders ``sub-<label>/ses-<label>/``
-  holding that datatype (a **batch**, :func:`batches`): it verifies and reads only its sessions
+  holding that datatype (``pet``, ``ieeg``; behaviour's ``beh|.``: a ``beh/`` folder or files
+  directly in the session folder) (a **batch**, :func:`batches`): it verifies and reads only its sessions
   (and the site's top-level files, where ``participants.tsv`` is), and writes one **piece file**
   with one piece per session (:func:`write_pieces`);
 - one **gather job** per site, which checks the pieces together against the site's folders
@@ -73,14 +74,19 @@ class _Listing:
             if m:
                 folder = (m.group(1), m.group(2))
                 self.by_session.setdefault(folder, []).append(f)
-                if m.group(3):
-                    self.datatypes.setdefault(m.group(3), set()).add(folder)
+                # a file directly in the session folder (a layout without datatype folders,
+                # e.g. a mouse's NWB file) counts as datatype "."
+                self.datatypes.setdefault(m.group(3) or ".", set()).add(folder)
         self._ordered: dict[str, tuple[list[str], dict[str, int]]] = {}
 
     def ordered(self, datatype: str) -> tuple[list[str], dict[str, int]]:
-        """The ``datatype`` sessions in folder order, and each one's position (sorted once)."""
+        """The ``datatype`` sessions in folder order, and each one's position (sorted once).
+        ``datatype`` may name alternatives, ``beh|.``: sessions holding either."""
         if datatype not in self._ordered:
-            found = [f"{sub}_{ses}" for sub, ses in sorted(self.datatypes.get(datatype, ()))]
+            folders: set[tuple[str, str]] = set()
+            for name in datatype.split("|"):
+                folders |= self.datatypes.get(name, set())
+            found = [f"{sub}_{ses}" for sub, ses in sorted(folders)]
             self._ordered[datatype] = (found, {s: i for i, s in enumerate(found)})
         return self._ordered[datatype]
 
@@ -114,8 +120,9 @@ def listing(raw: str | Path) -> list[dict[str, Any]]:
 
 
 def sessions(raw: str | Path, datatype: str) -> list[str]:
-    """Session ids (``sub-<label>_ses-<label>``) whose folder holds ``<datatype>/`` files, in the
-    order the readers walk them (participant, then session)."""
+    """Session ids (``sub-<label>_ses-<label>``) whose folder holds ``<datatype>/`` files (``.``:
+    files directly in the session folder; ``a|b``: either), in the order the readers walk them
+    (participant, then session)."""
     return list(_listing(raw).ordered(datatype)[0])
 
 

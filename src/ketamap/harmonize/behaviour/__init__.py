@@ -59,6 +59,7 @@ from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.harmonize.behaviour import read as br
 from ketamap.harmonize.bids import SessionResolver, puff_onsets, session_files
+from ketamap.harmonize.scatter import Piece, pair_with_pieces
 from ketamap.ids import pseudonymize
 from ketamap.io import read_json, read_tsv, shown_path
 from ketamap.limits import check_size
@@ -522,20 +523,15 @@ def _sessions(
     pattern: str,
     what: str,
     suffixes: tuple[str, ...] | None = None,
+    only: tuple[str, str] | None = None,
 ) -> list[_Session]:
-    out = [
+    return [
         _Session(
             f.participant_id, f.session_id, root / f.participant_id / f.session_id, f.path, f.shown
         )
-        for f in session_files(site_id, root, datatype, (pattern,))
+        for f in session_files(site_id, root, datatype, (pattern,), only=only)
         if suffixes is None or f.path.suffix.lower() in suffixes
     ]
-    if not out:
-        where = f"sub-*/ses-*/{datatype}/{pattern}" if datatype else f"sub-*/ses-*/{pattern}"
-        raise SiteDataError(
-            f"no {what} found", site=site_id, file=root.name, expected=f"files {where}"
-        )
-    return out
 
 
 def _read_human(sess: _Session, site_id: str, root: Path, opts: dict[str, Any]) -> _SessionData:
@@ -780,11 +776,28 @@ def _read_dlc_session(
 
 
 # ------------------------------------------------------------------------------------ the site
-def harmonize_site(
-    site: dict, root: Path, key: bytes, options: dict | None = None
-) -> BehaviourTables:
-    """Read every behaviour session of one site at ``root`` into the four behaviour tables."""
-    root = Path(root)
+@dataclass
+class _Site:
+    """What every job of one behaviour site needs before it reads a session."""
+
+    site_id: str
+    species: str
+    reader: dict[str, Any]
+    opts: dict[str, Any]
+    resolve: SessionResolver
+
+
+@dataclass
+class _Result:
+    """One session's rows: ``frames`` holds ``puffs`` and ``timecourses``, and ``reward`` and
+    ``cues`` for a session with a lick log."""
+
+    pid: str
+    condition: str
+    frames: dict[str, pd.DataFrame]
+
+
+def _site(site: dict, root: Path, key: bytes, options: dict | None) -> _Site:
     site_id = site["id"]
     species = site.get("species")
     opts = _check_options(with_defaults(options, "behaviour"))
@@ -814,96 +827,168 @@ def harmonize_site(
             expected=f"conditions among {list(allowed)}",
             **cfg,
         )
+    if species == "human" and not reader.get("eyelid"):
+        raise ConfigError(
+            "human behaviour needs the eyelid video",
+            field=f"sites[{site_id}].reader.eyelid",
+            expected="true for sites that send eyelid video",
+            **cfg,
+        )
+    if species == "mouse" and reader.get("format") not in ("nwb", "dlc"):
+        raise ConfigError(
+            f"format {reader.get('format')!r}",
+            field=f"sites[{site_id}].reader.format",
+            expected="nwb or dlc",
+            **cfg,
+        )
     local_ids = _read_ids(site_id, root)
     pseudonyms = dict(zip(local_ids, pseudonymize(site_id, local_ids, key), strict=True))
-
-    if species == "human":
-        if not reader.get("eyelid"):
-            raise ConfigError(
-                "human behaviour needs the eyelid video",
-                field=f"sites[{site_id}].reader.eyelid",
-                expected="true for sites that send eyelid video",
-                **cfg,
-            )
-        sessions = _sessions(site_id, root, "beh", "*_task-puff_eyelid.csv", "eyelid CSV")
-    else:
-        fmt = reader.get("format")
-        if fmt == "nwb":
-            sessions = _sessions(site_id, root, None, "*_behavior.nwb", "behaviour NWB files")
-        elif fmt == "dlc":
-            sessions = _sessions(
-                site_id, root, None, "*DLC_*", "DeepLabCut files", suffixes=(".csv", ".h5")
-            )
-            # DeepLabCut writes both .h5 and .csv by default: the CSV (the contract's) wins
-            by_folder: dict[Path, _Session] = {}
-            for s in sessions:
-                if s.folder not in by_folder or s.path.suffix.lower() == ".csv":
-                    by_folder[s.folder] = s
-            sessions = list(by_folder.values())
-        else:
-            raise ConfigError(
-                f"format {fmt!r}",
-                field=f"sites[{site_id}].reader.format",
-                expected="nwb or dlc",
-                **cfg,
-            )
-        if fmt == "dlc":
-            _check_dlc_folders(site_id, root, sessions)
-
-    puff_parts, tc_parts, rw_parts, cue_parts = [], [], [], []
     resolve = SessionResolver(site_id, pseudonyms, conditions, "conditions", "behaviour session")
-    for sess in sessions:
-        subject_id, condition = resolve(sess)
-        if species == "human":
-            data = _read_human(sess, site_id, root, opts)
-        elif reader.get("format") == "nwb":
-            data = _read_nwb(sess, site_id, root, opts, reader)
-        else:
-            data = _read_dlc_session(sess, site_id, root, opts, reader)
-        ident = {"subject_id": subject_id, "site": site_id}
-        m = puff_measures(data.trace, data.puffs_s, opts, species)
-        m = m.assign(**ident, species=species, condition=condition)
-        m["method"] = method_text(opts, species, data.trace.source)
-        puff_parts.append(m)
-        grid, curves = closure_timecourse(
-            data.trace, data.puffs_s, m["open_aperture_px"].to_numpy(), opts
+    return _Site(site_id, species, reader, opts, resolve)
+
+
+def _find_sessions(ctx: _Site, root: Path, only: tuple[str, str] | None = None) -> list[_Session]:
+    """The site's behaviour sessions (with ``only``, that session folder's: possibly none)."""
+    site_id = ctx.site_id
+    if ctx.species == "human":
+        sessions = _sessions(
+            site_id, root, "beh", "*_task-puff_eyelid.csv", "eyelid CSV", only=only
         )
-        finite = np.isfinite(curves)
-        n = finite.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, np.where(finite, curves, 0.0).sum(axis=0) / n, np.nan)
-        tc_parts.append(
-            pd.DataFrame(
-                {**ident, "species": species, "condition": condition, "time_s": grid}
-            ).assign(closure=mean, n_puffs=n)
+    elif ctx.reader.get("format") == "nwb":
+        sessions = _sessions(
+            site_id, root, None, "*_behavior.nwb", "behaviour NWB files", only=only
         )
-        if data.licks_s is not None:
-            assert data.cues_s is not None and data.water_s is not None
-            rw, cues = reward_measures(
-                data.licks_s,
-                data.cues_s,
-                data.water_s,
-                data.puffs_s,
-                session_start_s=data.session_start_s,
-                bout_gap_s=opts["bout_gap_s"],
-                where=data.reward_where or {"site": site_id, "file": sess.shown},
-            )
-            rw_parts.append(rw.assign(**ident, condition=condition))
-            cue_parts.append(cues.assign(**ident, condition=condition))
-        log.info(
-            "%s %s: %d puffs, %d frames (%d tracked) at %.4g fps",
-            subject_id,
-            condition,
-            len(m),
-            data.trace.passed.size,
-            int(data.trace.passed.sum()),
-            data.trace.frame_rate_hz,
+    else:
+        sessions = _sessions(
+            site_id, root, None, "*DLC_*", "DeepLabCut files", (".csv", ".h5"), only=only
         )
+        # DeepLabCut writes both .h5 and .csv by default: the CSV (the contract's) wins
+        by_folder: dict[Path, _Session] = {}
+        for s in sessions:
+            if s.folder not in by_folder or s.path.suffix.lower() == ".csv":
+                by_folder[s.folder] = s
+        sessions = list(by_folder.values())
+    return sessions
+
+
+def _process(sess: _Session, ctx: _Site, root: Path, subject_id: str, condition: str) -> _Result:
+    """One session read and measured: its rows of the four tables."""
+    site_id, species, opts, reader = ctx.site_id, ctx.species, ctx.opts, ctx.reader
+    if species == "human":
+        data = _read_human(sess, site_id, root, opts)
+    elif reader.get("format") == "nwb":
+        data = _read_nwb(sess, site_id, root, opts, reader)
+    else:
+        data = _read_dlc_session(sess, site_id, root, opts, reader)
+    ident = {"subject_id": subject_id, "site": site_id}
+    m = puff_measures(data.trace, data.puffs_s, opts, species)
+    m = m.assign(**ident, species=species, condition=condition)
+    m["method"] = method_text(opts, species, data.trace.source)
+    grid, curves = closure_timecourse(
+        data.trace, data.puffs_s, m["open_aperture_px"].to_numpy(), opts
+    )
+    finite = np.isfinite(curves)
+    n = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, np.where(finite, curves, 0.0).sum(axis=0) / n, np.nan)
+    frames = {
+        "puffs": m,
+        "timecourses": pd.DataFrame(
+            {**ident, "species": species, "condition": condition, "time_s": grid}
+        ).assign(closure=mean, n_puffs=n),
+    }
+    if data.licks_s is not None:
+        assert data.cues_s is not None and data.water_s is not None
+        rw, cues = reward_measures(
+            data.licks_s,
+            data.cues_s,
+            data.water_s,
+            data.puffs_s,
+            session_start_s=data.session_start_s,
+            bout_gap_s=opts["bout_gap_s"],
+            where=data.reward_where or {"site": site_id, "file": sess.shown},
+        )
+        frames["reward"] = rw.assign(**ident, condition=condition)
+        frames["cues"] = cues.assign(**ident, condition=condition)
+    log.info(
+        "%s %s: %d puffs, %d frames (%d tracked) at %.4g fps",
+        subject_id,
+        condition,
+        len(m),
+        data.trace.passed.size,
+        int(data.trace.passed.sum()),
+        data.trace.frame_rate_hz,
+    )
+    return _Result(subject_id, condition, frames)
+
+
+def harmonize_session(
+    site: dict, root: Path, key: bytes, options: dict | None, session: str
+) -> list[_Result]:
+    """The behaviour sessions of one session folder (``sub-<label>_ses-<label>``), each read and
+    measured: the work of one session job."""
+    root = Path(root)
+    ctx = _site(site, root, key, options)
+    sub, _, ses = session.partition("_")
+    out = []
+    for sess in _find_sessions(ctx, root, only=(sub, ses)):
+        subject_id, condition = ctx.resolve(sess)
+        out.append(_process(sess, ctx, root, subject_id, condition))
+    return out
+
+
+def harmonize_site(
+    site: dict,
+    root: Path,
+    key: bytes,
+    options: dict | None = None,
+    pieces: dict[str, list[_Result]] | None = None,
+) -> BehaviourTables:
+    """Read every behaviour session of one site at ``root`` into the four behaviour tables.
+
+    With ``pieces`` (session id -> that session's results, from :func:`harmonize_session` in
+    session jobs) no session is read again: the sessions found are checked against the pieces
+    and the site's tables assembled from them, exactly as from sessions read here."""
+    root = Path(root)
+    ctx = _site(site, root, key, options)
+    sessions = _find_sessions(ctx, root)
+    if not sessions:
+        what, where = {
+            "human": ("eyelid CSV", "sub-*/ses-*/beh/*_task-puff_eyelid.csv"),
+            "nwb": ("behaviour NWB files", "sub-*/ses-*/*_behavior.nwb"),
+            "dlc": ("DeepLabCut files", "sub-*/ses-*/*DLC_*"),
+        }[ctx.species if ctx.species == "human" else ctx.reader["format"]]
+        raise SiteDataError(
+            f"no {what} found", site=ctx.site_id, file=root.name, expected=f"files {where}"
+        )
+    if ctx.species == "mouse" and ctx.reader.get("format") == "dlc":
+        _check_dlc_folders(ctx.site_id, root, sessions)
+    results: list[_Result] = []
+    if pieces is None:
+        for sess in sessions:
+            subject_id, condition = ctx.resolve(sess)
+            results.append(_process(sess, ctx, root, subject_id, condition))
+    else:
+        for sess, result in pair_with_pieces(ctx.site_id, sessions, pieces, "session(s)"):
+            subject_id, condition = ctx.resolve(sess)
+            if (result.pid, result.condition) != (subject_id, condition):
+                raise SiteDataError(
+                    "the session job's participant or condition differs from the site's",
+                    site=ctx.site_id,
+                    file=sess.shown,
+                    expected=f"{subject_id} {condition} (participants.tsv and the conditions "
+                    "as configured now)",
+                )
+            results.append(result)
+
+    def parts(name: str) -> list[pd.DataFrame]:
+        return [r.frames[name] for r in results if name in r.frames]
+
     return BehaviourTables(
-        puffs=_frame(puff_parts, TABLES["puffs"]),
-        timecourses=_frame(tc_parts, TABLES["timecourses"]),
-        reward=_frame(rw_parts, TABLES["reward"]),
-        cues=_frame(cue_parts, TABLES["cues"]),
+        puffs=_frame(parts("puffs"), TABLES["puffs"]),
+        timecourses=_frame(parts("timecourses"), TABLES["timecourses"]),
+        reward=_frame(parts("reward"), TABLES["reward"]),
+        cues=_frame(parts("cues"), TABLES["cues"]),
     )
 
 
@@ -945,10 +1030,17 @@ def _empty_dtype(col: str) -> str:
 
 
 def step(
-    site: dict, raw: Path, key: bytes, options: dict | None, atlas: Path | None = None
+    site: dict,
+    raw: Path,
+    key: bytes,
+    options: dict | None,
+    atlas: Path | None = None,
+    pieces: dict[str, Piece] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`)."""
-    tables = harmonize_site(site, raw, key, options)
+    """The workflow's harmonize step for one site (see :mod:`ketamap.harmonize`); with ``pieces``
+    (session id -> :func:`session_step`'s piece) the site's gather."""
+    results = None if pieces is None else {s: _from_piece(p) for s, p in pieces.items()}
+    tables = harmonize_site(site, raw, key, options, results)
     log.info(
         "site %s: %d puffs of %d subjects, median tracking quality %.3f, %d reward epochs",
         site["id"],
@@ -963,3 +1055,23 @@ def step(
         "reward_seeking": tables.reward,
         "reward_cues": tables.cues,
     }
+
+
+def session_step(site: dict, raw: Path, key: bytes, options: dict | None, session: str) -> Piece:
+    """The workflow's session step: one session folder's behaviour sessions -> one piece."""
+    results = harmonize_session(site, raw, key, options, session)
+    meta = {"results": [{"pid": r.pid, "condition": r.condition} for r in results]}
+    frames = {f"{i}.{name}": f for i, r in enumerate(results) for name, f in r.frames.items()}
+    return meta, frames, {}
+
+
+def _from_piece(piece: Piece) -> list[_Result]:
+    meta, frames, _arrays = piece
+    return [
+        _Result(
+            r["pid"],
+            r["condition"],
+            {name: frames[f"{i}.{name}"] for name in TABLES if f"{i}.{name}" in frames},
+        )
+        for i, r in enumerate(meta["results"])
+    ]
