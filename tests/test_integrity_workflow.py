@@ -93,7 +93,7 @@ def test_a_flipped_table_is_named_and_never_pooled(pipeline: dict, tmp_path: Pat
 def _project_with_make(dest: Path) -> Path:
     project = make_project(dest)
     plugin = "packages/snakemake-storage-plugin-dvc/pyproject.toml"
-    for name in ("Makefile", "requirements.lock", "pyproject.toml", plugin):
+    for name in ("Makefile", "requirements.lock", "requirements-uv.lock", "pyproject.toml", plugin):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, project / name)
         os.utime(project / name, (946684800, 946684800))  # older than the borrowed venv's stamp

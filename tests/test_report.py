@@ -299,7 +299,7 @@ def test_report_renders_every_figure_with_the_runs_n_and_verdict(
     project = pipeline["project"]
     # The project is a copy of the workflow; `make` needs the Makefile and what .venv is built from.
     plugin = "packages/snakemake-storage-plugin-dvc/pyproject.toml"
-    for name in ("Makefile", "pyproject.toml", "requirements.lock", plugin):
+    for name in ("Makefile", "pyproject.toml", "requirements.lock", "requirements-uv.lock", plugin):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, project / name)
     stamp = subprocess.run(

@@ -170,6 +170,7 @@ def borrow_venv(project: Path, donor: Path) -> None:
     installed = (donor / ".venv/.ketamap-installed").stat().st_mtime
     for name in (
         "requirements.lock",
+        "requirements-uv.lock",
         "pyproject.toml",
         "packages/snakemake-storage-plugin-dvc/pyproject.toml",
     ):
