@@ -68,7 +68,7 @@ def test_behaviour_session_jobs_and_gather_write_the_site_jobs_bytes(
         assert len(schemas.read_table(whole["reward_seeking"], "reward_seeking")) > 0
 
 
-def test_a_behaviour_gather_refuses_a_missing_session_and_a_session_without_its_file(
+def test_a_behaviour_gather_refuses_a_missing_or_foreign_session_and_one_without_its_file(
     corpus: Consortium, tmp_path: Path
 ) -> None:
     site, raw = _site(corpus, "lab_dlc_mice", tmp_path)
@@ -83,6 +83,22 @@ def test_a_behaviour_gather_refuses_a_missing_session_and_a_session_without_its_
     with pytest.raises(SiteDataError) as err:
         harmonize.run("behaviour", site, raw, out, corpus.config, pieces=kept)
     assert f"site '{site['id']}'" in str(err.value) and gone in str(err.value)
+    assert not any(Path(p).exists() for p in out.values())
+    # one session's piece under another session's name: another participant or condition
+    first, second = sorted(pieces)[:2]
+    read = {b: scatter.read_pieces(p, site=site["id"])[b] for b, p in pieces.items()}
+    scatter.write_pieces(tmp_path / "swapped.zip", {first: read[second], second: read[first]})
+    swapped = [p for b, p in pieces.items() if b not in (first, second)]
+    with pytest.raises(SiteDataError, match="participant or condition") as err:
+        harmonize.run(
+            "behaviour",
+            site,
+            raw,
+            out,
+            corpus.config,
+            pieces=[*swapped, str(tmp_path / "swapped.zip")],
+        )
+    assert f"site '{site['id']}'" in str(err.value)
     assert not any(Path(p).exists() for p in out.values())
     # a session folder whose DeepLabCut file is gone (the puff log stays): the site-level check
     # names it in the gather, as in the whole-site job

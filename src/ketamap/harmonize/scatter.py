@@ -39,7 +39,7 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +229,31 @@ def pair_with_pieces(
                 "fetched now (`make run` makes the missing ones)",
             )
         yield from zip(items, made, strict=True)
+
+
+def pair_by_condition(
+    site_id: str,
+    found: list[Any],
+    pieces: dict[str, list[Any]],
+    what: str,
+    resolve: Callable[[Any], tuple[str, str]],
+) -> Iterator[Any]:
+    """:func:`pair_with_pieces` for readers whose session results carry ``pid`` and
+    ``condition`` (iEEG, behaviour): each result, checked against the participant and condition
+    ``resolve`` gives its item now (participants.tsv, the configured conditions)."""
+    from ketamap.errors import SiteDataError
+
+    for item, result in pair_with_pieces(site_id, found, pieces, what):
+        subject_id, condition = resolve(item)
+        if (result.pid, result.condition) != (subject_id, condition):
+            raise SiteDataError(
+                "the session job's participant or condition differs from the site's",
+                site=site_id,
+                file=item.shown,
+                expected=f"{subject_id} {condition} (participants.tsv and the conditions "
+                "as configured now)",
+            )
+        yield result
 
 
 # -- pieces -----------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
 from ketamap.harmonize.behaviour import read as br
 from ketamap.harmonize.bids import SessionResolver, puff_onsets, session_files
-from ketamap.harmonize.scatter import Piece, pair_with_pieces
+from ketamap.harmonize.scatter import Piece, pair_by_condition
 from ketamap.ids import pseudonymize
 from ketamap.io import read_json, read_tsv, shown_path
 from ketamap.limits import check_size
@@ -969,17 +969,7 @@ def harmonize_site(
             subject_id, condition = ctx.resolve(sess)
             results.append(_process(sess, ctx, root, subject_id, condition))
     else:
-        for sess, result in pair_with_pieces(ctx.site_id, sessions, pieces, "session(s)"):
-            subject_id, condition = ctx.resolve(sess)
-            if (result.pid, result.condition) != (subject_id, condition):
-                raise SiteDataError(
-                    "the session job's participant or condition differs from the site's",
-                    site=ctx.site_id,
-                    file=sess.shown,
-                    expected=f"{subject_id} {condition} (participants.tsv and the conditions "
-                    "as configured now)",
-                )
-            results.append(result)
+        results = list(pair_by_condition(ctx.site_id, sessions, pieces, "session(s)", ctx.resolve))
 
     def parts(name: str) -> list[pd.DataFrame]:
         return [r.frames[name] for r in results if name in r.frames]

@@ -85,7 +85,7 @@ from ketamap.harmonize.ieeg.read import (
     read_recording,
     recording_patterns,
 )
-from ketamap.harmonize.scatter import Piece, pair_with_pieces
+from ketamap.harmonize.scatter import Piece, pair_by_condition
 from ketamap.harmonize.timecourses import combine_timecourses
 from ketamap.ids import pseudonymize
 from ketamap.io import read_tsv, shown_path
@@ -222,17 +222,7 @@ def harmonize_site(
             subject_id, condition = ctx.resolve(rec)
             results.append(_process(rec, ctx.site_id, root, subject_id, condition, ctx.opts))
         return _tables(ctx.site_id, results)
-    for rec, result in pair_with_pieces(ctx.site_id, recs, pieces, "recording(s)"):
-        subject_id, condition = ctx.resolve(rec)
-        if (result.pid, result.condition) != (subject_id, condition):
-            raise SiteDataError(
-                "the session job's participant or condition differs from the site's",
-                site=ctx.site_id,
-                file=rec.shown,
-                expected=f"{subject_id} {condition} (participants.tsv and the conditions "
-                "as configured now)",
-            )
-        results.append(result)
+    results = list(pair_by_condition(ctx.site_id, recs, pieces, "recording(s)", ctx.resolve))
     return _tables(ctx.site_id, results)
 
 
