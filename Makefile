@@ -72,7 +72,7 @@ $(STAMP): requirements.lock requirements-uv.lock pyproject.toml packages/snakema
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-uv.lock
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes --no-deps -r requirements.lock
+	$(BIN)/uv pip install --quiet --system-certs --python $(BIN)/python --require-hashes --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e packages/snakemake-storage-plugin-dvc
 	touch $(STAMP)
@@ -101,9 +101,9 @@ dry-run: $(STAMP)
 # Re-pin every dependency (needs network access to PyPI).
 lock:
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	$(BIN)/uv pip compile --system-certs pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
 	{ sed -n 1p requirements-uv.lock; echo "uv==$$($(BIN)/uv --version | cut -d' ' -f2)" | \
-		$(BIN)/uv pip compile - --generate-hashes --python-version 3.11 --no-header -q; } > requirements-uv.lock.new
+		$(BIN)/uv pip compile --system-certs - --generate-hashes --python-version 3.11 --no-header -q; } > requirements-uv.lock.new
 	mv requirements-uv.lock.new requirements-uv.lock
 
 clean:
