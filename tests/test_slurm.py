@@ -296,7 +296,7 @@ def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path)
     one-second session jobs go to SLURM in groups of at most 8, each group asking for no more
     CPUs than the node has; every session job runs exactly once; every other job is submitted
     alone; the outputs are byte-identical to `make run` (local, the default batches: one session
-    job per site) in another clone."""
+    job per site) in another clone, the manifest apart from its code commit."""
     project = clone_of(lab, lab.parent / "sessions-slurm")
     borrow_venv(project, lab)
     config = yaml.safe_load((project / "config/config.yaml").read_text())
@@ -341,8 +341,13 @@ def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path)
     local_seconds = time.monotonic() - started
     got, want = result_hashes(project), result_hashes(local)
     assert got.keys() == want.keys()
-    assert [p for p in want if got[p] != want[p]] == []
+    assert [p for p in want if got[p] != want[p]] == ["results/manifest.json"]
     assert any(p.startswith("results/tables/ieeg_") for p in want)
+    # The manifests differ in the code commit only: this clone's config edit makes it "+dirty"
+    # (`jobs` itself is left out of the config hash: it never changes a result).
+    manifests = [json.loads((p / "results/manifest.json").read_text()) for p in (project, local)]
+    assert manifests[0].pop("code_commit") == manifests[1].pop("code_commit") + "+dirty"
+    assert manifests[0] == manifests[1]
     print(
         f"\nieeg_small: {len(sessions)} session jobs in {len(groups)} SLURM jobs, "
         f"{len(submitted)} submissions; make run EXECUTOR=slurm {slurm_seconds:.0f} s, "
