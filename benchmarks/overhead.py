@@ -62,6 +62,7 @@ PREAMBLE = "import pickle, snakemake.script, snakemake.logging, snakemake.iocont
 SCRIPTS = {
     "fetch": "from ketamap.adapter import run_step; from ketamap.registry import fetch_step",
     "harmonize": "from ketamap.adapter import run_step; from ketamap.harmonize import run",
+    "harmonize_session": "from ketamap.adapter import run_step; from ketamap.harmonize import run_session",
     "combine": "from ketamap.adapter import run_step; from ketamap.harmonize import combine",
     "pooled": "from ketamap.adapter import run_step; from ketamap.pooled import run",
     "figure": "from ketamap.adapter import run_step; from ketamap.pooled import draw",
@@ -112,6 +113,11 @@ def job_kinds() -> dict[str, tuple[str, list[str]]]:
             "harmonize",
             ["ketamap.schemas", "ketamap.ids", "ketamap.integrity", h.module],
         )
+        if h.sessions:  # its session jobs (logs/harmonize/<site>/<modality>/<batch>.log)
+            kinds[f"harmonize {h.modality} session"] = (
+                "harmonize_session",
+                ["ketamap.schemas", "ketamap.ids", "ketamap.integrity", h.module],
+            )
     for t, spec in exact_tables().items():
         kinds[f"combine {t}"] = ("combine", ["pandas", "ketamap.schemas", spec.module])
     for module in sorted({a.module for a in ANALYSES.values()}):
@@ -142,6 +148,8 @@ def kind_of(log: Path, logs: Path) -> str | None:
     top, name = rel.parts[0], log.name.removesuffix(".log")
     if top == "fetch":
         return "fetch"
+    if top == "harmonize" and len(rel.parts) == 4:  # a session job: <site>/<modality>/<batch>
+        return f"harmonize {rel.parts[2]} session"
     if top == "harmonize":
         return "harmonize " + name.rsplit(".", 1)[-1]
     if top == "tables":
