@@ -521,7 +521,6 @@ def _sessions(
     root: Path,
     datatype: str | None,
     pattern: str,
-    what: str,
     suffixes: tuple[str, ...] | None = None,
     only: tuple[str, str] | None = None,
 ) -> list[_Session]:
@@ -847,21 +846,25 @@ def _site(site: dict, root: Path, key: bytes, options: dict | None) -> _Site:
     return _Site(site_id, species, reader, opts, resolve)
 
 
+# Where each kind of behaviour site keeps its sessions: (datatype folder, file pattern, what).
+_LAYOUTS: dict[str, tuple[str | None, str, str]] = {
+    "human": ("beh", "*_task-puff_eyelid.csv", "eyelid CSV"),
+    "nwb": (None, "*_behavior.nwb", "behaviour NWB files"),
+    "dlc": (None, "*DLC_*", "DeepLabCut files"),
+}
+
+
+def _layout(ctx: _Site) -> str:
+    return "human" if ctx.species == "human" else str(ctx.reader.get("format"))
+
+
 def _find_sessions(ctx: _Site, root: Path, only: tuple[str, str] | None = None) -> list[_Session]:
     """The site's behaviour sessions (with ``only``, that session folder's: possibly none)."""
-    site_id = ctx.site_id
-    if ctx.species == "human":
-        sessions = _sessions(
-            site_id, root, "beh", "*_task-puff_eyelid.csv", "eyelid CSV", only=only
-        )
-    elif ctx.reader.get("format") == "nwb":
-        sessions = _sessions(
-            site_id, root, None, "*_behavior.nwb", "behaviour NWB files", only=only
-        )
-    else:
-        sessions = _sessions(
-            site_id, root, None, "*DLC_*", "DeepLabCut files", (".csv", ".h5"), only=only
-        )
+    layout = _layout(ctx)
+    datatype, pattern, _ = _LAYOUTS[layout]
+    suffixes = (".csv", ".h5") if layout == "dlc" else None
+    sessions = _sessions(ctx.site_id, root, datatype, pattern, suffixes, only=only)
+    if layout == "dlc":
         # DeepLabCut writes both .h5 and .csv by default: the CSV (the contract's) wins
         by_folder: dict[Path, _Session] = {}
         for s in sessions:
@@ -953,21 +956,15 @@ def harmonize_site(
     ctx = _site(site, root, key, options)
     sessions = _find_sessions(ctx, root)
     if not sessions:
-        what, where = {
-            "human": ("eyelid CSV", "sub-*/ses-*/beh/*_task-puff_eyelid.csv"),
-            "nwb": ("behaviour NWB files", "sub-*/ses-*/*_behavior.nwb"),
-            "dlc": ("DeepLabCut files", "sub-*/ses-*/*DLC_*"),
-        }[ctx.species if ctx.species == "human" else ctx.reader["format"]]
+        datatype, pattern, what = _LAYOUTS[_layout(ctx)]
+        where = "/".join(["sub-*", "ses-*", *([datatype] if datatype else []), pattern])
         raise SiteDataError(
             f"no {what} found", site=ctx.site_id, file=root.name, expected=f"files {where}"
         )
-    if ctx.species == "mouse" and ctx.reader.get("format") == "dlc":
+    if _layout(ctx) == "dlc":
         _check_dlc_folders(ctx.site_id, root, sessions)
-    results: list[_Result] = []
     if pieces is None:
-        for sess in sessions:
-            subject_id, condition = ctx.resolve(sess)
-            results.append(_process(sess, ctx, root, subject_id, condition))
+        results = [_process(s, ctx, root, *ctx.resolve(s)) for s in sessions]
     else:
         results = list(pair_by_condition(ctx.site_id, sessions, pieces, "session(s)", ctx.resolve))
 

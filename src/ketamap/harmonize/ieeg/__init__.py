@@ -216,13 +216,10 @@ def harmonize_site(
     root = Path(root)
     ctx = _site(site, root, key, options)
     recs = _find_recordings(ctx.site_id, root)
-    results: list[_Result] = []
     if pieces is None:
-        for rec in recs:
-            subject_id, condition = ctx.resolve(rec)
-            results.append(_process(rec, ctx.site_id, root, subject_id, condition, ctx.opts))
-        return _tables(ctx.site_id, results)
-    results = list(pair_by_condition(ctx.site_id, recs, pieces, "recording(s)", ctx.resolve))
+        results = [_process(r, ctx.site_id, root, *ctx.resolve(r), ctx.opts) for r in recs]
+    else:
+        results = list(pair_by_condition(ctx.site_id, recs, pieces, "recording(s)", ctx.resolve))
     return _tables(ctx.site_id, results)
 
 
