@@ -413,3 +413,76 @@ def test_a_gather_removes_the_piece_files_of_earlier_batches(tmp_path: Path) -> 
         "sub-1_ses-b.zip",
         "sub-1_ses-b.zip.sha256",
     ]
+
+
+def _split_for_per_session(raw: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """``raw`` as a per-session fetch leaves it: the site's own files in ``site/<name>`` with a
+    manifest listing every file, and the session folders where the storage plugin puts them."""
+    manifest = json.loads(Path(f"{raw}.fetch.json").read_text())
+    site, storage = tmp_path / "site" / raw.name, tmp_path / "storage"
+    shutil.copytree(raw, storage)
+    shutil.copytree(raw, site, ignore=shutil.ignore_patterns("ses-*"))
+    manifest["listing"] = manifest["files"]
+    manifest["files"] = [f for f in manifest["files"] if not scatter.in_session_folder(f["path"])]
+    assert {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()} == {
+        f["path"] for f in manifest["files"]
+    }
+    Path(f"{site}.fetch.json").write_text(json.dumps(manifest))
+    return site, storage
+
+
+def test_per_session_fetch_jobs_read_their_retrieved_sessions_as_one_site(
+    site_copy, corpus: Consortium, tmp_path: Path
+) -> None:
+    """fetch.per_session: session jobs and the gather read the site's own files plus the session
+    folders retrieved for them (scatter.session_view), with the whole site's bytes; a stray file in
+    a retrieved folder is never read, a missing or altered one is refused by name."""
+    site, raw = site_copy
+    config = corpus.config
+    tables = harmonize.HARMONIZERS["ieeg"].tables
+    whole = {t: str(tmp_path / "whole" / f"{t}.parquet") for t in tables}
+    harmonize.run("ieeg", site, raw, whole, config)
+    own, storage = _split_for_per_session(raw, tmp_path)
+    sessions = scatter.sessions(own, "ieeg")
+    assert sessions == scatter.sessions(raw, "ieeg") and len(sessions) >= 4
+    folder = {s: str(storage.joinpath(*scatter.session_folder(s))) for s in sessions}
+    stray = Path(folder[sessions[0]]) / "ieeg" / "stray.txt"
+    stray.write_text("not in the release")
+    pieces = []
+    for s in sessions:
+        pieces.append(str(tmp_path / "pieces" / f"{s}.zip"))
+        harmonize.run_session("ieeg", site, own, s, pieces[-1], config, sessions=[folder[s]])
+    gathered = {t: str(tmp_path / "gathered" / f"{t}.parquet") for t in tables}
+    harmonize.run(
+        "ieeg", site, own, gathered, config, pieces=pieces, sessions=list(folder.values())
+    )
+    for t in tables:
+        assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), t
+    assert not list((own.parent / ".views").iterdir())  # every job's view is removed
+
+    sub, ses = scatter.session_folder(sessions[1])
+    victim = sorted((storage / sub / ses / "ieeg").glob("*_events.tsv"))[0]
+    victim.write_text(victim.read_text() + "\n")
+    with pytest.raises(IntegrityError) as err:
+        harmonize.run_session(
+            "ieeg",
+            site,
+            own,
+            sessions[1],
+            str(tmp_path / "x.zip"),
+            config,
+            sessions=[folder[sessions[1]]],
+        )
+    assert victim.name in str(err.value) and "field 'md5'" in str(err.value)
+    victim.unlink()
+    with pytest.raises(IntegrityError) as err:
+        harmonize.run_session(
+            "ieeg",
+            site,
+            own,
+            sessions[1],
+            str(tmp_path / "x.zip"),
+            config,
+            sessions=[folder[sessions[1]]],
+        )
+    assert victim.name in str(err.value)

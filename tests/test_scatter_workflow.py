@@ -5,6 +5,7 @@ the whole site whatever the jobs, and a release that changes one session reruns 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -124,3 +125,91 @@ def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one
     assert [w["batch"] for w in _ran(log, "harmonize_ieeg_session")] == [changed], log[-3000:]
     assert len(_ran(log, "harmonize_ieeg")) == 1 and len(_ran(log, "fetch")) == 1
     _assert_whole_site_bytes(project, tmp_path / "whole3")
+
+
+def _cached_objects(project: Path) -> set[str]:
+    """The md5 of every object the DVC storage plugin pulled into the project's cache."""
+    cache = project / "resources/dvc-storage-cache/md5"
+    return {f"{p.parent.name}{p.name}" for p in cache.glob("*/*") if p.is_file()}
+
+
+def _whole_fetch_bytes(project: Path, out: Path) -> dict[str, bytes]:
+    """The site's tables as one job reading the whole site, fetched whole at its pinned revision."""
+    from ketamap.registry import fetch_step
+
+    config = validate_config(yaml.safe_load((project / "config/config.yaml").read_text()))
+    site = next(s for s in config["sites"] if s["id"] == SITE)
+    raw = out / SITE
+    fetch_step(site, raw, out / f"{SITE}.fetch.json", base=project)
+    outputs = {t: str(out / f"{t}.parquet") for t in harmonize.HARMONIZERS["ieeg"].tables}
+    harmonize.run("ieeg", site, raw, outputs, config)
+    return {t: Path(p).read_bytes() for t, p in outputs.items()}
+
+
+def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
+    tmp_path: Path,
+) -> None:
+    """fetch.per_session: the fetch pulls the site's own files and lists the sessions; each session
+    job retrieves its session folder through the DVC storage plugin (storage.ketamap_<site>). The
+    plugin pulls exactly the sessions' objects; the tables are byte-identical to one job reading the
+    whole site; a release changing one session pulls that session's changed object and reruns its
+    job and the gather alone; an identical release reruns nothing after the fetch."""
+    from ketamap.harmonize.scatter import in_session_folder
+
+    sites = tmp_path / "sites"
+    synth.generate(REPO / f"config/scenarios/{SCENARIO}.yaml", sites)
+    registry, remote = tmp_path / "registry", str(tmp_path / "remote")
+    build_registry(sites, registry, remote, "v1")
+
+    def per_session(config: dict) -> None:
+        del config["demo"]
+        for entry in config["sites"]:
+            entry["registry"], entry["revision"] = str(registry), "v1"
+        config["fetch"] = {"per_session": True}
+        config["jobs"] = {"session_batch_seconds": 0}
+
+    project = make_project(tmp_path / "p", scenario=SCENARIO, config_edit=per_session)
+    log = _snakemake(project)
+    raw = project / "resources/raw" / SITE
+    manifest = json.loads((project / f"resources/raw/{SITE}.fetch.json").read_text())
+    # The fetch pulled the site's own files only, and listed every file with its size.
+    assert not list(raw.glob("sub-*/ses-*")), "the fetch pulled session folders"
+    assert {f["path"] for f in manifest["files"]} == {
+        f["path"] for f in manifest["listing"] if not in_session_folder(f["path"])
+    }
+    assert all(f["bytes"] > 0 for f in manifest["listing"])
+    sessions = scatter.sessions(raw, "ieeg")
+    assert len(sessions) == 24
+    assert sorted(w["batch"] for w in _ran(log, "harmonize_ieeg_session")) == sessions
+    # Every session object and the dataset's .dir listing, pulled once; nothing else.
+    in_sessions = {f["md5"] for f in manifest["listing"] if in_session_folder(f["path"])}
+    assert _cached_objects(project) == in_sessions | {manifest["dvc_md5"]}
+    whole = _whole_fetch_bytes(project, tmp_path / "whole1")
+    for table, data in whole.items():
+        assert (project / "results/sites" / SITE / f"{table}.parquet").read_bytes() == data, table
+
+    # A release changing one session: that session's changed object is pulled, its job and the
+    # site's gather run, nothing else is harmonized again.
+    changed = sessions[7]
+    before = _cached_objects(project)
+    _drop_last_puff(sites, changed)
+    _release(sites, registry, remote, project, "v2", session_batch_seconds=0)
+    log = _snakemake(project)
+    assert [w["batch"] for w in _ran(log, "harmonize_ieeg_session")] == [changed], log[-3000:]
+    assert len(_ran(log, "harmonize_ieeg")) == 1
+    new = _cached_objects(project) - before
+    manifest = json.loads((project / f"resources/raw/{SITE}.fetch.json").read_text())
+    sub, ses = scatter.session_folder(changed)
+    events = {
+        f["md5"] for f in manifest["listing"] if f["path"].startswith(f"{sub}/{ses}/")
+    } - before
+    assert len(events) == 1 and new == events | {manifest["dvc_md5"]}
+    whole = _whole_fetch_bytes(project, tmp_path / "whole2")
+    for table, data in whole.items():
+        assert (project / "results/sites" / SITE / f"{table}.parquet").read_bytes() == data, table
+
+    # The same bytes released again as v3: the fetch runs, nothing after it.
+    _release(sites, registry, remote, project, "v3", session_batch_seconds=0)
+    log = _snakemake(project)
+    assert len(_ran(log, "fetch")) == 1, log[-3000:]
+    assert not _ran(log, "harmonize_ieeg_session") and not _ran(log, "harmonize_ieeg"), log[-3000:]

@@ -957,6 +957,8 @@ def _consumers(config: dict, path: tuple, project: Path) -> set[tuple[str, str]]
         return {job for job in harmonize if job[1].split(", ")[0] == f"site={site}"}
     if top == "atlas":
         return {("fetch_atlas", "")}
+    if dotted == "fetch.per_session":  # what each site's fetch pulls (the atlas' is always whole)
+        return {("fetch", f"site={s['id']}") for s in config["sites"]}
     if top == "pseudonymization":
         return harmonize
     if top == "analyses":

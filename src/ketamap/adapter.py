@@ -89,3 +89,13 @@ def run_step(snakemake: Any, func: Callable[..., Any], **kwargs: Any) -> Any:
         log.info("traceback:\n%s", traceback.format_exc())
         sys.stderr.flush()
         raise SystemExit(1) from None
+
+
+def session_folders(inputs: Any) -> list[str] | None:
+    """A job's ``sessions`` input as a list of paths (Snakemake gives one path as a string), or
+    None when the job has none (the fetch pulled whole sites, or a site without sessions)."""
+    # (a Namedlist: `in` would look among its paths, not its names)
+    found = getattr(inputs, "sessions", None)
+    if found is None:
+        return None
+    return ([found] if isinstance(found, str) else [str(p) for p in found]) or None

@@ -481,9 +481,10 @@ def fetch_site(
     base: Path | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     remote_options: dict[str, Any] | None = None,
+    sessions: bool = True,
 ) -> dict[str, Any]:
     """Pull ``site``'s dataset at its configured revision into ``dest`` and verify every file
-    (see :func:`_fetch_site`).
+    (see :func:`_fetch_site`; ``sessions`` False: the site's own files only).
 
     Each fetch gets its own DVC site cache (DVC's index of the registry, a SQLite database): with
     the shared default, parallel fetches from one registry could fail with "database is locked"
@@ -497,6 +498,7 @@ def fetch_site(
             timeout=timeout,
             remote_options=remote_options,
             dvc_config={"core": {"site_cache_dir": site_cache}},
+            sessions=sessions,
         )
     finally:
         shutil.rmtree(site_cache, ignore_errors=True)
@@ -510,8 +512,14 @@ def _fetch_site(
     timeout: float | None,
     remote_options: dict[str, Any] | None,
     dvc_config: dict[str, Any],
+    sessions: bool = True,
 ) -> dict[str, Any]:
     """Pull ``site``'s dataset at its configured revision into ``dest`` and verify every file.
+
+    With ``sessions`` False only the site's own files are pulled (those outside the session folders
+    ``sub-<label>/ses-<label>/``): the session jobs pull their sessions themselves through the
+    Snakemake storage plugin for DVC. The manifest then lists the pulled files under ``files`` and
+    every file of the dataset (md5, and the size of its object on the remote) under ``listing``.
 
     ``dest`` appears only when the whole dataset arrived and matched its hashes. Returns the
     fetch manifest (registry, path, revision, resolved commit, DVC directory hash, per-file md5).
@@ -599,7 +607,15 @@ def _fetch_site(
                         hint="ask the site to `dvc push` the release again",
                         **where,
                     )
-            fs.get(path, str(staging / "data"), recursive=True)
+            if sessions:
+                fs.get(path, str(staging / "data"), recursive=True)
+            else:
+                everything = _remote_sizes(fs, expected)
+                expected = {rel: md5 for rel, md5 in expected.items() if not in_session(rel)}
+                (staging / "data").mkdir()
+                for rel in sorted(expected):
+                    (staging / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+                    fs.get_file(f"{path}/{rel}", str(staging / "data" / rel))
         except RegistryError:
             raise
         except Exception as exc:
@@ -624,7 +640,7 @@ def _fetch_site(
         os.replace(staging / "data", dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {
+    manifest = {
         "site": site_id,
         "registry": site["registry"],
         "path": path,
@@ -635,6 +651,32 @@ def _fetch_site(
         "bytes": sum(f["bytes"] for f in files),
         "files": files,
     }
+    if not sessions:
+        manifest["listing"] = everything
+    return manifest
+
+
+def in_session(rel: str) -> bool:
+    """Whether a dataset file lies in a session folder ``sub-<label>/ses-<label>/``."""
+    from ketamap.harmonize.scatter import in_session_folder
+
+    return in_session_folder(rel)
+
+
+def _remote_sizes(fs: Any, files: dict[str, str]) -> list[dict[str, Any]]:
+    """Every file of ``files`` (path -> md5) with the size of its object on the DVC remote: a
+    ``.dir`` listing holds no sizes, and the session jobs are cut by their files' sizes. One stat
+    per object, 16 at a time (an SSH or S3 remote answers each in one round trip)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    odb = fs.repo.cloud.get_remote_odb()
+
+    def size(md5: str) -> int:
+        return int(odb.fs.info(odb.oid_to_path(md5))["size"])
+
+    with ThreadPoolExecutor(16) as pool:
+        sizes = dict(zip(files, pool.map(size, files.values()), strict=True))
+    return [{"path": rel, "md5": files[rel], "bytes": sizes[rel]} for rel in sorted(files)]
 
 
 def _tracked(fs: Any, path: str) -> bool:
@@ -721,8 +763,9 @@ def _list_tags(url: str) -> list[str]:
 def content_id(fetched: dict[str, Any]) -> str:
     """What a fetched dataset holds, and nothing of where it came from: the md5 of its file listing
     (path and md5 of every file), the same for every registry, revision pin or clone that gives the
-    same bytes."""
-    return _listing_md5({f["path"]: f["md5"] for f in fetched["files"]})
+    same bytes. A fetch of the site's own files only counts every file its ``listing`` holds."""
+    files = fetched.get("listing") or fetched["files"]
+    return _listing_md5({f["path"]: f["md5"] for f in files})
 
 
 def _listing_md5(files: dict[str, str]) -> str:
@@ -740,11 +783,13 @@ def fetch_step(
     content: str | Path | None = None,
     base: str | Path = ".",
     options: dict[str, Any] | None = None,
+    sessions: bool = True,
 ) -> None:
     """Pull one site's dataset at its pinned revision and write its fetch manifest, and (to
     ``content``) its content id: what the jobs reading the data compare to know whether to rerun.
 
-    ``options`` is the config's ``fetch`` section (``timeout``, ``remote_options``).
+    ``options`` is the config's ``fetch`` section (``timeout``, ``remote_options``); ``sessions``
+    False pulls the site's own files only and lists the rest (``fetch.per_session``).
     """
     options = with_defaults(options, "fetch")
     timeout = float(options["timeout"])
@@ -761,6 +806,7 @@ def fetch_step(
         base=Path(base),
         timeout=timeout,
         remote_options=options["remote_options"] or None,
+        sessions=sessions,
     )
     write_manifest(result, Path(manifest))
     if content is not None:

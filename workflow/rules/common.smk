@@ -2,6 +2,7 @@
 # comes from the registries: ketamap.harmonize.HARMONIZERS and ketamap.pooled.ANALYSES / FIGURES.
 import mimetypes
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -68,8 +69,49 @@ def check_fetched():
             )
 
 
+# fetch.per_session: the fetch pulls each site's own files (participants.tsv, ...) and lists the
+# rest; every session job pulls its own session folders through the DVC storage plugin
+# (packages/snakemake-storage-plugin-dvc), one tagged provider per site holding the site's
+# registry and pinned revision. The revision is a setting, not part of the query (the session's
+# path), so a release whose session is identical changes no job's inputs.
+PER_SESSION = config["fetch"]["per_session"]
+STORAGE_CACHE = Path("resources/dvc-storage-cache").resolve()
+
+
+def storage_tag(site):
+    return f"ketamap_{site}"
+
+
+def _registry_url(url):
+    return url if "://" in url or url.startswith("git@") else str(Path(url).resolve())
+
+
+if PER_SESSION:
+    for _site in config["sites"]:
+        workflow.storage_registry.register_storage(
+            provider="dvc",
+            tag=storage_tag(_site["id"]),
+            registry=_registry_url(_site["registry"]),
+            revision=str(_site["revision"]),
+            cache=str(STORAGE_CACHE),
+            timeout=float(config["fetch"]["timeout"]),
+        )
+
+
+def clear_session_copies():
+    """The local copies of retrieved sessions live for one run: each run's jobs get theirs anew
+    from the plugin's cache, which hashes every copy it makes, so a copy altered on disk since an
+    earlier run is never read."""
+    for site in SITES:
+        shutil.rmtree(
+            workflow.storage_settings.local_storage_prefix / storage_tag(site),
+            ignore_errors=True,
+        )
+
+
 if workflow.is_main_process:
     check_fetched()
+    clear_session_copies()
 
 
 # A site is any valid site id but `atlas` (the schema's pattern; the atlas' fetch is its own rule).
@@ -173,6 +215,34 @@ def session_pieces(h):
         ]
 
     return pieces
+
+
+def session_storage(h, batch=True):
+    """fetch.per_session: the session folders a job reads, as inputs of the site's storage
+    provider (paths inside the registry): a session job's own (``batch``) or every session of its
+    site (the gather, which checks them together). [] with whole-site fetches."""
+    if not PER_SESSION:
+        return []
+    seconds = config["jobs"]["session_batch_seconds"]
+
+    def sessions(wildcards):
+        raw = f"resources/raw/{wildcards.site}"
+        if batch:
+            found = scatter.batch_sessions(raw, h.sessions, wildcards.batch)
+        else:
+            found = [
+                s
+                for b in scatter.batches(raw, h.sessions, seconds, h.session_cost)
+                for s in scatter.batch_sessions(raw, h.sessions, b)
+            ]
+        entry = site_by_id(config, wildcards.site)
+        root = entry.get("path") or f"datasets/{wildcards.site}"
+        provider = getattr(storage, storage_tag(wildcards.site))
+        return [
+            provider(f"{root}/{'/'.join(scatter.session_folder(s))}") for s in found
+        ]
+
+    return sessions
 
 
 def session_content(h):

@@ -28,6 +28,8 @@ checkpoint fetch:
         runtime=30,
     params:
         site=fetch_entry,
+        # fetch.per_session: the site's own files only; its session jobs pull the sessions
+        sessions=not PER_SESSION,
     script:
         "../scripts/fetch.py"
 

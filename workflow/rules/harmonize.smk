@@ -27,6 +27,7 @@ for h in HARMONIZERS.values():
                 raw=ancient("resources/raw/{site}"),
                 content=ancient("resources/raw/{site}.content"),
                 code=step_code("ketamap.harmonize", h.module),
+                sessions=session_storage(h),
             output:
                 piece=f"resources/pieces/{{site}}/{h.modality}/{{batch}}.zip",
             log:
@@ -65,6 +66,7 @@ for h in HARMONIZERS.values():
             content=ancient("resources/raw/{site}.content"),
             code=step_code("ketamap.harmonize", h.module),
             pieces=session_pieces(h),
+            sessions=session_storage(h, batch=False) if h.sessions else [],
         output:
             **{t: f"results/sites/{{site}}/{t}.parquet" for t in h.tables},
         log:

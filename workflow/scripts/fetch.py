@@ -12,4 +12,6 @@ run_step(
     # Read from the config, not params: how this machine reaches the remotes (keyfile, timeout)
     # changes nothing in the data, so editing it must not rerun the fetch and all after it.
     options=snakemake.config.get("fetch", {}),  # noqa: F821
+    # False (fetch.per_session): the site's own files only; the atlas is always pulled whole
+    sessions=snakemake.params.get("sessions", True),  # noqa: F821
 )

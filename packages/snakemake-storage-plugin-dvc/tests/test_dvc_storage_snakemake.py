@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,78 @@ def test_pinned_tag_rerelease_with_same_content(setup) -> None:
     assert not planned(out), out
     out = snakemake(setup, "v2", "--dry-run")
     assert planned(out), out  # the default triggers: the changed input query reruns
+
+
+TAGGED = """
+storage site_a:
+    provider="dvc",
+    registry=config["registry"],
+    revision=config["rev"],
+
+
+rule all:
+    input:
+        "out/participants.txt",
+        "out/phenotype.txt",
+
+
+rule participants:
+    input:
+        storage.site_a("datasets/site_a/participants.tsv"),
+    output:
+        "out/participants.txt",
+    shell:
+        "wc -l < {input} > {output}"
+
+
+rule phenotype:
+    input:
+        storage.site_a("datasets/site_a/phenotype"),
+    output:
+        "out/phenotype.txt",
+    shell:
+        "cat {input}/scores.tsv > {output}"
+"""
+
+
+def test_revision_as_a_setting_keeps_an_identical_rerelease_from_rerunning(setup) -> None:
+    """Registry and revision as settings of a tagged provider, queries as paths: pinning v2
+    (site_a identical) plans nothing under Snakemake's default rerun triggers; pinning v3 (the
+    scores changed) reruns the job reading them and nothing else, with v3's bytes."""
+    (setup["work"] / "Snakefile").write_text(TAGGED)
+    out = snakemake(setup, "v1")
+    assert "Retrieving from storage" in out
+    local = setup["work"] / ".snakemake/storage/site_a/datasets/site_a/participants.tsv"
+    assert not local.exists()  # local copies are removed after the run (Snakemake's default)
+    release(setup["registry"], setup["remote"], setup["sites"], "v2")  # site_a unchanged
+    assert not planned(snakemake(setup, "v2", "--dry-run"))
+    release(setup["registry"], setup["remote"], setup["sites"], "v3")  # site_a scores change
+    out = snakemake(setup, "v3")
+    assert re.findall(r"^(?:local)?rule (\w+):", out, re.M) == ["phenotype", "all"], out
+    assert (setup["work"] / "out" / "phenotype.txt").read_text().endswith("29\n")
+    assert not planned(snakemake(setup, "v3", "--dry-run"))
+
+
+def test_a_path_alone_without_the_settings_is_refused_with_the_reason(setup) -> None:
+    (setup["work"] / "Snakefile").write_text(
+        'rule a:\n    input:\n        storage.dvc("datasets/site_a/participants.tsv"),\n'
+        '    output:\n        "out/a.txt",\n    shell:\n        "cp {input} {output}"\n'
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "1",
+            "--storage-dvc-cache",
+            str(setup["base"] / "cache"),
+        ],
+        cwd=setup["work"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "datasets/site_a/participants.tsv" in out and "`revision` settings" in out, out

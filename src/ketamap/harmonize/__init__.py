@@ -223,8 +223,13 @@ def run(
     config: dict[str, Any],
     atlas: str | Path | None = None,
     pieces: list[str] | None = None,
+    sessions: list[str] | None = None,
 ) -> None:
     """Harmonize one site with its modality's step and write each table to ``outputs[table]``.
+
+    ``sessions``: with ``fetch.per_session`` the fetch pulled the site's own files into ``raw``
+    and these are the session folders the DVC storage plugin retrieved for the job; they are read
+    together as one site folder (:func:`ketamap.harmonize.scatter.session_view`).
 
     The fetched data is verified first (every file's md5 against the fetch manifest, the pinned
     revision, no file added or removed, no symlink): altered bytes are never read. A gather
@@ -235,6 +240,9 @@ def run(
     from ketamap.harmonize import scatter
     from ketamap.ids import load_key
 
+    if sessions is not None:
+        with scatter.session_view(raw, sessions) as view:
+            return run(modality, site, view, outputs, config, atlas, pieces)
     h = HARMONIZERS[modality]
     if pieces is None:
         integrity.verify_fetched(site, raw)
@@ -278,14 +286,20 @@ def run_session(
     output: str,
     config: dict[str, Any],
     atlas: str | Path | None = None,
+    sessions: list[str] | None = None,
 ) -> None:
     """One session job: verify the fetched files of the batch's sessions (and the site's top-level
     files, and the atlas files it reads), harmonize each session with its modality's
-    ``session_step`` in this one process and write their pieces to one file."""
+    ``session_step`` in this one process and write their pieces to one file. ``sessions``: the
+    session folders retrieved for the job (``fetch.per_session``, see :func:`run`)."""
     from ketamap import integrity
     from ketamap.errors import SiteDataError
     from ketamap.harmonize import scatter
     from ketamap.ids import load_key
+
+    if sessions is not None:
+        with scatter.session_view(raw, sessions) as view:
+            return run_session(modality, site, view, batch, output, config, atlas)
 
     h = HARMONIZERS[modality]
     assert h.sessions is not None

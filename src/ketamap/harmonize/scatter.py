@@ -33,11 +33,14 @@ This module is imported while the workflow is planned: it imports nothing heavy 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,6 +99,11 @@ _LISTINGS: dict[tuple[str, int, int], _Listing] = {}
 _EMPTY = _Listing([])
 
 
+def in_session_folder(path: str) -> bool:
+    """Whether a dataset file (a path relative to the site) lies in a session folder."""
+    return _IN_SESSION.match(path) is not None
+
+
 def _listing(raw: str | Path) -> _Listing:
     manifest = f"{Path(raw)}.fetch.json"
     try:
@@ -105,13 +113,62 @@ def _listing(raw: str | Path) -> _Listing:
     key = (manifest, st.st_mtime_ns, st.st_size)
     if key not in _LISTINGS:
         try:
-            files = json.loads(Path(manifest).read_text()).get("files")
+            # a fetch of the site's own files only (fetch.per_session) lists every file apart
+            data = json.loads(Path(manifest).read_text())
+            files = data.get("listing") or data.get("files")
         except (OSError, ValueError, AttributeError):
             files = None
         _LISTINGS[key] = _Listing(
             [f for f in files or [] if isinstance(f, dict) and isinstance(f.get("path"), str)]
         )
     return _LISTINGS[key]
+
+
+@contextlib.contextmanager
+def session_view(raw: str | Path, sessions: list[str]) -> Iterator[Path]:
+    """The site folder a job reads when the fetch pulled the site's own files only
+    (``fetch.per_session``): the files of ``raw`` and the session folders ``sessions`` (the local
+    copies the DVC storage plugin retrieved for the job, each ``.../sub-<label>/ses-<label>``),
+    hard-linked (copied across file systems) into a temporary folder named like ``raw``, with a
+    fetch manifest beside it listing exactly those files. The readers and
+    :func:`ketamap.integrity.verify_fetched` read it as they read a fetched site; it is removed
+    when the job is done.
+
+    Only the files the fetch listed are taken from a session folder, so a stray file there is
+    never read, and a missing one is reported by the verification."""
+    raw = Path(raw)
+    manifest = json.loads(Path(f"{raw}.fetch.json").read_text())
+    by_session = _listing(raw).by_session
+    where = raw.parent / ".views"
+    where.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{raw.name}.", dir=where))
+    view = work / raw.name
+    try:
+        files = list(manifest["files"])
+        for f in files:
+            _link(raw / f["path"], view / f["path"])
+        for folder in map(Path, sessions):
+            for f in by_session.get((folder.parent.name, folder.name), []):
+                _link(folder / f["path"].split("/", 2)[2], view / f["path"])
+                files.append(f)
+        view.mkdir(exist_ok=True)
+        manifest["files"] = sorted(files, key=lambda f: f["path"])
+        Path(f"{view}.fetch.json").write_text(json.dumps(manifest, sort_keys=True))
+        yield view
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _link(src: Path, dest: Path) -> None:
+    """``src`` at ``dest`` without copying its bytes where the file system allows; nothing where
+    ``src`` is missing (the verification names it)."""
+    if not src.is_file():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
 
 
 def listing(raw: str | Path) -> list[dict[str, Any]]:

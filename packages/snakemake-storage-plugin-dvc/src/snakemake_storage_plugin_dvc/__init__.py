@@ -78,6 +78,25 @@ class StorageProviderSettings(StorageProviderSettingsBase):
             "type": int,
         },
     )
+    registry: str | None = field(
+        default=None,
+        metadata={
+            "help": "The registry (git URL or local path) of queries written as a path alone; "
+            "with `revision`, typically in a tagged `storage` directive per registry.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    revision: str | None = field(
+        default=None,
+        metadata={
+            "help": "The revision (tag, commit, branch) of queries written as a path alone. "
+            "Not part of the query, so pinning another release with identical files reruns "
+            "nothing even under Snakemake's `input` rerun trigger.",
+            "env_var": False,
+            "required": False,
+        },
+    )
     timeout: float | None = field(
         default=None,
         metadata={
@@ -100,6 +119,8 @@ class StorageProvider(StorageProviderBase):
         )
         self.jobs = max(1, settings.jobs or DEFAULT_JOBS)
         self.timeout = settings.timeout
+        self.registry = settings.registry
+        self.revision = None if settings.revision is None else str(settings.revision)
         self._releases: dict[tuple[str, str], Release] = {}
         self._lock = threading.Lock()
 
@@ -136,7 +157,8 @@ class StorageProvider(StorageProviderBase):
     @classmethod
     def is_valid_query(cls, query: str) -> StorageQueryValidationResult:
         try:
-            parse(query)
+            # syntax only: a path alone is valid here, the provider's settings complete it
+            parse(query, registry="<registry>", rev="<revision>")
         except QueryError as exc:
             return StorageQueryValidationResult(query=query, valid=False, reason=str(exc))
         return StorageQueryValidationResult(query=query, valid=True)
@@ -180,16 +202,22 @@ class StorageObject(StorageObjectRead):
     provider: StorageProvider
 
     def __post_init__(self) -> None:
+        self.parse_error = ""
         try:
-            self.parsed: Query | None = parse(self.query)
-        except QueryError:
-            self.parsed = None  # Snakemake reports is_valid_query's reason
+            self.parsed: Query | None = parse(
+                self.query, self.provider.registry, self.provider.revision
+            )
+        except QueryError as exc:
+            self.parsed = None  # Snakemake reports is_valid_query's reason, _q() this one
+            self.parse_error = str(exc)
 
     # -- helpers ------------------------------------------------------------------------------
 
     def _q(self) -> Query:
         if self.parsed is None:
-            raise WorkflowError(f"invalid DVC query {self.print_query}: {self.is_valid_query()}")
+            raise WorkflowError(
+                f"invalid DVC query {self.print_query}: {self.parse_error or self.is_valid_query()}"
+            )
         return self.parsed
 
     def _release(self) -> Release:
@@ -205,8 +233,16 @@ class StorageObject(StorageObjectRead):
     # -- identity -----------------------------------------------------------------------------
 
     def local_suffix(self) -> str:
-        q = self._q()
-        return f"{registry_slug(q.registry)}/{rev_slug(q.rev)}/{q.path}"
+        return self._suffix(self._q(), self._q().path)
+
+    @staticmethod
+    def _suffix(q: Query, path: str) -> str:
+        """Where ``path`` of the query's release lands under the provider's local prefix."""
+        if q.short:
+            # The provider (a tagged storage directive) is one registry at one revision: its
+            # local prefix is its own, and the path alone keeps a re-release's files in place.
+            return path
+        return f"{registry_slug(q.registry)}/{rev_slug(q.rev)}/{path}"
 
     def get_inventory_parent(self) -> str | None:
         """The DVC output (dataset) holding the query: one inventory lists all of its files."""
@@ -219,7 +255,7 @@ class StorageObject(StorageObjectRead):
             return None
         if out is None:
             return None
-        return self.cache_key(f"{registry_slug(q.registry)}/{rev_slug(q.rev)}/{out.path}")
+        return self.cache_key(self._suffix(q, out.path))
 
     async def inventory(self, cache: IOCacheStorageInterface) -> None:
         """Record every file and folder of the dataset holding the query, with its size (where
@@ -232,10 +268,9 @@ class StorageObject(StorageObjectRead):
         release = self.provider.release(q)
         out = release.out_of(q.path)
         assert out is not None
-        prefix = f"{registry_slug(q.registry)}/{rev_slug(q.rev)}"
         folders: set[str] = set()
         for path, md5 in release.files(out).items():
-            key = self.cache_key(f"{prefix}/{path}")
+            key = self.cache_key(self._suffix(q, path))
             cache.exists_in_storage[key] = True
             cache.checksum[key] = f"md5:{md5}"
             if not out.is_dir and out.size is not None:
@@ -244,7 +279,7 @@ class StorageObject(StorageObjectRead):
                 d for d in iter_dirs(path) if d == out.path or d.startswith(out.path + "/")
             )
         for folder in folders:
-            key = self.cache_key(f"{prefix}/{folder}")
+            key = self.cache_key(self._suffix(q, folder))
             cache.exists_in_storage[key] = True
             cache.size[key] = 0
         cache.exists_in_storage[parent] = True

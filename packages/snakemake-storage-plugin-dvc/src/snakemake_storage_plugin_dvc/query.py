@@ -1,4 +1,6 @@
-"""The query syntax: ``dvc://<registry>@<revision>//<path inside the registry>``.
+"""The query syntax: ``dvc://<registry>@<revision>//<path inside the registry>``, or the path
+alone when the provider's settings give the registry and the revision (``registry``,
+``revision``; e.g. a tagged ``storage`` directive per registry).
 
 The path is separated from the rest by the *last* ``//`` and the revision from the registry by
 the *last* ``@`` before it, so the registry may be any git URL or local path, including ones
@@ -29,6 +31,7 @@ class Query:
     registry: str
     rev: str
     path: str
+    short: bool = False  # written as the path alone, registry and revision from the settings
 
     def __str__(self) -> str:
         return f"{PREFIX}{self.registry}@{self.rev}{SEPARATOR}{self.path}"
@@ -42,10 +45,22 @@ class Query:
         return f"registry {self.registry}, revision {self.rev!r}, path {self.path!r}"
 
 
-def parse(query: str) -> Query:
-    """Split ``query`` into registry, revision and path; :class:`QueryError` says what is wrong."""
+def parse(query: str, registry: str | None = None, rev: str | None = None) -> Query:
+    """Split ``query`` into registry, revision and path; :class:`QueryError` says what is wrong.
+
+    A query without the ``dvc://`` scheme is a path alone: the registry and the revision are
+    ``registry`` and ``rev`` (the provider's settings). Keeping the revision out of the query
+    keeps it out of what Snakemake records as a job's inputs, so pinning another release whose
+    files are identical changes no job's inputs (the modification times follow the content)."""
     if not query.startswith(PREFIX):
-        raise QueryError(f"a DVC query starts with {PREFIX!r}")
+        if "://" in query:
+            raise QueryError(f"a DVC query starts with {PREFIX!r}")
+        if registry is None or rev is None:
+            raise QueryError(
+                f"{query!r} is a path alone, but the storage provider has no `registry` and "
+                f"`revision` settings; give them, or write {PREFIX}<registry>@<revision>//<path>"
+            )
+        return _checked(registry, rev, query, short=True)
     body = query[len(PREFIX) :]
     head, sep, path = body.rpartition(SEPARATOR)
     if not sep:
@@ -58,6 +73,10 @@ def parse(query: str) -> Query:
             f"no '@<revision>' before {SEPARATOR!r}; expected "
             f"{PREFIX}<registry>@<revision>//<path> (pin a tag or commit)"
         )
+    return _checked(registry, rev, path)
+
+
+def _checked(registry: str, rev: str, path: str, short: bool = False) -> Query:
     if not registry:
         raise QueryError("the registry (git URL or local path) is empty")
     if not rev:
@@ -75,7 +94,7 @@ def parse(query: str) -> Query:
         raise QueryError(f"the path {path!r} contains an empty, '.' or '..' segment")
     if parts[0] in (".git", ".dvc"):
         raise QueryError(f"the path {path!r} is inside the registry's {parts[0]} folder")
-    return Query(registry, rev, path)
+    return Query(registry, rev, path, short)
 
 
 def has_wildcards(text: str) -> bool:
