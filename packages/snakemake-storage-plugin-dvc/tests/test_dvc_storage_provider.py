@@ -14,7 +14,7 @@ from snakemake_interface_storage_plugins.tests import TestStorageBase
 
 from dvcplugin_helpers import md5_of, release
 from snakemake_storage_plugin_dvc import StorageProvider, StorageProviderSettings
-from snakemake_storage_plugin_dvc.query import parse
+from snakemake_storage_plugin_dvc.query import QueryError, parse
 from snakemake_storage_plugin_dvc.release import Out, Release
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,23 @@ def test_query_syntax(query, registry, rev, path) -> None:
     assert (parsed.registry, parsed.rev, parsed.path) == (registry, rev, path)
     assert str(parsed) == query
     assert StorageProvider.is_valid_query(query)
+
+
+def test_a_path_alone_takes_registry_and_revision_from_the_settings() -> None:
+    parsed = parse("datasets/site_a/sub-01/ses-pre", "/srv/reg", "v2")
+    assert (parsed.registry, parsed.rev, parsed.path, parsed.short) == (
+        "/srv/reg",
+        "v2",
+        "datasets/site_a/sub-01/ses-pre",
+        True,
+    )
+    assert StorageProvider.is_valid_query("datasets/site_a/participants.tsv")
+    with pytest.raises(QueryError, match="no `registry` and `revision` settings"):
+        parse("datasets/site_a/participants.tsv")
+    with pytest.raises(QueryError, match=r"'\.\.' segment"):
+        parse("datasets/../secret", "/srv/reg", "v2")
+    with pytest.raises(QueryError, match="starts with 'dvc://'"):
+        parse("s3://bucket/x", "/srv/reg", "v2")
 
 
 @pytest.mark.parametrize(
