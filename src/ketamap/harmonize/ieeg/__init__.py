@@ -65,7 +65,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import uniform_filter1d
 
 from ketamap.config import with_defaults
 from ketamap.errors import ConfigError, SiteDataError
@@ -76,7 +75,6 @@ from ketamap.harmonize.bids import (
     read_participants,
     session_files,
 )
-from ketamap.harmonize.ieeg import signal as ieeg_signal
 from ketamap.harmonize.ieeg.read import (
     DURATION_TOLERANCE_S,
     FORMATS,
@@ -102,14 +100,25 @@ __all__ = [
     "synchrony",
 ]
 
-hfb_envelope = ieeg_signal.hfb_envelope
 log = logging.getLogger(__name__)
+
+
+# The gather (harmonize_site with pieces) and the combine job read no signal: scipy.signal, the
+# signal module and MNE are imported by the functions that filter and read recordings (1-2 s of
+# imports the gather no longer pays; benchmarks/overhead.py).
+def __getattr__(name: str) -> Any:
+    if name == "hfb_envelope":
+        from ketamap.harmonize.ieeg import signal as ieeg_signal
+
+        return ieeg_signal.hfb_envelope
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 EMOTION_REGIONS = {"amygdala", "insula", "acc", "ofc", "hippocampus"}
 IEEG_TYPES = {"seeg": "seeg", "ecog": "ecog"}
 SLOW_SEARCH_S = 0.3
 PLATEAU_ITERATIONS = 2
-FS = ieeg_signal.OUT_SFREQ
+FS = 100.0  # Hz of the HFB envelope; ketamap.harmonize.ieeg.signal.OUT_SFREQ is this
 CONTACT = re.compile(r"^(?P<shaft>.*?)(?P<num>\d+)$")
 
 
@@ -398,6 +407,8 @@ def _line_frequency(sidecar: dict[str, Any], where: dict[str, Any]) -> float:
 def _process(
     rec: _Rec, site_id: str, root: Path, subject_id: str, condition: str, opts: dict[str, Any]
 ) -> _Result:
+    from ketamap.harmonize.ieeg import signal as ieeg_signal
+
     recording: Recording = read_recording(rec.path, site=site_id, root=root)
     raw = recording.raw
     shown = rec.shown
@@ -858,6 +869,8 @@ def _measures(
     y = power
     idx = np.arange(n)[None, :]
     inside = slow[:, None] & (idx >= onset_i[:, None]) & (idx <= end_i[:, None])
+    from scipy.ndimage import uniform_filter1d
+
     smooth = uniform_filter1d(np.nan_to_num(y), size=k, axis=1, mode="nearest")
     anchor = np.where(inside, smooth, -np.inf).argmax(axis=1)
     level = smooth[rows, anchor]

@@ -34,15 +34,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mne
 import numpy as np
 import pandas as pd
 
 from ketamap.errors import SiteDataError
 from ketamap.io import read_json, read_tsv, shown_path
 from ketamap.limits import check_size, excerpt
+
+if TYPE_CHECKING:  # MNE is imported where a recording is opened (the gather opens none)
+    import mne
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,8 @@ def open_raw(path: Path, *, site: str, root: Path | None = None) -> tuple[mne.io
     fmt = format_of(path, site=site, root=root)
     files = _companions(path, fmt)
     _check_files(files, shown, fmt, site=site, root=root)
+    import mne
+
     reader = getattr(mne.io, fmt.reader)
     with _mne_warnings() as caught:
         try:

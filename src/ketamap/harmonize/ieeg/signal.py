@@ -31,7 +31,8 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal
 
-OUT_SFREQ = 100.0
+from ketamap.harmonize.ieeg import FS as OUT_SFREQ  # the one constant of the envelope rate
+
 FILTER_ORDER = 4
 DEFAULT_BLOCK = 8
 
