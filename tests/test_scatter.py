@@ -460,29 +460,24 @@ def test_per_session_fetch_jobs_read_their_retrieved_sessions_as_one_site(
         assert Path(gathered[t]).read_bytes() == Path(whole[t]).read_bytes(), t
     assert not list((own.parent / ".views").iterdir())  # every job's view is removed
 
+    def second_session_job() -> None:
+        harmonize.run_session(
+            "ieeg",
+            site,
+            own,
+            sessions[1],
+            str(tmp_path / "x.zip"),
+            config,
+            sessions=[folder[sessions[1]]],
+        )
+
     sub, ses = scatter.session_folder(sessions[1])
     victim = sorted((storage / sub / ses / "ieeg").glob("*_events.tsv"))[0]
     victim.write_text(victim.read_text() + "\n")
     with pytest.raises(IntegrityError) as err:
-        harmonize.run_session(
-            "ieeg",
-            site,
-            own,
-            sessions[1],
-            str(tmp_path / "x.zip"),
-            config,
-            sessions=[folder[sessions[1]]],
-        )
+        second_session_job()
     assert victim.name in str(err.value) and "field 'md5'" in str(err.value)
     victim.unlink()
     with pytest.raises(IntegrityError) as err:
-        harmonize.run_session(
-            "ieeg",
-            site,
-            own,
-            sessions[1],
-            str(tmp_path / "x.zip"),
-            config,
-            sessions=[folder[sessions[1]]],
-        )
+        second_session_job()
     assert victim.name in str(err.value)

@@ -70,6 +70,23 @@ def _release(sites: Path, registry: Path, remote: str, project: Path, tag: str, 
     (project / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def _released_project(tmp_path: Path, **sections: dict) -> tuple[Path, Path, str, Path]:
+    """The scenario's sites released as v1 into a real registry, and a project pinning them (the
+    config's other ``sections`` as given): (sites, registry, remote, project)."""
+    sites = tmp_path / "sites"
+    synth.generate(REPO / f"config/scenarios/{SCENARIO}.yaml", sites)
+    registry, remote = tmp_path / "registry", str(tmp_path / "remote")
+    build_registry(sites, registry, remote, "v1")
+
+    def pin(config: dict) -> None:
+        del config["demo"]
+        for entry in config["sites"]:
+            entry["registry"], entry["revision"] = str(registry), "v1"
+        config.update(sections)
+
+    return sites, registry, remote, make_project(tmp_path / "p", SCENARIO, config_edit=pin)
+
+
 def _assert_whole_site_bytes(project: Path, out: Path) -> None:
     site_tables = project / "results/sites" / SITE
     for table, data in _whole_site_bytes(project, out).items():
@@ -79,17 +96,7 @@ def _assert_whole_site_bytes(project: Path, out: Path) -> None:
 def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one_session(
     tmp_path: Path,
 ) -> None:
-    sites = tmp_path / "sites"
-    synth.generate(REPO / f"config/scenarios/{SCENARIO}.yaml", sites)
-    registry, remote = tmp_path / "registry", str(tmp_path / "remote")
-    build_registry(sites, registry, remote, "v1")
-
-    def real_registry(config: dict) -> None:
-        del config["demo"]
-        for entry in config["sites"]:
-            entry["registry"], entry["revision"] = str(registry), "v1"
-
-    project = make_project(tmp_path / "p", scenario=SCENARIO, config_edit=real_registry)
+    sites, registry, remote, project = _released_project(tmp_path)
     pieces = project / "resources/pieces" / SITE / "ieeg"
     # The default: 24 short recordings (a few MB) are far less than one job's worth of work, so
     # they are packed into one session job.
@@ -156,19 +163,9 @@ def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
     job and the gather alone; an identical release reruns nothing after the fetch."""
     from ketamap.harmonize.scatter import in_session_folder
 
-    sites = tmp_path / "sites"
-    synth.generate(REPO / f"config/scenarios/{SCENARIO}.yaml", sites)
-    registry, remote = tmp_path / "registry", str(tmp_path / "remote")
-    build_registry(sites, registry, remote, "v1")
-
-    def per_session(config: dict) -> None:
-        del config["demo"]
-        for entry in config["sites"]:
-            entry["registry"], entry["revision"] = str(registry), "v1"
-        config["fetch"] = {"per_session": True}
-        config["jobs"] = {"session_batch_seconds": 0}
-
-    project = make_project(tmp_path / "p", scenario=SCENARIO, config_edit=per_session)
+    sites, registry, remote, project = _released_project(
+        tmp_path, fetch={"per_session": True}, jobs={"session_batch_seconds": 0}
+    )
     log = _snakemake(project)
     raw = project / "resources/raw" / SITE
     manifest = json.loads((project / f"resources/raw/{SITE}.fetch.json").read_text())

@@ -51,7 +51,7 @@ def setup(tmp_path: Path) -> dict[str, Path]:
     return {"registry": reg, "remote": remote, "sites": sites, "work": work, "base": tmp_path}
 
 
-def snakemake(s: dict[str, Path], rev: str, *extra: str) -> str:
+def run_snakemake(s: dict[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -60,12 +60,13 @@ def snakemake(s: dict[str, Path], rev: str, *extra: str) -> str:
         "1",
         "--storage-dvc-cache",
         str(s["base"] / "cache"),
-        "--config",
-        f"registry={s['registry']}",
-        f"rev={rev}",
-        *extra,
+        *args,
     ]
-    proc = subprocess.run(cmd, cwd=s["work"], capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=s["work"], capture_output=True, text=True, timeout=300)
+
+
+def snakemake(s: dict[str, Path], rev: str, *extra: str) -> str:
+    proc = run_snakemake(s, "--config", f"registry={s['registry']}", f"rev={rev}", *extra)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     return out
@@ -109,6 +110,7 @@ def test_pinned_tag_rerelease_with_same_content(setup) -> None:
     assert planned(out), out  # the default triggers: the changed input query reruns
 
 
+# The same rules through a tagged provider holding the registry and the revision: paths alone.
 TAGGED = """
 storage site_a:
     provider="dvc",
@@ -116,29 +118,9 @@ storage site_a:
     revision=config["rev"],
 
 
-rule all:
-    input:
-        "out/participants.txt",
-        "out/phenotype.txt",
-
-
-rule participants:
-    input:
-        storage.site_a("datasets/site_a/participants.tsv"),
-    output:
-        "out/participants.txt",
-    shell:
-        "wc -l < {input} > {output}"
-
-
-rule phenotype:
-    input:
-        storage.site_a("datasets/site_a/phenotype"),
-    output:
-        "out/phenotype.txt",
-    shell:
-        "cat {input}/scores.tsv > {output}"
-"""
+""" + SNAKEFILE.split("\n\n\n", 1)[1].replace(
+    'storage.dvc(f"dvc://{REG}@{REV}//', 'storage.site_a("'
+)
 
 
 def test_revision_as_a_setting_keeps_an_identical_rerelease_from_rerunning(setup) -> None:
@@ -164,21 +146,7 @@ def test_a_path_alone_without_the_settings_is_refused_with_the_reason(setup) -> 
         'rule a:\n    input:\n        storage.dvc("datasets/site_a/participants.tsv"),\n'
         '    output:\n        "out/a.txt",\n    shell:\n        "cp {input} {output}"\n'
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--cores",
-            "1",
-            "--storage-dvc-cache",
-            str(setup["base"] / "cache"),
-        ],
-        cwd=setup["work"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_snakemake(setup)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "datasets/site_a/participants.tsv" in out and "`revision` settings" in out, out
