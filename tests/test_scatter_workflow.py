@@ -44,12 +44,19 @@ def _ran(log: str, rule: str) -> list[dict[str, str]]:
     return [w for j, w in jobs.items() if j in finished]
 
 
-def _whole_site_bytes(project: Path, out: Path) -> dict[str, bytes]:
-    """The site's tables as one job reading the whole fetched site computes them."""
+def _whole_site_bytes(project: Path, out: Path, fetch: bool = False) -> dict[str, bytes]:
+    """The site's tables as one job reading the whole fetched site computes them; with ``fetch``,
+    the site fetched whole at its pinned revision first (the project's own fetch pulled part)."""
+    from ketamap.registry import fetch_step
+
     config = validate_config(yaml.safe_load((project / "config/config.yaml").read_text()))
     site = next(s for s in config["sites"] if s["id"] == SITE)
+    raw = project / "resources/raw" / SITE
+    if fetch:
+        raw = out / SITE
+        fetch_step(site, raw, out / f"{SITE}.fetch.json", base=project)
     outputs = {t: str(out / f"{t}.parquet") for t in harmonize.HARMONIZERS["ieeg"].tables}
-    harmonize.run("ieeg", site, project / "resources/raw" / SITE, outputs, config)
+    harmonize.run("ieeg", site, raw, outputs, config)
     return {t: Path(p).read_bytes() for t, p in outputs.items()}
 
 
@@ -87,9 +94,9 @@ def _released_project(tmp_path: Path, **sections: dict) -> tuple[Path, Path, str
     return sites, registry, remote, make_project(tmp_path / "p", SCENARIO, config_edit=pin)
 
 
-def _assert_whole_site_bytes(project: Path, out: Path) -> None:
+def _assert_whole_site_bytes(project: Path, out: Path, fetch: bool = False) -> None:
     site_tables = project / "results/sites" / SITE
-    for table, data in _whole_site_bytes(project, out).items():
+    for table, data in _whole_site_bytes(project, out, fetch).items():
         assert (site_tables / f"{table}.parquet").read_bytes() == data, table
 
 
@@ -140,19 +147,6 @@ def _cached_objects(project: Path) -> set[str]:
     return {f"{p.parent.name}{p.name}" for p in cache.glob("*/*") if p.is_file()}
 
 
-def _whole_fetch_bytes(project: Path, out: Path) -> dict[str, bytes]:
-    """The site's tables as one job reading the whole site, fetched whole at its pinned revision."""
-    from ketamap.registry import fetch_step
-
-    config = validate_config(yaml.safe_load((project / "config/config.yaml").read_text()))
-    site = next(s for s in config["sites"] if s["id"] == SITE)
-    raw = out / SITE
-    fetch_step(site, raw, out / f"{SITE}.fetch.json", base=project)
-    outputs = {t: str(out / f"{t}.parquet") for t in harmonize.HARMONIZERS["ieeg"].tables}
-    harmonize.run("ieeg", site, raw, outputs, config)
-    return {t: Path(p).read_bytes() for t, p in outputs.items()}
-
-
 def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
     tmp_path: Path,
 ) -> None:
@@ -181,9 +175,7 @@ def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
     # Every session object and the dataset's .dir listing, pulled once; nothing else.
     in_sessions = {f["md5"] for f in manifest["listing"] if in_session_folder(f["path"])}
     assert _cached_objects(project) == in_sessions | {manifest["dvc_md5"]}
-    whole = _whole_fetch_bytes(project, tmp_path / "whole1")
-    for table, data in whole.items():
-        assert (project / "results/sites" / SITE / f"{table}.parquet").read_bytes() == data, table
+    _assert_whole_site_bytes(project, tmp_path / "whole1", fetch=True)
 
     # A release changing one session: that session's changed object is pulled, its job and the
     # site's gather run, nothing else is harmonized again.
@@ -201,9 +193,7 @@ def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
         f["md5"] for f in manifest["listing"] if f["path"].startswith(f"{sub}/{ses}/")
     } - before
     assert len(events) == 1 and new == events | {manifest["dvc_md5"]}
-    whole = _whole_fetch_bytes(project, tmp_path / "whole2")
-    for table, data in whole.items():
-        assert (project / "results/sites" / SITE / f"{table}.parquet").read_bytes() == data, table
+    _assert_whole_site_bytes(project, tmp_path / "whole2", fetch=True)
 
     # The same bytes released again as v3: the fetch runs, nothing after it.
     _release(sites, registry, remote, project, "v3", session_batch_seconds=0)

@@ -530,8 +530,10 @@ def _fetch_site(
     from dvc.api import DVCFileSystem
     from dvc.scm import RevError, SCMError
 
+    from ketamap.harmonize.scatter import in_session_folder
+
     site_id = site["id"]
-    url = _resolve_url(site["registry"], base)
+    url = resolve_url(site["registry"], base)
     rev = str(site["revision"])
     path = site.get("path") or f"datasets/{site_id}"
     where = {"site": site_id, "file": url}
@@ -611,7 +613,7 @@ def _fetch_site(
                 fs.get(path, str(staging / "data"), recursive=True)
             else:
                 everything = _remote_sizes(fs, expected)
-                expected = {rel: md5 for rel, md5 in expected.items() if not in_session(rel)}
+                expected = {rel: md5 for rel, md5 in expected.items() if not in_session_folder(rel)}
                 (staging / "data").mkdir()
                 for rel in sorted(expected):
                     (staging / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -656,17 +658,11 @@ def _fetch_site(
     return manifest
 
 
-def in_session(rel: str) -> bool:
-    """Whether a dataset file lies in a session folder ``sub-<label>/ses-<label>/``."""
-    from ketamap.harmonize.scatter import in_session_folder
-
-    return in_session_folder(rel)
-
-
 def _remote_sizes(fs: Any, files: dict[str, str]) -> list[dict[str, Any]]:
     """Every file of ``files`` (path -> md5) with the size of its object on the DVC remote: a
     ``.dir`` listing holds no sizes, and the session jobs are cut by their files' sizes. One stat
-    per object, 16 at a time (an SSH or S3 remote answers each in one round trip)."""
+    per object (files with the same content share one), 16 at a time (an SSH or S3 remote answers
+    each in one round trip)."""
     from concurrent.futures import ThreadPoolExecutor
 
     odb = fs.repo.cloud.get_remote_odb()
@@ -674,9 +670,10 @@ def _remote_sizes(fs: Any, files: dict[str, str]) -> list[dict[str, Any]]:
     def size(md5: str) -> int:
         return int(odb.fs.info(odb.oid_to_path(md5))["size"])
 
+    objects = sorted(set(files.values()))
     with ThreadPoolExecutor(16) as pool:
-        sizes = dict(zip(files, pool.map(size, files.values()), strict=True))
-    return [{"path": rel, "md5": files[rel], "bytes": sizes[rel]} for rel in sorted(files)]
+        sizes = dict(zip(objects, pool.map(size, objects), strict=True))
+    return [{"path": rel, "md5": files[rel], "bytes": sizes[files[rel]]} for rel in sorted(files)]
 
 
 def _tracked(fs: Any, path: str) -> bool:
@@ -740,7 +737,8 @@ def write_manifest(manifest: dict[str, Any], path: Path) -> None:
     integrity.atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def _resolve_url(url: str, base: Path | None) -> str:
+def resolve_url(url: str, base: Path | None) -> str:
+    """A registry URL as git and DVC take it: a local path made absolute against ``base``."""
     if "://" in url or url.startswith("git@"):
         return url
     p = Path(url)

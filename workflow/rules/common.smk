@@ -82,16 +82,15 @@ def storage_tag(site):
     return f"ketamap_{site}"
 
 
-def _registry_url(url):
-    return url if "://" in url or url.startswith("git@") else str(Path(url).resolve())
-
-
 if PER_SESSION:
+    # only here: every job's parse would pay for the registry module's import otherwise
+    from ketamap.registry import resolve_url
+
     for _site in config["sites"]:
         workflow.storage_registry.register_storage(
             provider="dvc",
             tag=storage_tag(_site["id"]),
-            registry=_registry_url(_site["registry"]),
+            registry=resolve_url(_site["registry"], Path.cwd()),
             revision=str(_site["revision"]),
             cache=str(STORAGE_CACHE),
             timeout=float(config["fetch"]["timeout"]),
@@ -111,7 +110,8 @@ def clear_session_copies():
 
 if workflow.is_main_process:
     check_fetched()
-    clear_session_copies()
+    if PER_SESSION:
+        clear_session_copies()
 
 
 # A site is any valid site id but `atlas` (the schema's pattern; the atlas' fetch is its own rule).
@@ -223,18 +223,13 @@ def session_storage(h, batch=True):
     site (the gather, which checks them together). [] with whole-site fetches."""
     if not PER_SESSION:
         return []
-    seconds = config["jobs"]["session_batch_seconds"]
 
     def sessions(wildcards):
         raw = f"resources/raw/{wildcards.site}"
         if batch:
             found = scatter.batch_sessions(raw, h.sessions, wildcards.batch)
-        else:
-            found = [
-                s
-                for b in scatter.batches(raw, h.sessions, seconds, h.session_cost)
-                for s in scatter.batch_sessions(raw, h.sessions, b)
-            ]
+        else:  # the batches cover every session once
+            found = scatter.sessions(raw, h.sessions)
         entry = site_by_id(config, wildcards.site)
         root = entry.get("path") or f"datasets/{wildcards.site}"
         provider = getattr(storage, storage_tag(wildcards.site))
