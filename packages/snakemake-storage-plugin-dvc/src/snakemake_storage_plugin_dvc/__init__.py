@@ -97,6 +97,28 @@ class StorageProviderSettings(StorageProviderSettingsBase):
             "required": False,
         },
     )
+    index: str | None = field(
+        default=None,
+        metadata={
+            "help": "A JSON index of the registry at the revision (written by "
+            "`python -m snakemake_storage_plugin_dvc index`): when the file exists and names "
+            "the same registry and revision, planning answers from it without opening the "
+            "registry. Retrieval still opens it and checks the index against git.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    remote_options: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "DVC options for the registry's default remote, as `dvc remote modify` "
+            "takes them (keyfile, user, port, endpointurl, ...): a mapping in a storage "
+            "directive, `key=value,key=value` on the command line. They override the "
+            "registry's .dvc/config and the `timeout` setting.",
+            "env_var": False,
+            "required": False,
+        },
+    )
     timeout: float | None = field(
         default=None,
         metadata={
@@ -106,6 +128,30 @@ class StorageProviderSettings(StorageProviderSettingsBase):
             "required": False,
             "type": float,
         },
+    )
+
+
+def parse_remote_options(value: dict[str, Any] | str | None) -> dict[str, Any]:
+    """The ``remote_options`` setting as a dict: a mapping as it is, ``key=value,key=value``
+    split (the command line's form). Anything else is an error naming the setting."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, str):
+        options = {}
+        for item in value.split(","):
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise WorkflowError(
+                    f"DVC storage setting remote_options: {item!r} is not key=value "
+                    f"(in {value!r}; expected e.g. keyfile=~/.ssh/id_ed25519,port=2222)"
+                )
+            options[key.strip()] = val.strip()
+        return options
+    raise WorkflowError(
+        f"DVC storage setting remote_options: a {type(value).__name__}, expected a mapping or "
+        "key=value,key=value"
     )
 
 
@@ -119,8 +165,10 @@ class StorageProvider(StorageProviderBase):
         )
         self.jobs = max(1, settings.jobs or DEFAULT_JOBS)
         self.timeout = settings.timeout
+        self.remote_options = parse_remote_options(settings.remote_options)
         self.registry = settings.registry
         self.revision = None if settings.revision is None else str(settings.revision)
+        self.index = Path(settings.index).expanduser() if settings.index else None
         self._releases: dict[tuple[str, str], Release] = {}
         self._lock = threading.Lock()
 
@@ -187,15 +235,39 @@ class StorageProvider(StorageProviderBase):
             return stamp
 
     def release(self, query: Query) -> Release:
-        """The registry at the query's revision, opened once per run of Snakemake."""
+        """The registry at the query's revision, opened once per run of Snakemake, or read from
+        the `index` setting's file when that describes the same registry and revision."""
         with self._lock:
             release = self._releases.get(query.release)
             if release is None:
-                release = Release(
-                    query.registry, query.rev, self.cache_dir, timeout=self.timeout
-                ).open()
+                release = self._indexed(query)
+                if release is None:
+                    release = Release(
+                        query.registry,
+                        query.rev,
+                        self.cache_dir,
+                        timeout=self.timeout,
+                        remote_options=self.remote_options,
+                    ).open()
                 self._releases[query.release] = release
             return release
+
+    def _indexed(self, query: Query) -> Release | None:
+        if self.index is None or not self.index.is_file():
+            return None  # not written yet (e.g. before the job that writes it): the registry
+        from snakemake_storage_plugin_dvc.index import load
+
+        index = load(self.index)
+        if (index.registry, index.revision) != query.release:
+            # another release (e.g. the revision setting changed since the index was written)
+            self.logger.debug(
+                f"DVC index {self.index} describes {index.registry}@{index.revision}, not "
+                f"{query.registry}@{query.rev}: the registry is opened instead"
+            )
+            return None
+        return Release.from_index(
+            index, self.cache_dir, timeout=self.timeout, remote_options=self.remote_options
+        )
 
 
 class StorageObject(StorageObjectRead):
@@ -342,7 +414,9 @@ class StorageObject(StorageObjectRead):
     def retrieve_object(self) -> None:
         """Put the query's files at local_path(), every one md5-verified; on any failure nothing
         of this retrieval is left in place."""
-        release = self._release()
+        # Opened even when an index answered the planning: git at the revision must pin what
+        # the index says before any of its md5 is trusted (see Release.open).
+        release = self._release().open()
         entries = self._entries()
         if not entries:
             raise self._not_found()

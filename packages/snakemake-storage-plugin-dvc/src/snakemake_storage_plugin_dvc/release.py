@@ -20,10 +20,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from snakemake_interface_common.exceptions import WorkflowError
+
+if TYPE_CHECKING:
+    from snakemake_storage_plugin_dvc.index import Index
 
 
 @dataclass
@@ -81,11 +84,16 @@ class Release:
     rev: str
     cache_dir: Path
     timeout: float | None = None
+    #: DVC remote options for the default remote (``dvc remote modify``: keyfile, endpointurl,
+    #: ...); they override the timeout's options.
+    remote_options: dict[str, Any] = field(default_factory=dict)
     commit: str = ""
     remote_url: str = ""
     outs: list[Out] = field(default_factory=list)
     #: Objects fetched from the remote by this release (``.dir`` listings and files).
     fetched: list[str] = field(default_factory=list)
+    #: The index this release was read from (see :meth:`from_index`); None: opened from git.
+    index: Path | None = None
     _fs: Any = None
     _odb: Any = None
     _sizes: dict[str, int] = field(default_factory=dict)
@@ -97,7 +105,63 @@ class Release:
         text = f"registry {self.registry}, revision {self.rev!r}"
         return f"{text}, path {path!r}" if path is not None else text
 
+    @classmethod
+    def from_index(
+        cls,
+        index: Index,
+        cache_dir: Path,
+        timeout: float | None = None,
+        remote_options: dict[str, Any] | None = None,
+    ) -> Release:
+        """The release as an index describes it, without opening the registry: what its outputs
+        hold, their files' md5 and sizes. The registry is opened when a path outside the indexed
+        outputs is asked for or an object is fetched (:meth:`open` then checks the index)."""
+        release = cls(
+            index.registry,
+            index.revision,
+            cache_dir,
+            timeout=timeout,
+            remote_options=dict(remote_options or {}),
+            commit=index.commit,
+        )
+        release.index = index.path
+        release.outs = index.outs
+        release._sizes.update(index.sizes)
+        return release
+
+    @property
+    def _lazy(self) -> bool:
+        """Read from an index and not opened yet."""
+        return self.index is not None and self._fs is None
+
     def open(self) -> Release:
+        """Open the registry at the revision (once). A release read from an index keeps the
+        index's folder listings, after checking that git pins the same outputs."""
+        with self._lock:
+            if self._fs is not None:
+                return self
+            indexed = {o.path: o for o in self.outs} if self.index is not None else {}
+            self._open()
+            for out in self.outs:
+                known = indexed.pop(out.path, None)
+                if known is None:
+                    continue
+                if known.md5 != out.md5:
+                    raise DVCRegistryError(
+                        f"{self.where(out.path)}: the index {self.index} lists other content "
+                        f"(md5 {known.md5}) than git pins at this revision now ({out.md5}); the "
+                        "revision moved since the index was written: write the index again"
+                    )
+                out._files = known._files
+            if indexed:
+                raise DVCRegistryError(
+                    f"{self.where(sorted(indexed)[0])}: the index {self.index} lists this "
+                    "output, which is not DVC-tracked at this revision now; the revision moved "
+                    "since the index was written: write the index again"
+                )
+            return self
+
+    def _open(self) -> None:
         from dvc.api import DVCFileSystem
         from dvc.scm import RevError, SCMError
 
@@ -118,13 +182,13 @@ class Release:
         config = fs.repo.config
         name = config["core"].get("remote")
         remote = dict(config["remote"].get(name, {})) if name else {}
-        self.remote_url = str(remote.get("url") or "")
-        options = _timeout_options(self.remote_url, self.timeout)
+        # the remote the objects come from: the `url` option, where one is given, overrides git's
+        self.remote_url = str(self.remote_options.get("url") or remote.get("url") or "")
+        options = {**_timeout_options(self.remote_url, self.timeout), **self.remote_options}
         if options:
             fs = DVCFileSystem(self.registry, rev=self.rev, remote_config=options)
         self._fs = fs
         self.outs = self._list_outs()
-        return self
 
     def _list_outs(self) -> list[Out]:
         gitfs = self._fs.repo.fs
@@ -159,11 +223,43 @@ class Release:
         for out in self.outs:
             if path == out.path or path.startswith(out.path + "/"):
                 return out
+        if self._lazy:  # not in the index: the registry knows
+            return self.open().out_of(path)
         return None
 
     def outs_under(self, path: str) -> list[Out]:
         """The outputs inside the folder ``path`` (a folder that holds several datasets)."""
+        if self._lazy:  # an index may list some of them only
+            self.open()
         return [o for o in self.outs if o.path.startswith(path + "/")]
+
+    def index_outs(self, paths: list[str] | None = None, jobs: int = 8) -> list[dict[str, Any]]:
+        """The outputs at or under ``paths`` (default: every output) in the shape
+        :func:`snakemake_storage_plugin_dvc.index.write` takes, with every file's size (one
+        stat of the remote per object not in the cache, ``jobs`` at a time)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.open()
+        chosen = [
+            o
+            for o in self.outs
+            if paths is None or any(o.path == p or o.path.startswith(p + "/") for p in paths)
+        ]
+        entries = [Entry(p, md5, o) for o in chosen if o.is_dir for p, md5 in self.files(o).items()]
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            sizes = list(pool.map(self.size, entries))
+        size_of = {e.path: s for e, s in zip(entries, sizes, strict=True)}
+        found: list[dict[str, Any]] = []
+        for out in chosen:
+            if out.is_dir:
+                files = {
+                    p[len(out.path) + 1 :]: {"md5": md5, "size": size_of[p]}
+                    for p, md5 in self.files(out).items()
+                }
+                found.append({"path": out.path, "md5": out.md5, "files": files})
+            else:
+                found.append({"path": out.path, "md5": out.md5, "size": out.size})
+        return found
 
     def files(self, out: Out) -> dict[str, str]:
         """Every file of ``out`` (registry path -> md5); a folder's listing is fetched once."""
@@ -226,6 +322,8 @@ class Release:
 
     def odb(self, path: str | None = None) -> Any:
         with self._lock:
+            if self._lazy:
+                self.open()
             if self._odb is None:
                 if not self.remote_url:
                     raise DVCRegistryError(
