@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import os
 import pstats
-import shutil
 import sys
 import tempfile
 import time
@@ -36,10 +35,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from scale_project import (  # noqa: E402 - tests/ is not a package
     VENV_BIN,
-    bare_project,
     dry_run,
-    fetch_trees,
-    ketamap_project,
+    project_pair,
     shape,
     shape_differences,
     site_entries,
@@ -48,17 +45,12 @@ from scale_project import (  # noqa: E402 - tests/ is not a package
 # -- measuring ----------------------------------------------------------------------------------
 
 
-def measure(root: Path, n: int, repeat: int, sessions: int = 0) -> dict:
+def measure(root: Path, n: int, repeat: int, sessions: int = 0, per_session: bool = False) -> dict:
     sites = site_entries(n)
     tag = f"{n}_{sessions}ses" if sessions else f"{n}"
-    kp = ketamap_project(root / f"ketamap_{tag}", sites)
-    bp = bare_project(root / f"bare_{tag}", sites)
-    row: dict = {"sites": n, "sessions": sessions}
-    if sessions:
-        # Both projects get the same fetched trees (hard links: same bytes, mtimes and inodes).
-        row["files"] = fetch_trees(kp, sites, sessions)
-        shutil.rmtree(bp / "resources" / "raw")
-        shutil.copytree(kp / "resources" / "raw", bp / "resources" / "raw", copy_function=os.link)
+    tag += "_per_session" if per_session else ""
+    kp, bp, files = project_pair(root, tag, sites, sessions, per_session)
+    row: dict = {"sites": n, "sessions": sessions, "per_session": per_session, "files": files}
     for name, project in (("bare", bp), ("ketamap", kp)):
         runs = [dry_run(project) for _ in range(repeat)]
         row[name] = {
@@ -86,6 +78,7 @@ def format_table(rows: list[dict]) -> str:
         bs, ks = min(b["s"]), min(k["s"])
         cpu = min(k["cpu"]) / min(b["cpu"])
         fetched = f"{row['sessions']} ses/{row['files']} f" if row["sessions"] else "nothing"
+        fetched += " per-ses" if row.get("per_session") else ""
         runs = (
             ""
             if len(b["s"]) == 1
@@ -266,9 +259,17 @@ def main(argv: list[str] | None = None) -> int:
         "--sessions-sites", type=int, default=1500, help="sites of the fetched project"
     )
     parser.add_argument(
+        "--per-session",
+        choices=("no", "also", "only"),
+        default="also",
+        help="the fetched project with fetch.per_session too (the session folders as the DVC "
+        "storage plugin's inputs, planned from its index), or only that",
+    )
+    parser.add_argument(
         "--profile",
         default="1500,fetched",
-        help="profile these measured projects: a site count of --sites and/or 'fetched' ('': none)",
+        help="profile these measured projects: a site count of --sites, 'fetched' and/or "
+        "'per_session' ('': none)",
     )
     parser.add_argument("--top", type=int, default=25, help="hotspots listed")
     parser.add_argument("--keep", type=Path, help="build the projects here and keep them")
@@ -290,13 +291,18 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         if args.sessions:
-            t0 = time.perf_counter()
-            rows.append(measure(root, args.sessions_sites, args.repeat, args.sessions))
-            print(
-                f"{args.sessions_sites} sites, {args.sessions} sessions fetched: "
-                f"{check_shape(rows[-1])} ({time.perf_counter() - t0:.0f} s)",
-                file=sys.stderr,
-            )
+            modes = {"no": [False], "also": [False, True], "only": [True]}[args.per_session]
+            for per_session in modes:
+                t0 = time.perf_counter()
+                rows.append(
+                    measure(root, args.sessions_sites, args.repeat, args.sessions, per_session)
+                )
+                print(
+                    f"{args.sessions_sites} sites, {args.sessions} sessions fetched"
+                    f"{' per session' if per_session else ''}: "
+                    f"{check_shape(rows[-1])} ({time.perf_counter() - t0:.0f} s)",
+                    file=sys.stderr,
+                )
         print(
             f"snakemake --dry-run --cores 2, fresh process each; {os.cpu_count()} CPUs, "
             f"best of {args.repeat}; MB = peak RSS of the snakemake process; CPU = its user + "
@@ -304,11 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_table(rows), flush=True)
         for what in [w.strip() for w in args.profile.split(",") if w.strip()]:
-            if what == "fetched":
+            if what in ("fetched", "per_session"):
                 if not args.sessions:
                     continue
                 tag = f"{args.sessions_sites}_{args.sessions}ses"
                 title = f"{args.sessions_sites} sites, {args.sessions} sessions fetched"
+                if what == "per_session":
+                    tag, title = tag + "_per_session", title + " per session"
             else:
                 if int(what) not in sizes:
                     continue

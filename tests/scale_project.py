@@ -86,8 +86,11 @@ def write_stamps(project: Path, ids: list[str]) -> None:
         os.utime(stamp, ns=(0, 0))
 
 
-def ketamap_project(dest: Path, sites: list[dict], source: Path = REPO) -> Path:
-    """The workflow of ``source`` (this checkout, or another tree of it) with ``sites``."""
+def ketamap_project(
+    dest: Path, sites: list[dict], source: Path = REPO, per_session: bool = False
+) -> Path:
+    """The workflow of ``source`` (this checkout, or another tree of it) with ``sites``
+    (``per_session``: with ``fetch.per_session``)."""
     dest.mkdir(parents=True)
     for name in COPIED:
         src = source / name
@@ -110,17 +113,22 @@ def ketamap_project(dest: Path, sites: list[dict], source: Path = REPO) -> Path:
     # One job per session, the most jobs the sessions can make (the default packs short ones):
     # what planning must scale to, and what the bare workflow mirrors.
     config["jobs"] = {"session_batch_seconds": 0}
+    if per_session:
+        config.setdefault("fetch", {})["per_session"] = True
     (dest / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     write_stamps(dest, [s["id"] for s in sites] + ["atlas"])
     return dest
 
 
-def fetch_trees(project: Path, sites: list[dict], sessions: int) -> int:
+def fetch_trees(project: Path, sites: list[dict], sessions: int, per_session: bool = False) -> int:
     """Fetched data as ketamap's fetch leaves it: ``sessions`` sessions spread over the sites,
     each a few small files, with the fetch manifest, the content id and the verified-tree state.
+    ``per_session``: as the fetch leaves it with ``fetch.per_session``: the site's own files only,
+    every file in the manifest's ``listing`` and the storage plugin's index of the dataset.
     Returns the number of files written."""
     from ketamap import integrity
-    from ketamap.registry import content_id
+    from ketamap.harmonize.scatter import in_session_folder
+    from ketamap.registry import _listing_md5, content_id, write_plugin_index
 
     raw_root = project / "resources" / "raw"
     per_site = [sessions // len(sites) + (i < sessions % len(sites)) for i in range(len(sites))]
@@ -138,15 +146,27 @@ def fetch_trees(project: Path, sites: list[dict], sessions: int) -> int:
             rels += [f"{sub}/{ses}/" + t.format(p=f"{sub}_{ses}") for t in kinds[site["modality"]]]
         files = []
         for rel in rels:
+            data = f"{site['id']} {rel}\n".encode() * 32
+            files.append({"path": rel, "md5": hashlib.md5(data).hexdigest(), "bytes": len(data)})
+            if per_session and in_session_folder(rel):
+                continue  # the session jobs' storage inputs retrieve these
             path = raw / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            data = f"{site['id']} {rel}\n".encode() * 32
             path.write_bytes(data)
-            files.append({"path": rel, "md5": hashlib.md5(data).hexdigest()})
         manifest = {k: site[k] for k in ("registry", "path", "revision")} | {
             "files": files,
             "n_files": len(files),
         }
+        if per_session:
+            manifest |= {
+                "site": site["id"],
+                "files": [f for f in files if not in_session_folder(f["path"])],
+                "listing": files,
+                "commit": "0" * 40,
+                "dvc_md5": _listing_md5({f["path"]: f["md5"] for f in files}) + ".dir",
+            }
+            manifest["n_files"] = len(manifest["files"])
+            write_plugin_index(manifest, REGISTRY, raw_root / f"{site['id']}.dvc-index.json")
         integrity.fetch_manifest_path(raw).write_text(
             json.dumps(manifest, indent=2, sort_keys=True)
         )
@@ -154,6 +174,33 @@ def fetch_trees(project: Path, sites: list[dict], sessions: int) -> int:
         integrity.remember_verified(raw)
         n_files += len(files)
     return n_files
+
+
+def project_pair(
+    root: Path, tag: str, sites: list[dict], sessions: int = 0, per_session: bool = False
+) -> tuple[Path, Path, int]:
+    """ketamap's and the bare project (``root``/ketamap_<tag>, bare_<tag>) with ``sessions``
+    sessions fetched (0: nothing), and the number of files fetched.
+
+    Whole-site fetches: both get the same trees (hard links: same bytes, mtimes and inodes).
+    ``per_session``: ketamap has the site's own files, the listing and the plugin's index (its
+    sessions are storage inputs); bare has the whole trees, each session folder a plain input."""
+    kp = ketamap_project(root / f"ketamap_{tag}", sites, per_session=per_session)
+    bp = bare_project(root / f"bare_{tag}", sites, per_session=per_session)
+    files = 0
+    if sessions:
+        files = fetch_trees(kp, sites, sessions, per_session=per_session)
+        shutil.rmtree(bp / "resources" / "raw")
+        if per_session:
+            fetch_trees(bp, sites, sessions)
+            write_stamps(bp, [s["id"] for s in sites] + ["atlas"])
+            for site in sites:  # the fetch's index output, read by nothing here
+                (bp / "resources" / "raw" / f"{site['id']}.dvc-index.json").write_text("{}\n")
+        else:
+            shutil.copytree(
+                kp / "resources" / "raw", bp / "resources" / "raw", copy_function=os.link
+            )
+    return kp, bp, files
 
 
 # -- the bare project ---------------------------------------------------------------------------
@@ -165,8 +212,10 @@ def code_count(*entries: str) -> int:
         return len(step_code(*entries))
 
 
-def bare_snakefile(sites: list[dict]) -> tuple[str, dict[str, int]]:
-    """A plain Snakefile with ketamap's rules, jobs and inputs per job; and its code file counts."""
+def bare_snakefile(sites: list[dict], per_session: bool = False) -> tuple[str, dict[str, int]]:
+    """A plain Snakefile with ketamap's rules, jobs and inputs per job; and its code file counts.
+    ``per_session``: as ketamap's with ``fetch.per_session``, each session job and gather also takes
+    its session folders as inputs (here the fetched folders; in ketamap the storage plugin's)."""
     config = {"sites": sites, "atlas": {"registry": REGISTRY}}
     groups = site_groups(config)
     tsites = table_sites(config)
@@ -222,6 +271,7 @@ def bare_snakefile(sites: list[dict]) -> tuple[str, dict[str, int]]:
     figs_out = [f"results/figures/{a}.png" for a in analyses if ANALYSES[a].figure] + [
         f"results/figures/{f}.png" for f in figures
     ]
+    fetch_index = '\n        index="resources/raw/{site}.dvc-index.json",' if per_session else ""
     L.append(f"FETCHED = {fetch_manifests!r}")
     L.append(f"OUTPUTS = {tables_out + pooled_out + figs_out!r}")
     L.append(
@@ -246,7 +296,7 @@ checkpoint fetch:
     output:
         data=directory("resources/raw/{{site}}"),
         manifest="resources/raw/{{site}}.fetch.json",
-        content="resources/raw/{{site}}.content",
+        content="resources/raw/{{site}}.content",{fetch_index}
     log:
         "logs/fetch/{{site}}.log",
     threads: 1
@@ -287,10 +337,17 @@ checkpoint fetch_atlas:
             else ""
         )
         outs = "".join(f'        {t}="results/sites/{{site}}/{t}.parquet",\n' for t in h.tables)
-        pieces = ""
+        pieces = session_in = ""
         if h.sessions:
             # ketamap's per-session jobs: sessions read from the fetch manifest, once per site
             pieces = f"        pieces=pieces_{h.modality},\n"
+            if per_session:
+                index = '        dvc_index=ancient("resources/raw/{site}.dvc-index.json"),\n'
+                session_in = index + (
+                    '        sessions=lambda w: [f"resources/raw/{w.site}/"'
+                    ' + w.batch.replace("_", "/", 1)],\n'
+                )
+                pieces += index + f"        sessions=session_dirs_{h.modality},\n"
             L.append(
                 f"""
 SESSIONS_{h.modality} = {{}}
@@ -317,12 +374,20 @@ def pieces_{h.modality}(wildcards):
     ]
 
 
+def session_dirs_{h.modality}(wildcards):
+    pieces_{h.modality}(wildcards)
+    return [
+        f"resources/raw/{{wildcards.site}}/" + s.replace("_", "/", 1)
+        for s in SESSIONS_{h.modality}[wildcards.site]
+    ]
+
+
 rule harmonize_{h.modality}_session:
     input:
 {atlas}        raw=ancient("resources/raw/{{site}}"),
         content=ancient("resources/raw/{{site}}.content"),
         code=CODE["harmonize_{h.modality}"],
-    output:
+{session_in}    output:
         piece="resources/pieces/{{site}}/{h.modality}/{{batch}}.zip",
     log:
         "logs/harmonize/{{site}}/{h.modality}/{{batch}}.log",
@@ -475,9 +540,9 @@ rule manifest:
     return "\n".join(L), codes
 
 
-def bare_project(dest: Path, sites: list[dict]) -> Path:
+def bare_project(dest: Path, sites: list[dict], per_session: bool = False) -> Path:
     dest.mkdir(parents=True)
-    text, codes = bare_snakefile(sites)
+    text, codes = bare_snakefile(sites, per_session)
     (dest / "Snakefile").write_text(text)
     for rule, n in codes.items():
         (dest / "code" / rule).mkdir(parents=True)

@@ -139,15 +139,3 @@ def test_a_site_cannot_be_named_atlas_and_sites_are_found_after_edits() -> None:
     assert site_by_id(config, "renamed_site") is sites[1]
     with pytest.raises(ConfigError):
         site_by_id(config, "no_such_site")
-
-
-def test_per_session_fetch_refuses_remote_options_it_cannot_pass_on() -> None:
-    from ketamap.config import check_config, validate_config
-
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config["fetch"] = {"per_session": True, "remote_options": {"keyfile": "~/.ssh/id_x"}}
-    with pytest.raises(ConfigError) as err:
-        check_config(validate_config(config))
-    assert "fetch.remote_options" in str(err.value) and "per_session" in str(err.value)
-    config["fetch"] = {"per_session": True}
-    check_config(validate_config(config))

@@ -224,6 +224,53 @@ def test_workflow_fetch_over_ssh_as_a_partner(ssh, ssh_registry, sites, tmp_path
     assert "remote timeout 10 s" in (project / "logs/fetch/site_a.log").read_text()
 
 
+def test_per_session_workflow_over_ssh_as_a_partner(ssh, tmp_path) -> None:
+    """fetch.per_session with the registry's DVC remote on the sshd, from a clone of the registry
+    (no .dvc/config.local): the key in fetch.remote_options reaches the fetch and the DVC storage
+    plugin alike, each session job's sessions come over SSH, and the site's tables are
+    byte-identical to one job reading the whole site fetched over SSH."""
+    import yaml
+
+    from ketamap import harmonize, synth
+    from ketamap.config import validate_config
+    from ketamap.harmonize.scatter import in_session_folder
+    from ketamap.registry import build_registry, fetch_step
+    from test_scatter_workflow import SCENARIO, SITE, _cached_objects, _ran, _snakemake
+    from workflow_project import REPO, make_project
+
+    sites = tmp_path / "sites"
+    synth.generate(REPO / f"config/scenarios/{SCENARIO}.yaml", sites)
+    registry = tmp_path / "registry"
+    key = {"keyfile": str(ssh.keyfile)}
+    build_registry(sites, registry, ssh.url("per-session-store"), "v1", remote_options=key)
+    options = {"timeout": 10, "remote_options": key}
+
+    def partner(config: dict) -> None:
+        del config["demo"]
+        for entry in config["sites"]:
+            entry["registry"], entry["revision"] = f"file://{registry}", "v1"
+        config["fetch"] = {"per_session": True, **options}
+
+    project = make_project(tmp_path / "p", SCENARIO, config_edit=partner)
+    log = _snakemake(project)
+    assert _ran(log, "harmonize_ieeg_session"), log[-3000:]
+    assert not list((project / "resources/raw" / SITE).glob("sub-*/ses-*"))
+    manifest = json.loads((project / f"resources/raw/{SITE}.fetch.json").read_text())
+    assert _cached_objects(project) == {
+        f["md5"] for f in manifest["listing"] if in_session_folder(f["path"])
+    }
+
+    config = validate_config(yaml.safe_load((project / "config/config.yaml").read_text()))
+    site = next(s for s in config["sites"] if s["id"] == SITE)
+    whole = tmp_path / "whole"
+    fetch_step(site, whole / SITE, whole / f"{SITE}.fetch.json", base=project, options=options)
+    outputs = {t: str(whole / f"{t}.parquet") for t in harmonize.HARMONIZERS["ieeg"].tables}
+    harmonize.run("ieeg", site, whole / SITE, outputs, config)
+    for table, path in outputs.items():
+        got = (project / "results/sites" / SITE / f"{table}.parquet").read_bytes()
+        assert got == Path(path).read_bytes(), table
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 

@@ -42,6 +42,7 @@ from scale_project import (
     bare_project,
     ketamap_project,
     planning_ratio,
+    project_pair,
     shape,
     shape_differences,
     site_entries,
@@ -84,4 +85,32 @@ def test_300_sites_plan_within_bound_of_bare_snakemake(tmp_path):
     assert kmb <= MEMORY_BOUND * bmb, (
         f"ketamap's planning peaks at {kmb:.0f} MB, bare Snakemake's at {bmb:.0f} MB "
         f"(bound {MEMORY_BOUND}x)"
+    )
+
+
+SESSIONS = 1500
+
+
+def test_300_sites_fetched_per_session_plan_from_the_plugin_index_within_bound(tmp_path):
+    """fetch.per_session with 1,500 sessions fetched: every session job and gather has its session
+    folders as inputs of the DVC storage plugin, planned from the index each fetch wrote. The
+    registry URL does not exist, so planning that opened a registry fails here; the bound is the
+    one above, against a bare workflow whose session folders are plain fetched inputs."""
+    sites = site_entries(SITES)
+    ketamap, bare, _ = project_pair(tmp_path, "ps", sites, SESSIONS, per_session=True)
+
+    ratio, runs = planning_ratio(ketamap, bare, ROUNDS, EXTRA_ROUNDS, TIME_BOUND)
+
+    kshape, bshape = shape(runs["ketamap"][-1].text), shape(runs["bare"][-1].text)
+    assert kshape[1].get("harmonize_ieeg_session", 0) >= SESSIONS // 3, kshape[1]
+    assert not shape_differences(kshape, bshape), shape_differences(kshape, bshape)
+    report = (
+        f"{SITES} sites, {SESSIONS} sessions per session, {kshape[0]} jobs: CPU s ketamap "
+        f"[{', '.join(f'{r.cpu:.2f}' for r in runs['ketamap'])}], bare "
+        f"[{', '.join(f'{r.cpu:.2f}' for r in runs['bare'])}]"
+    )
+    print(report)
+    assert ratio <= TIME_BOUND, (
+        f"ketamap plans {ratio:.2f}x slower than bare Snakemake (bound {TIME_BOUND}x); {report}; "
+        "profile with benchmarks/dag_scale.py --per-session only --profile per_session"
     )

@@ -172,9 +172,10 @@ def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
     sessions = scatter.sessions(raw, "ieeg")
     assert len(sessions) == 24
     assert sorted(w["batch"] for w in _ran(log, "harmonize_ieeg_session")) == sessions
-    # Every session object and the dataset's .dir listing, pulled once; nothing else.
+    # Every session object, pulled once; nothing else (not even the dataset's .dir listing: the
+    # plugin has it from the index the fetch wrote, checked against the .dir md5 git pins).
     in_sessions = {f["md5"] for f in manifest["listing"] if in_session_folder(f["path"])}
-    assert _cached_objects(project) == in_sessions | {manifest["dvc_md5"]}
+    assert _cached_objects(project) == in_sessions
     _assert_whole_site_bytes(project, tmp_path / "whole1", fetch=True)
 
     # A release changing one session: that session's changed object is pulled, its job and the
@@ -192,6 +193,8 @@ def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
     events = {
         f["md5"] for f in manifest["listing"] if f["path"].startswith(f"{sub}/{ses}/")
     } - before
+    # (and the new release's .dir listing: the index is the last release's until the fetch has
+    # run, so the planning before it opens the registry at v2)
     assert len(events) == 1 and new == events | {manifest["dvc_md5"]}
     _assert_whole_site_bytes(project, tmp_path / "whole2", fetch=True)
 
@@ -200,3 +203,15 @@ def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
     log = _snakemake(project)
     assert len(_ran(log, "fetch")) == 1, log[-3000:]
     assert not _ran(log, "harmonize_ieeg_session") and not _ran(log, "harmonize_ieeg"), log[-3000:]
+
+    # Planning answers the session inputs from the plugin's index the fetch wrote, not from the
+    # registry (a git clone per site for a remote one): with the registry gone, a dry run of the
+    # finished project plans nothing and opens nothing.
+    manifest = json.loads((project / f"resources/raw/{SITE}.fetch.json").read_text())
+    index = json.loads((project / f"resources/raw/{SITE}.dvc-index.json").read_text())
+    assert (index["registry"], index["revision"]) == (str(registry.resolve()), "v3")
+    assert index["outs"][0]["md5"] == manifest["dvc_md5"]
+    assert len(index["outs"][0]["files"]) == len(manifest["listing"])
+    registry.rename(registry.with_name("registry-gone"))
+    dry = run(["snakemake", "--profile", "workflow/profiles/default", "-n"], project)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]

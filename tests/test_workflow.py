@@ -973,10 +973,13 @@ def _consumers(config: dict, path: tuple, project: Path) -> set[tuple[str, str]]
 
 
 def _params_changed(output: str) -> set[tuple[str, str]]:
+    """The jobs a config edit reruns itself: their params changed, or the edit gave them an output
+    they do not have yet (fetch.per_session: the storage plugin's index). Jobs rerun because an
+    input was updated by another job are not counted: they follow by their inputs."""
     jobs = set()
     for block in output.split("\n\n"):
         head = re.search(r"^(?:rule|checkpoint) (\w+):", block, re.M)
-        if head and "Params have changed" in block:
+        if head and ("Params have changed" in block or "Missing output files" in block):
             wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
             jobs.add((head.group(1), wildcards.group(1).strip() if wildcards else ""))
     return jobs

@@ -144,17 +144,6 @@ def check_config(config: dict[str, Any]) -> None:
             field="sites[].id",
             expected="unique site ids",
         )
-    fetch = config.get("fetch") or {}
-    if fetch.get("per_session") and fetch.get("remote_options"):
-        # The storage plugin takes credentials from DVC's own configuration only (its settings
-        # have no per-remote options yet).
-        raise ConfigError(
-            "fetch.per_session cannot use fetch.remote_options yet",
-            file="config/config.yaml",
-            field="fetch.remote_options",
-            expected="no remote_options with per_session: true (put them in ~/.ssh/config or the "
-            "registry's .dvc/config.local), or per_session: false",
-        )
     demo = config.get("demo")
     if demo:
         atlas = config.get("atlas")

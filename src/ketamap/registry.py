@@ -12,7 +12,6 @@ the md5 recorded by DVC, and returns a manifest of the revision, commit and hash
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -732,6 +731,33 @@ def _forget_cached(fs: Any, md5: str) -> None:
         pass
 
 
+def write_plugin_index(manifest: dict[str, Any], registry: str, dest: Path) -> None:
+    """The DVC storage plugin's index of the fetched dataset (one output: the site's folder, with
+    every file's md5 and remote size from the manifest's ``listing``), for the provider whose
+    ``registry`` setting is ``registry`` and ``revision`` the manifest's. The plugin checks that
+    the listing hashes to the dataset's ``.dir`` md5 before writing it."""
+    from snakemake_storage_plugin_dvc.index import write
+
+    if not str(manifest["dvc_md5"]).endswith(".dir"):
+        raise RegistryError(
+            f"the dataset {manifest['path']!r} is not a DVC-tracked folder (md5 "
+            f"{manifest['dvc_md5']!r}), which fetching per session needs",
+            field="md5",
+            expected="a folder added with DVC 3 (`dvc add <folder>`, md5 ending in .dir)",
+            hint="set fetch.per_session: false to fetch the site whole",
+            site=manifest["site"],
+            file=registry,
+        )
+    files = {f["path"]: {"md5": f["md5"], "size": f["bytes"]} for f in manifest["listing"]}
+    write(
+        dest,
+        registry=registry,
+        revision=manifest["revision"],
+        commit=manifest["commit"],
+        outs=[{"path": manifest["path"], "md5": manifest["dvc_md5"], "files": files}],
+    )
+
+
 def write_manifest(manifest: dict[str, Any], path: Path) -> None:
     """Write a manifest as canonical JSON (sorted keys, no timestamps) so reruns are byte-identical."""
     integrity.atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -767,11 +793,11 @@ def content_id(fetched: dict[str, Any]) -> str:
 
 
 def _listing_md5(files: dict[str, str]) -> str:
-    """DVC's md5 of a directory: its sorted (md5, relpath) listing as JSON."""
-    listing = [{"md5": md5, "relpath": rel} for rel, md5 in sorted(files.items())]
-    return hashlib.md5(
-        json.dumps(listing, sort_keys=True).encode(), usedforsecurity=False
-    ).hexdigest()
+    """DVC's md5 of a directory: its sorted (md5, relpath) listing as JSON (the storage plugin's
+    definition, so the fetch and the plugin cannot disagree on it)."""
+    from snakemake_storage_plugin_dvc.index import listing_md5
+
+    return listing_md5(files)
 
 
 def fetch_step(
@@ -782,12 +808,15 @@ def fetch_step(
     base: str | Path = ".",
     options: dict[str, Any] | None = None,
     sessions: bool = True,
+    index: str | Path | None = None,
 ) -> None:
     """Pull one site's dataset at its pinned revision and write its fetch manifest, and (to
     ``content``) its content id: what the jobs reading the data compare to know whether to rerun.
 
     ``options`` is the config's ``fetch`` section (``timeout``, ``remote_options``); ``sessions``
-    False pulls the site's own files only and lists the rest (``fetch.per_session``).
+    False pulls the site's own files only and lists the rest (``fetch.per_session``), and writes
+    to ``index`` the storage plugin's index of the dataset (what the session jobs' storage inputs
+    are planned from without opening the registry; see write_plugin_index).
     """
     options = with_defaults(options, "fetch")
     timeout = float(options["timeout"])
@@ -806,6 +835,8 @@ def fetch_step(
         remote_options=options["remote_options"] or None,
         sessions=sessions,
     )
+    if index is not None:
+        write_plugin_index(result, resolve_url(site["registry"], Path(base)), Path(index))
     write_manifest(result, Path(manifest))
     if content is not None:
         integrity.atomic_write_text(content, content_id(result) + "\n")

@@ -82,6 +82,13 @@ def storage_tag(site):
     return f"ketamap_{site}"
 
 
+def storage_index(site):
+    """The plugin's index of a site's dataset, written by its fetch: the session inputs are
+    planned from it, without opening the site's registry (a git clone for a remote one).
+    """
+    return f"resources/raw/{site}.dvc-index.json"
+
+
 if PER_SESSION:
     # only here: every job's parse would pay for the registry module's import otherwise
     from ketamap.registry import resolve_url
@@ -93,7 +100,10 @@ if PER_SESSION:
             registry=resolve_url(_site["registry"], Path.cwd()),
             revision=str(_site["revision"]),
             cache=str(STORAGE_CACHE),
+            index=str(Path(storage_index(_site["id"])).resolve()),
             timeout=float(config["fetch"]["timeout"]),
+            # the same options as the fetch's (keyfile, endpointurl, ...), every registry
+            remote_options=dict(config["fetch"]["remote_options"] or {}),
         )
 
 
@@ -238,6 +248,14 @@ def session_storage(h, batch=True):
         ]
 
     return sessions
+
+
+def session_index():
+    """fetch.per_session: the plugin's index the session inputs are planned from, as an input of
+    the jobs reading them (ancient: a refetch of the same bytes reruns nothing). Requested, so a
+    project fetched whole before per_session was switched on fetches again and gets one.
+    """
+    return {"dvc_index": ancient(storage_index("{site}"))} if PER_SESSION else {}
 
 
 def session_content(h):

@@ -15,6 +15,8 @@ checkpoint fetch:
         changed="resources/raw/.state/{site}.changed",
         code=step_code("ketamap.registry"),
     output:
+        # fetch.per_session: the DVC storage plugin's index of the dataset (common.smk)
+        **({"index": storage_index("{site}")} if PER_SESSION else {}),
         data=directory("resources/raw/{site}"),
         manifest="resources/raw/{site}.fetch.json",
         content="resources/raw/{site}.content",

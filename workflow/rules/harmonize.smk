@@ -24,6 +24,7 @@ for h in HARMONIZERS.values():
                     if h.atlas
                     else {}
                 ),
+                **session_index(),
                 raw=ancient("resources/raw/{site}"),
                 content=ancient("resources/raw/{site}.content"),
                 code=step_code("ketamap.harmonize", h.module),
@@ -62,6 +63,7 @@ for h in HARMONIZERS.values():
                 else {}
             ),
             # The fetched tree by content, not mtime (see fetch.smk): params.content.
+            **(session_index() if h.sessions else {}),
             raw=ancient("resources/raw/{site}"),
             content=ancient("resources/raw/{site}.content"),
             code=step_code("ketamap.harmonize", h.module),

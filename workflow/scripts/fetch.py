@@ -14,4 +14,6 @@ run_step(
     options=snakemake.config.get("fetch", {}),  # noqa: F821
     # False (fetch.per_session): the site's own files only; the atlas is always pulled whole
     sessions=snakemake.params.get("sessions", True),  # noqa: F821
+    # fetch.per_session: the storage plugin's index, planning's answers for the session inputs
+    index=snakemake.output.get("index"),  # noqa: F821
 )
