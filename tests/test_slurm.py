@@ -292,7 +292,8 @@ def test_small_scenario_through_slurm_matches_the_local_run(
 
 def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path) -> None:
     """ieeg_small through `make run EXECUTOR=slurm` (fresh shell, default SLURM_GROUP_SESSIONS)
-    with one job per session (``jobs.session_batch_seconds: 0`` in config.yaml): its 12
+    with one job per session (``jobs.session_batch_seconds: 0`` in config.yaml), each pulling its
+    session through the DVC storage plugin (``fetch.per_session: true``): its 12
     one-second session jobs go to SLURM in groups of at most 8, each group asking for no more
     CPUs than the node has; every session job runs exactly once; every other job is submitted
     alone; the outputs are byte-identical to `make run` (local, the default batches: one session
@@ -301,6 +302,7 @@ def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path)
     borrow_venv(project, lab)
     config = yaml.safe_load((project / "config/config.yaml").read_text())
     config["jobs"] = {"session_batch_seconds": 0}
+    config["fetch"] = {"per_session": True}  # each session job's sessions: the DVC storage plugin
     (project / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = fresh_shell(cluster, SLURM_PARTITION="main")
     started = time.monotonic()
@@ -314,6 +316,9 @@ def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path)
     assert f"--cores {cluster.cpus} --groups {' '.join(f'{r}=sessions' for r in rules)}" in out
     sessions = sorted((project / "resources/pieces").glob("*/ieeg/*.zip"))
     assert len(sessions) == 12, sessions
+    # The fetches pulled the sites' own files; the sessions came through the plugin's cache.
+    assert not list((project / "resources/raw").glob("*/sub-*/ses-*")), out[-3000:]
+    assert len(list((project / "resources/dvc-storage-cache/md5").glob("*/*"))) >= 12
     # Each session job ran once: a group re-formed while its jobs were running would run some again.
     finished = re.findall(r"Finished jobid: \d+ \(Rule: harmonize_ieeg_session\)", out)
     assert len(finished) == len(sessions), out[-4000:]
@@ -344,7 +349,8 @@ def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path)
     assert [p for p in want if got[p] != want[p]] == ["results/manifest.json"]
     assert any(p.startswith("results/tables/ieeg_") for p in want)
     # The manifests differ in the code commit only: this clone's config edit makes it "+dirty"
-    # (`jobs` itself is left out of the config hash: it never changes a result).
+    # (`jobs` and `fetch` are left out of the config hash: they never change a result, and a
+    # per-session fetch records the whole dataset's files, as a whole-site fetch does).
     manifests = [json.loads((p / "results/manifest.json").read_text()) for p in (project, local)]
     assert manifests[0].pop("code_commit") == manifests[1].pop("code_commit") + "+dirty"
     assert manifests[0] == manifests[1]

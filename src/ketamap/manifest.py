@@ -33,6 +33,13 @@ def write_run_manifest(
     sites = []
     for p in sorted(fetch_manifests):
         m = json.loads(Path(p).read_text())
+        if "listing" in m:
+            # fetch.per_session: the fetch pulled the site's own files and the session jobs the
+            # rest; the run read the whole dataset, as a whole-site fetch would record it.
+            m = m | {
+                "n_files": len(m["listing"]),
+                "bytes": sum(int(f["bytes"]) for f in m["listing"]),
+            }
         sites.append(
             {
                 k: m[k]
