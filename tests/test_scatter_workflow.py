@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ketamap import harmonize, synth
+from ketamap import harmonize, integrity, synth
 from ketamap.config import validate_config
 from ketamap.harmonize import scatter
 from ketamap.registry import build_registry
@@ -203,6 +203,23 @@ def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
     log = _snakemake(project)
     assert len(_ran(log, "fetch")) == 1, log[-3000:]
     assert not _ran(log, "harmonize_ieeg_session") and not _ran(log, "harmonize_ieeg"), log[-3000:]
+
+    # An object of the plugin's cache altered on disk never reaches a result: the session job
+    # run again retrieves its session anew, the plugin drops the altered object and fetches it
+    # again, and the job's piece comes out byte-identical.
+    target = sessions[3]
+    sub, ses = scatter.session_folder(target)
+    md5 = next(f["md5"] for f in manifest["listing"] if f["path"].startswith(f"{sub}/{ses}/"))
+    cached = project / "resources/dvc-storage-cache/md5" / md5[:2] / md5[2:]
+    cached.chmod(0o644)
+    cached.write_bytes(b"altered" + cached.read_bytes()[7:])
+    piece = f"resources/pieces/{SITE}/ieeg/{target}.zip"
+    before = (project / piece).read_bytes()
+    cmd = ["snakemake", "--profile", "workflow/profiles/default", "--cores", "2"]
+    log = run([*cmd, "--force", piece], project)
+    assert [w["batch"] for w in _ran(log.stdout + log.stderr, "harmonize_ieeg_session")] == [target]
+    assert integrity.file_hash(cached, "md5") == md5
+    assert (project / piece).read_bytes() == before
 
     # Planning answers the session inputs from the plugin's index the fetch wrote, not from the
     # registry (a git clone per site for a remote one): with the registry gone, a dry run of the
