@@ -205,3 +205,49 @@ def test_malformed_remote_options_are_named(reg, tmp_path) -> None:
         provider(tmp_path, reg, remote_options="keyfile=/k,port")
     with pytest.raises(WorkflowError, match=r"remote_options: a list, expected a mapping"):
         provider(tmp_path, reg, remote_options=["keyfile=/k"])
+
+
+# -- concurrent retrieval -----------------------------------------------------------------------
+
+
+def test_retrievals_run_together_at_most_jobs_at_a_time(reg, tmp_path, monkeypatch) -> None:
+    """Snakemake starts a batch's retrievals as asyncio tasks: they overlap, `jobs` at most."""
+    import threading
+    import time
+
+    from snakemake_storage_plugin_dvc.release import Release
+
+    inflight, peak, lock = [0], [0], threading.Lock()
+    materialize = Release.materialize
+
+    def slow(self, entry, dest):
+        with lock:
+            inflight[0] += 1
+            peak[0] = max(peak[0], inflight[0])
+        time.sleep(0.05)
+        try:
+            materialize(self, entry, dest)
+        finally:
+            with lock:
+                inflight[0] -= 1
+
+    monkeypatch.setattr(Release, "materialize", slow)
+    p = provider(tmp_path, reg, jobs=3)
+    objects = [p.object(f"datasets/site_a/raw/run-{i:02d}.txt") for i in range(12)]
+
+    async def all_of_them() -> None:
+        await asyncio.gather(*(o.managed_retrieve() for o in objects))
+
+    asyncio.run(all_of_them())
+    assert peak[0] == 3
+    for i, o in enumerate(objects):
+        assert o.local_path().read_text() == f"run {i}\n" * 50
+
+
+def test_a_failed_concurrent_retrieval_is_named_and_leaves_nothing(reg, tmp_path) -> None:
+    p = provider(tmp_path, reg)
+    bad = p.object("datasets/site_a/none.tsv")
+    with pytest.raises(WorkflowError, match="Failed to retrieve storage object") as err:
+        asyncio.run(bad.managed_retrieve())
+    assert "no DVC-tracked file or folder" in str(err.value)
+    assert not bad.local_path().exists()

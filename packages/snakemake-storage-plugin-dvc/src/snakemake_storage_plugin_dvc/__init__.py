@@ -8,6 +8,7 @@ See the README for the syntax, the settings and how modification times are chose
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -72,7 +73,8 @@ class StorageProviderSettings(StorageProviderSettingsBase):
     jobs: int | None = field(
         default=None,
         metadata={
-            "help": f"Files of a folder query downloaded in parallel (default {DEFAULT_JOBS}).",
+            "help": "Queries retrieved at the same time, and files of a folder query "
+            f"downloaded in parallel (default {DEFAULT_JOBS}).",
             "env_var": False,
             "required": False,
             "type": int,
@@ -171,6 +173,7 @@ class StorageProvider(StorageProviderBase):
         self.index = Path(settings.index).expanduser() if settings.index else None
         self._releases: dict[tuple[str, str], Release] = {}
         self._lock = threading.Lock()
+        self._retrievals: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     @classmethod
     def example_queries(cls) -> list[ExampleQuery]:
@@ -233,6 +236,13 @@ class StorageProvider(StorageProviderBase):
             tmp.write_text(json.dumps({"key": key, "content": content, "mtime": stamp}))
             os.replace(tmp, record)
             return stamp
+
+    def retrievals(self) -> asyncio.Semaphore:
+        """At most `jobs` retrievals of this provider at a time (per event loop)."""
+        loop = asyncio.get_running_loop()
+        if self._retrievals is None or self._retrievals[0] is not loop:
+            self._retrievals = (loop, asyncio.Semaphore(self.jobs))
+        return self._retrievals[1]
 
     def release(self, query: Query) -> Release:
         """The registry at the query's revision, opened once per run of Snakemake, or read from
@@ -410,6 +420,30 @@ class StorageObject(StorageObjectRead):
         )
 
     # -- retrieval ----------------------------------------------------------------------------
+
+    async def managed_retrieve(self) -> None:
+        """The interface's managed_retrieve, with :meth:`retrieve_object` in a worker thread.
+
+        Snakemake starts the retrievals of the jobs it is about to run as asyncio tasks, but the
+        interface calls the blocking retrieve_object inside the event loop, so a site's sessions
+        would arrive one after the other (one SSH or S3 round trip per object). Here up to `jobs`
+        queries of a provider download together, each folder's files `jobs` at a time."""
+        await self.wait_for_free_space()
+        try:
+            self.local_path().parent.mkdir(parents=True, exist_ok=True)
+            async with self._rate_limiter(Operation.RETRIEVE), self.provider.retrievals():
+                await asyncio.to_thread(self.retrieve_object)
+        except Exception as exc:
+            # retrieve_object leaves nothing of a failed retrieval in place; an older copy at the
+            # destination goes too, as with the interface's own managed_retrieve.
+            local = self.local_path()
+            if local.is_dir() and not local.is_symlink():
+                shutil.rmtree(local, ignore_errors=True)
+            elif local.exists() or local.is_symlink():
+                local.unlink()
+            raise WorkflowError(
+                f"Failed to retrieve storage object from {self.print_query}", exc
+            ) from None
 
     def retrieve_object(self) -> None:
         """Put the query's files at local_path(), every one md5-verified; on any failure nothing
