@@ -89,3 +89,11 @@ def md5_of(registry: Path, path: str, rev: str = "v1") -> str:
     from dvc.api import DVCFileSystem
 
     return str(DVCFileSystem(str(registry), rev=rev).info(path)["md5"])
+
+
+def two_releases(base: Path) -> dict[str, Path]:
+    """A registry in ``base`` with releases v1 and v2 of both sites (site_b differs), its remote."""
+    reg, remote, sites = base / "registry", base / "remote", base / "sites"
+    release(reg, remote, sites, "v1")
+    release(reg, remote, sites, "v2")
+    return {"registry": reg, "remote": remote, "base": base}

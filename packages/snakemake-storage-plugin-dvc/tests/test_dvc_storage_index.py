@@ -13,7 +13,7 @@ import pytest
 from snakemake.io import IOCache
 from snakemake_interface_common.exceptions import WorkflowError
 
-from dvcplugin_helpers import md5_of, release
+from dvcplugin_helpers import md5_of, two_releases
 from snakemake_storage_plugin_dvc import StorageProvider, StorageProviderSettings
 from snakemake_storage_plugin_dvc.__main__ import main
 from snakemake_storage_plugin_dvc.index import FORMAT, load, write
@@ -23,11 +23,7 @@ log = logging.getLogger(__name__)
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("dvcindex")
-    reg, remote, sites = base / "registry", base / "remote", base / "sites"
-    release(reg, remote, sites, "v1")
-    release(reg, remote, sites, "v2")
-    return {"registry": reg, "remote": remote}
+    return two_releases(tmp_path_factory.mktemp("dvcindex"))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from snakemake.io import IOCache
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_storage_plugins.tests import TestStorageBase
 
-from dvcplugin_helpers import md5_of, release
+from dvcplugin_helpers import md5_of, two_releases
 from snakemake_storage_plugin_dvc import StorageProvider, StorageProviderSettings
 from snakemake_storage_plugin_dvc.query import QueryError, parse
 from snakemake_storage_plugin_dvc.release import Out, Release
@@ -22,11 +22,7 @@ log = logging.getLogger(__name__)
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("dvcreg")
-    reg, remote, sites = base / "registry", base / "remote", base / "sites"
-    release(reg, remote, sites, "v1")
-    release(reg, remote, sites, "v2")
-    return {"registry": reg, "remote": remote, "base": base}
+    return two_releases(tmp_path_factory.mktemp("dvcreg"))
 
 
 def provider(tmp_path: Path, **settings) -> StorageProvider:
