@@ -39,13 +39,22 @@ def _gather(
     return pieces, tables
 
 
+@pytest.fixture(scope="module")
+def eyelid_corpus(tmp_path_factory: pytest.TempPathFactory) -> Consortium:
+    """behaviour_small alone: its iEEG sites have bedside eyelid video (the shared corpus takes
+    site_a_ieeg from ieeg_small, which has none)."""
+    from badinput import build
+
+    return build(tmp_path_factory.mktemp("eyelid"), scenarios=("behaviour_small",))
+
+
 @pytest.mark.parametrize("site_id", [*MICE, "site_a_ieeg"])
 def test_behaviour_session_jobs_and_gather_write_the_site_jobs_bytes(
-    site_id: str, corpus: Consortium, tmp_path: Path
+    site_id: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    site = corpus.site(site_id)
-    if site["species"] == "human" and not (site.get("reader") or {}).get("eyelid"):
-        pytest.skip("the corpus' copy of this iEEG site has no eyelid video")
+    human = site_id == "site_a_ieeg"
+    corpus = request.getfixturevalue("eyelid_corpus" if human else "corpus")
+    assert not human or (corpus.site(site_id).get("reader") or {}).get("eyelid") is not None
     site, raw = _site(corpus, site_id, tmp_path)
     assert H.sessions is not None
     sessions = scatter.sessions(raw, H.sessions)
