@@ -57,6 +57,13 @@ ROUNDS = 2
 EXTRA_ROUNDS = 3
 
 
+def cpu_seconds(runs: dict) -> str:
+    """Each side's CPU seconds, round by round."""
+    return "CPU s " + ", ".join(
+        f"{name} [{', '.join(f'{r.cpu:.2f}' for r in runs[name])}]" for name in ("ketamap", "bare")
+    )
+
+
 def test_300_sites_plan_within_bound_of_bare_snakemake(tmp_path):
     sites = site_entries(SITES)
     ketamap = ketamap_project(tmp_path / "ketamap", sites)
@@ -68,13 +75,7 @@ def test_300_sites_plan_within_bound_of_bare_snakemake(tmp_path):
     assert kshape[0] > 3 * SITES, f"{kshape[0]} jobs planned for {SITES} sites"
     assert not shape_differences(kshape, bshape), shape_differences(kshape, bshape)
 
-    def seconds(name: str) -> str:
-        return ", ".join(f"{r.cpu:.2f}" for r in runs[name])
-
-    report = (
-        f"{SITES} sites, {kshape[0]} jobs: CPU s ketamap [{seconds('ketamap')}], "
-        f"bare [{seconds('bare')}]"
-    )
+    report = f"{SITES} sites, {kshape[0]} jobs: {cpu_seconds(runs)}"
     print(report)
     assert ratio <= TIME_BOUND, (
         f"ketamap plans {ratio:.2f}x slower than bare Snakemake (bound {TIME_BOUND}x); {report}; "
@@ -105,9 +106,7 @@ def test_300_sites_fetched_per_session_plan_from_the_plugin_index_within_bound(t
     assert kshape[1].get("harmonize_ieeg_session", 0) >= SESSIONS // 3, kshape[1]
     assert not shape_differences(kshape, bshape), shape_differences(kshape, bshape)
     report = (
-        f"{SITES} sites, {SESSIONS} sessions per session, {kshape[0]} jobs: CPU s ketamap "
-        f"[{', '.join(f'{r.cpu:.2f}' for r in runs['ketamap'])}], bare "
-        f"[{', '.join(f'{r.cpu:.2f}' for r in runs['bare'])}]"
+        f"{SITES} sites, {SESSIONS} sessions per session, {kshape[0]} jobs: {cpu_seconds(runs)}"
     )
     print(report)
     assert ratio <= TIME_BOUND, (
