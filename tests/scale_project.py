@@ -113,8 +113,9 @@ def ketamap_project(
     # One job per session, the most jobs the sessions can make (the default packs short ones):
     # what planning must scale to, and what the bare workflow mirrors.
     config["jobs"] = {"session_batch_seconds": 0}
-    if per_session:
-        config.setdefault("fetch", {})["per_session"] = True
+    # per_session is the default; an older tree (``source``) may not have the key at all
+    if per_session or "per_session" in (source / "schemas/config.schema.yaml").read_text():
+        config.setdefault("fetch", {})["per_session"] = per_session
     (dest / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     write_stamps(dest, [s["id"] for s in sites] + ["atlas"])
     return dest

@@ -103,7 +103,8 @@ def _assert_whole_site_bytes(project: Path, out: Path, fetch: bool = False) -> N
 def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one_session(
     tmp_path: Path,
 ) -> None:
-    sites, registry, remote, project = _released_project(tmp_path)
+    # Whole-site fetches (fetch.per_session: false): the session jobs read the fetched site.
+    sites, registry, remote, project = _released_project(tmp_path, fetch={"per_session": False})
     pieces = project / "resources/pieces" / SITE / "ieeg"
     # The default: 24 short recordings (a few MB) are far less than one job's worth of work, so
     # they are packed into one session job.

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from ketamap import integrity, synth
+from ketamap import synth
 from ketamap.demo import apply_analysis_options
 from ketamap.jobresources import input_mb, scaled_mem_mb, scaled_runtime
 from ketamap.registry import build_registry
@@ -364,27 +364,25 @@ def test_short_session_jobs_are_submitted_in_groups(cluster: Cluster, lab: Path)
 def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> None:
     """Snakemake evaluates each job's mem_mb and runtime from its real input: a PET session whose
     image is 800 MB gets more memory and time than another site's session (a session job's
-    resources follow its own sessions' files, as the fetch manifest lists them).
+    resources follow its own sessions' files as the fetch manifest lists them: with per-session
+    fetches, the default, the dataset's ``listing``, each file's size on the DVC remote).
 
-    The big image is made part of what was fetched (its md5 in the fetch manifest): a file merely
-    dropped into fetched data is drift, and would plan a refetch instead (issue 12)."""
+    The listed size is edited in the manifest only: the session is still the one the plugin's
+    index lists, and the fetched tree is untouched, so nothing is planned to be fetched again."""
     from ketamap.harmonize import scatter
 
-    raw = lab / "resources/raw/ycu_obs"
-    big = raw / "sub-big" / "ses-x" / "pet" / "sub-big_ses-x_pet.nii.gz"
-    big.parent.mkdir(parents=True)
-    with big.open("wb") as handle:
-        handle.truncate(800 * 2**20)  # sparse: no disk used
     fetched = lab / "resources/raw/ycu_obs.fetch.json"
     recorded = fetched.read_text()
     manifest = json.loads(recorded)
-    manifest["files"].append(
-        {
-            "path": "sub-big/ses-x/pet/sub-big_ses-x_pet.nii.gz",
-            "md5": integrity.file_hash(big, "md5"),
-            "bytes": 800 * 2**20,
-        }
+    assert "listing" in manifest  # the lab's fetches are per session (the default)
+    big_session = scatter.sessions(lab / "resources/raw/ycu_obs", "pet")[0]
+    sub, ses = scatter.session_folder(big_session)
+    image = next(
+        f
+        for f in manifest["listing"]
+        if f["path"].startswith(f"{sub}/{ses}/pet/") and f["path"].endswith(".nii.gz")
     )
+    image["bytes"] = 800 * 2**20
     fetched.write_text(json.dumps(manifest))
     other = scatter.sessions(lab / "resources/raw/keio_hc", "pet")[0]
     try:
@@ -394,7 +392,7 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
                 "--profile",
                 "workflow/profiles/slurm",
                 "--dry-run",
-                "resources/pieces/ycu_obs/pet/sub-big_ses-x.zip",
+                f"resources/pieces/ycu_obs/pet/{big_session}.zip",
                 f"resources/pieces/keio_hc/pet/{other}.zip",
                 "--config",
                 f"scenario={SCENARIO}",
@@ -405,9 +403,7 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
             no_venv(),
         )
     finally:
-        shutil.rmtree(raw / "sub-big")
         fetched.write_text(recorded)
-        integrity.remember_verified(raw)
     assert "fetch:" not in out, out[-3000:]  # consistent fetched data: nothing to fetch again
     planned = {}
     for job in re.finditer(r"^rule harmonize_pet_session:\n((?:    .*\n?)*)", out, re.M):
@@ -415,7 +411,7 @@ def test_dry_run_resources_grow_with_the_input(lab: Path, slurm_run: dict) -> No
         res = re.search(r"resources: .*?mem_mb=(\d+).*?runtime=(\d+)", job.group(1))
         assert where and res, job.group(0)
         planned[where.groups()] = (int(res.group(1)), int(res.group(2)))
-    big, small = ("ycu_obs", "sub-big_ses-x"), ("keio_hc", other)
+    big, small = ("ycu_obs", big_session), ("keio_hc", other)
     assert set(planned) == {big, small}, out[-3000:]
     assert planned[big][0] >= 1000 + 2 * 800 > planned[small][0]
     assert planned[big][1] > planned[small][1] >= 10

@@ -236,12 +236,17 @@ def session_storage(h, batch=True):
 
     def sessions(wildcards):
         raw = f"resources/raw/{wildcards.site}"
+        entry = site_by_id(config, wildcards.site)
+        root = entry.get("path") or f"datasets/{wildcards.site}"
+        if scatter.fetched_pin(raw) != (entry["registry"], root, str(entry["revision"])):
+            # Not fetched, or fetched at another pin (a new release): the fetch runs, and the
+            # sessions are planned from its listing once it has ended, as for any checkpoint
+            # (the provider's registry and revision are the new ones; the listing is the old).
+            checkpoints.fetch.get(site=wildcards.site)
         if batch:
             found = scatter.batch_sessions(raw, h.sessions, wildcards.batch)
         else:  # the batches cover every session once
             found = scatter.sessions(raw, h.sessions)
-        entry = site_by_id(config, wildcards.site)
-        root = entry.get("path") or f"datasets/{wildcards.site}"
         provider = getattr(storage, storage_tag(wildcards.site))
         return [
             provider(f"{root}/{'/'.join(scatter.session_folder(s))}") for s in found

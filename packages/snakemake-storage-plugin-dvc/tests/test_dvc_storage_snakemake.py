@@ -150,3 +150,24 @@ def test_a_path_alone_without_the_settings_is_refused_with_the_reason(setup) -> 
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "datasets/site_a/participants.tsv" in out and "`revision` settings" in out, out
+
+
+@pytest.mark.parametrize("cache", ["inside", "shared"])
+def test_a_copied_workflow_folder_plans_nothing_when_its_cache_moves_with_it(setup, cache) -> None:
+    """The `seen` records behind mtimes name the workflow folder relative to the working
+    directory when the cache lies inside it: a project copied with its outputs and cache (`cp -a`)
+    plans nothing. A cache outside the folder, shared by several folders, keeps one record per
+    absolute folder: the copy is another workflow, its inputs are new to it and it reruns (safe)."""
+    import shutil
+
+    where = "cache" if cache == "inside" else str(setup["base"] / "cache")
+    extra = ("--storage-dvc-cache", where)
+    snakemake(setup, "v1", *extra)
+    copy = setup["base"] / "copy"
+    shutil.copytree(setup["work"], copy, symlinks=True)  # copy2: mtimes kept, as `cp -a`
+    setup["work"] = copy
+    out = snakemake(setup, "v1", "--dry-run", *extra)
+    if cache == "inside":
+        assert not planned(out), out
+    else:
+        assert planned(out) and "Updated input files" in out, out

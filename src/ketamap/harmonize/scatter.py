@@ -67,8 +67,9 @@ class _Listing:
     """A fetch manifest's file list, indexed by session folder once (planning asks for each
     session's files several times: a site of 10,000 sessions must not be scanned per session)."""
 
-    def __init__(self, files: list[dict[str, Any]]) -> None:
+    def __init__(self, files: list[dict[str, Any]], pin: tuple[str, ...] = ()) -> None:
         self.files = files
+        self.pin = pin
         self.top = [f for f in files if "/" not in f["path"]]
         self.by_session: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.datatypes: dict[str, set[tuple[str, str]]] = {}
@@ -97,6 +98,8 @@ class _Listing:
 # (manifest path, mtime, size) -> its listing: one read per site and planning process.
 _LISTINGS: dict[tuple[str, int, int], _Listing] = {}
 _EMPTY = _Listing([])
+# manifest path -> the listing last read from it (see _listing)
+_LAST: dict[str, _Listing] = {}
 
 
 def in_session_folder(path: str) -> bool:
@@ -109,18 +112,26 @@ def _listing(raw: str | Path) -> _Listing:
     try:
         st = os.stat(manifest)
     except OSError:
-        return _EMPTY
+        # While the site is fetched again its outputs are gone, and Snakemake may plan its jobs
+        # then (when another checkpoint, e.g. the atlas' fetch, ends first): they are planned
+        # from the listing this process read before, and again from the new one once the fetch
+        # has ended. Nothing read before: the site was never fetched.
+        return _LAST.get(manifest, _EMPTY)
     key = (manifest, st.st_mtime_ns, st.st_size)
     if key not in _LISTINGS:
+        pin: tuple[str, ...] = ()
         try:
             # a fetch of the site's own files only (fetch.per_session) lists every file apart
             data = json.loads(Path(manifest).read_text())
             files = data.get("listing") or data.get("files")
+            pin = tuple(str(data.get(k)) for k in ("registry", "path", "revision"))
         except (OSError, ValueError, AttributeError):
             files = None
         _LISTINGS[key] = _Listing(
-            [f for f in files or [] if isinstance(f, dict) and isinstance(f.get("path"), str)]
+            [f for f in files or [] if isinstance(f, dict) and isinstance(f.get("path"), str)],
+            pin,
         )
+    _LAST[manifest] = _LISTINGS[key]
     return _LISTINGS[key]
 
 
@@ -174,6 +185,11 @@ def _link(src: Path, dest: Path) -> None:
 def listing(raw: str | Path) -> list[dict[str, Any]]:
     """The files the fetch of ``raw`` recorded (``path``, ``md5``, ``bytes``); [] before a fetch."""
     return _listing(raw).files
+
+
+def fetched_pin(raw: str | Path) -> tuple[str, ...]:
+    """(registry, path, revision) as the fetch of ``raw`` recorded them; () before a fetch."""
+    return _listing(raw).pin
 
 
 def sessions(raw: str | Path, datatype: str) -> list[str]:

@@ -220,6 +220,24 @@ class StorageProvider(StorageProviderBase):
 
         return re.sub(r"(://[^/@:]+):[^/@]+@", r"\1:***@", query)
 
+    def seen_path(self, path: str | Path) -> str:
+        """A local path as the ``seen`` records name it: relative to the working directory when
+        the cache folder lies inside it (the records then move with the workflow folder, as its
+        outputs do: a copied or moved project sees nothing new), else absolute (a cache shared by
+        several workflow folders keeps one record per folder)."""
+        where = Path(path).resolve()
+        base = Path.cwd().resolve()
+        if self.cache_dir.resolve().is_relative_to(base) and where.is_relative_to(base):
+            return where.relative_to(base).as_posix()
+        return str(where)
+
+    def seen_registry(self, registry: str) -> str:
+        """A registry as the ``seen`` records name it: a URL as it is, a local folder as
+        :meth:`seen_path` names it."""
+        if "://" in registry or registry.startswith("git@"):
+            return registry
+        return self.seen_path(registry)
+
     def seen(self, key: str, content: str) -> float:
         """The time ``content`` was first seen for ``key`` (recorded in the cache folder)."""
         record = self.cache_dir / "seen" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
@@ -390,7 +408,13 @@ class StorageObject(StorageObjectRead):
         q = self._q()
         listing = sorted((e.path, e.md5) for e in entries)
         content = hashlib.md5(json.dumps(listing).encode(), usedforsecurity=False).hexdigest()
-        key = f"{self.provider.local_prefix.resolve()}|{q.registry}|{q.path}"
+        key = "|".join(
+            (
+                self.provider.seen_path(self.provider.local_prefix),
+                self.provider.seen_registry(q.registry),
+                q.path,
+            )
+        )
         return self.provider.seen(key, content)
 
     def size(self) -> int:
