@@ -238,7 +238,11 @@ def session_storage(h, batch=True):
         raw = f"resources/raw/{wildcards.site}"
         entry = site_by_id(config, wildcards.site)
         root = entry.get("path") or f"datasets/{wildcards.site}"
-        if scatter.fetched_pin(raw) != (entry["registry"], root, str(entry["revision"])):
+        if scatter.fetched_pin(raw) != (
+            entry["registry"],
+            root,
+            str(entry["revision"]),
+        ):
             # Not fetched, or fetched at another pin (a new release): the fetch runs, and the
             # sessions are planned from its listing once it has ended, as for any checkpoint
             # (the provider's registry and revision are the new ones; the listing is the old).
