@@ -99,6 +99,35 @@ def test_session_jobs_and_gather_write_the_site_jobs_bytes(
     assert len(schemas.read_table(gathered["ieeg_responses"], "ieeg_responses")) > 0
 
 
+def test_threads_run_the_ffts_on_workers_and_change_no_byte(
+    site_copy, corpus: Consortium, tmp_path: Path, monkeypatch
+) -> None:
+    """A session job given 2 threads (jobs.session_threads) runs the HFB envelope with 2
+    scipy.fft workers set (its channel blocks on 2 threads) and writes the same piece bytes."""
+    from scipy import fft
+
+    from ketamap.harmonize.ieeg import signal
+
+    site, raw = site_copy
+    batch = scatter.sessions(raw, "ieeg")[0]
+    seen: list[int] = []
+    real = signal.hfb_envelope
+
+    def spy(*args, **kwargs):
+        seen.append(fft.get_workers())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(signal, "hfb_envelope", spy)
+    digests = {}
+    for threads in (1, 2):
+        out = tmp_path / f"{threads}.zip"
+        harmonize.run_session("ieeg", site, raw, batch, str(out), corpus.config, threads=threads)
+        digests[threads] = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert seen and set(seen) == {1, 2}, seen
+    assert digests[1] == digests[2]
+    assert fft.get_workers() == 1  # the job's setting does not outlive its steps
+
+
 def _rename_participant(raw: Path, old: str, new: str) -> None:
     """Rename participant ``old`` to ``new`` in a site folder (folders, file names, tables)."""
     for path in sorted(raw.rglob(f"*{old}*"), key=lambda p: -len(p.parts)):

@@ -44,6 +44,14 @@ def _ran(log: str, rule: str) -> list[dict[str, str]]:
     return [w for j, w in jobs.items() if j in finished]
 
 
+def _threads(log: str, rule: str) -> list[int]:
+    """The threads of every job of ``rule`` the log plans (Snakemake prints them above 1)."""
+    return [
+        int(t.group(1)) if (t := re.search(r"^\s+threads: (\d+)$", m.group(1), re.M)) else 1
+        for m in re.finditer(rf"^(?:local)?rule {rule}:\n((?:    .*\n)*)", log, re.M)
+    ]
+
+
 def _whole_site_bytes(project: Path, out: Path, fetch: bool = False) -> dict[str, bytes]:
     """The site's tables as one job reading the whole fetched site computes them; with ``fetch``,
     the site fetched whole at its pinned revision first (the project's own fetch pulled part)."""
@@ -104,7 +112,9 @@ def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one
     tmp_path: Path,
 ) -> None:
     # Whole-site fetches (fetch.per_session: false): the session jobs read the fetched site.
-    sites, registry, remote, project = _released_project(tmp_path, fetch={"per_session": False})
+    sites, registry, remote, project = _released_project(
+        tmp_path, fetch={"per_session": False}, jobs={"session_threads": 2}
+    )
     pieces = project / "resources/pieces" / SITE / "ieeg"
     # The default: 24 short recordings (a few MB) are far less than one job's worth of work, so
     # they are packed into one session job.
@@ -116,6 +126,8 @@ def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one
     assert [w["batch"] for w in ran] == [f"{sessions[0]}--{sessions[-1]}"], ran
     assert [w["site"] for w in _ran(log, "harmonize_ieeg")] == [SITE]
     assert [p.name for p in pieces.glob("*.zip")] == [f"{ran[0]['batch']}.zip"]
+    # jobs.session_threads: 2 (the default is 1, below)
+    assert _threads(log, "harmonize_ieeg_session") == [2], log[-3000:]
     _assert_whole_site_bytes(project, tmp_path / "whole1")
     assert (project / "results/pooled/ieeg.slow_phase_duration.parquet").is_file()
 
@@ -127,6 +139,7 @@ def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one
     before = (project / "results/sites" / SITE / "ieeg_responses.parquet").read_bytes()
     log = _snakemake(project)
     assert sorted(w["batch"] for w in _ran(log, "harmonize_ieeg_session")) == sessions
+    assert _threads(log, "harmonize_ieeg_session") == [1] * 24  # the default
     assert sorted(p.stem for p in pieces.glob("*.zip")) == sorted(sessions)
     _assert_whole_site_bytes(project, tmp_path / "whole2")
     after = (project / "results/sites" / SITE / "ieeg_responses.parquet").read_bytes()
@@ -194,9 +207,9 @@ def test_per_session_fetch_pulls_each_session_through_the_dvc_storage_plugin(
     events = {
         f["md5"] for f in manifest["listing"] if f["path"].startswith(f"{sub}/{ses}/")
     } - before
-    # (and the new release's .dir listing: the index is the last release's until the fetch has
-    # run, so the planning before it opens the registry at v2)
-    assert len(events) == 1 and new == events | {manifest["dvc_md5"]}
+    # and nothing else: not the new release's .dir listing either (the session inputs of a site
+    # fetched at another pin wait for its fetch, whose index answers for v2; no registry opened)
+    assert len(events) == 1 and new == events
     _assert_whole_site_bytes(project, tmp_path / "whole2", fetch=True)
 
     # The same bytes released again as v3: the fetch runs, nothing after it.

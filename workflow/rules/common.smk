@@ -259,6 +259,14 @@ def session_storage(h, batch=True):
     return sessions
 
 
+def session_threads(h):
+    """A session job's threads: jobs.session_threads if its modality's work is parallel
+    (Harmonizer.session_threads: iEEG's HFB envelope, channel blocks on that many threads), else 1.
+    Snakemake caps it at --cores (and --max-threads); the tables are the same bytes whatever it is.
+    """
+    return config["jobs"]["session_threads"] if h.session_threads else 1
+
+
 def session_index():
     """fetch.per_session: the plugin's index the session inputs are planned from, as an input of
     the jobs reading them (ancient: a refetch of the same bytes reruns nothing). Requested, so a

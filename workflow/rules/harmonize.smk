@@ -35,7 +35,7 @@ for h in HARMONIZERS.values():
                 f"logs/harmonize/{{site}}/{h.modality}/{{batch}}.log",
             wildcard_constraints:
                 batch=BATCH_ID,
-            threads: 1
+            threads: session_threads(h)
             resources:
                 mem_mb=session_mem_mb(h.sessions, **h.session_memory),
                 runtime=session_runtime(h.sessions, **h.session_runtime),

@@ -14,4 +14,5 @@ run_step(
     batch=snakemake.wildcards.batch,  # noqa: F821
     output=snakemake.output.piece,  # noqa: F821
     config=snakemake.params.config,  # noqa: F821
+    threads=snakemake.threads,  # noqa: F821
 )

@@ -9,6 +9,7 @@ modality is one subpackage and one :data:`HARMONIZERS` line.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -64,7 +65,9 @@ class Harmonizer:
     of their sessions' files. ``session_cost``: (seconds, MB per second), one core's work on a
     session estimated as those seconds plus its files' MB at that rate, measured in one process
     (no start-up); with the config's ``jobs.session_batch_seconds`` it sizes the session jobs
-    (:func:`scatter.batches`).
+    (:func:`scatter.batches`). ``session_threads``: its session step's work is parallel (the HFB
+    envelope's channel blocks, on as many threads as ``scipy.fft``'s workers are set to), so a
+    session job takes ``jobs.session_threads`` cores; the same bytes whatever the number.
     """
 
     modality: str
@@ -80,6 +83,7 @@ class Harmonizer:
     session_memory: dict[str, Any] = field(default_factory=dict)
     session_runtime: dict[str, Any] = field(default_factory=dict)
     session_cost: tuple[float, float] = (0.0, 1.0)
+    session_threads: bool = False
 
 
 # One core's work on a session, (seconds, MB per second): fitted to one process harmonizing each
@@ -133,6 +137,8 @@ HARMONIZERS: dict[str, Harmonizer] = {
             session_memory={"floor": 1000, "per_largest_mb": 25},
             session_runtime={"floor": 10, "per_gb": 30},
             session_cost=IEEG_SESSION_COST,
+            # the HFB envelope's FFTs over a block of channels (signal.hfb_envelope)
+            session_threads=True,
         ),
         Harmonizer(
             "behaviour",
@@ -287,11 +293,14 @@ def run_session(
     config: dict[str, Any],
     atlas: str | Path | None = None,
     sessions: list[str] | None = None,
+    threads: int = 1,
 ) -> None:
     """One session job: verify the fetched files of the batch's sessions (and the site's top-level
     files, and the atlas files it reads), harmonize each session with its modality's
     ``session_step`` in this one process and write their pieces to one file. ``sessions``: the
-    session folders retrieved for the job (``fetch.per_session``, see :func:`run`)."""
+    session folders retrieved for the job (``fetch.per_session``, see :func:`run`). ``threads``:
+    the job's cores; for a modality whose work is parallel (``Harmonizer.session_threads``) they
+    are set as ``scipy.fft``'s workers, which its step uses (the same bytes as one)."""
     from ketamap import integrity
     from ketamap.errors import SiteDataError
     from ketamap.harmonize import scatter
@@ -299,7 +308,7 @@ def run_session(
 
     if sessions is not None:
         with scatter.session_view(raw, sessions) as view:
-            return run_session(modality, site, view, batch, output, config, atlas)
+            return run_session(modality, site, view, batch, output, config, atlas, threads=threads)
 
     h = HARMONIZERS[modality]
     assert h.sessions is not None
@@ -318,7 +327,12 @@ def run_session(
     extra = {"atlas": Path(atlas) if atlas else None} if h.atlas else {}
     key = load_key(config)
     options = config[h.options] if h.options else None
-    pieces = {s: module.session_step(site, Path(raw), key, options, s, **extra) for s in names}
+    with contextlib.ExitStack() as stack:
+        if threads > 1 and h.session_threads:
+            from scipy import fft  # only here: the other modalities' jobs never import it
+
+            stack.enter_context(fft.set_workers(threads))
+        pieces = {s: module.session_step(site, Path(raw), key, options, s, **extra) for s in names}
     scatter.write_pieces(output, pieces)
     # Not the sessions' names: they hold the site's own participant labels, which never reach a
     # log's content (the log file is the job's own).

@@ -82,6 +82,7 @@ class _Listing:
                 # e.g. a mouse's NWB file) counts as datatype "."
                 self.datatypes.setdefault(m.group(3) or ".", set()).add(folder)
         self._ordered: dict[str, tuple[list[str], dict[str, int]]] = {}
+        self.batches: dict[tuple[Any, ...], list[str]] = {}
 
     def ordered(self, datatype: str) -> tuple[list[str], dict[str, int]]:
         """The ``datatype`` sessions in folder order, and each one's position (sorted once).
@@ -216,6 +217,15 @@ def batches(raw: str | Path, datatype: str, seconds: float, cost: tuple[float, f
     alone and short ones share. ``seconds`` <= 0, or no work to estimate: one batch per
     session."""
     index = _listing(raw)
+    key = (datatype, seconds, tuple(cost))
+    if key not in index.batches:  # planning asks once per session job (its threads) and gather
+        index.batches[key] = _batches(index, datatype, seconds, cost)
+    return list(index.batches[key])
+
+
+def _batches(
+    index: _Listing, datatype: str, seconds: float, cost: tuple[float, float]
+) -> list[str]:
     found = index.ordered(datatype)[0]
     fixed, mb_per_s = cost
     work = [

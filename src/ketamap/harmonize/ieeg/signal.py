@@ -25,6 +25,7 @@ memory stays at a few block-sized copies whatever the recording length and chann
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import numpy as np
@@ -123,14 +124,14 @@ def hfb_envelope(
     n_out = -(-n * up0 // down0)
     up, down = resample_ratio(sfreq / decim, out_sfreq)
     out = np.empty((n_ch, n_out))
-    buf_all = np.zeros((min(block, n_ch), m), dtype=complex)
-    for start in range(0, n_ch, block):
+
+    def one_block(start: int) -> None:
         stop = min(start + block, n_ch)
         nb = stop - start
         spec = sp_fft.rfft(x[start:stop], n=nfft, axis=-1)[:, k0:k1]
         spec *= m / nfft  # ifft of length m returns every decim-th sample of the length-nfft ifft
         acc = np.zeros((nb, n_env))
-        buf = buf_all[:nb]
+        buf = np.zeros((nb, m), dtype=complex)
         for gain in gains:
             np.multiply(spec, gain, out=buf[:, k0:k1])
             amp = np.abs(sp_fft.ifft(buf, axis=-1)[:, :n_env])
@@ -139,6 +140,19 @@ def hfb_envelope(
         acc /= len(gains)
         res = signal.resample_poly(acc, up, down, axis=-1)
         out[start:stop] = res[:, :n_out]
+
+    # Blocks are independent and each writes its own rows, so they run on the job's threads
+    # (scipy.fft's workers, set by the session job: ketamap.harmonize.run_session) with the same
+    # bytes as one after another; the FFTs, products and the polyphase filter release the GIL.
+    # Inside a block the FFTs stay on one worker (the pool's threads have scipy.fft's default).
+    starts = range(0, n_ch, block)
+    workers = min(sp_fft.get_workers(), len(starts))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one_block, starts))
+    else:
+        for start in starts:
+            one_block(start)
     return out
 
 
