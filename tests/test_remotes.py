@@ -271,6 +271,52 @@ def test_per_session_workflow_over_ssh_as_a_partner(ssh, tmp_path) -> None:
         assert got == Path(path).read_bytes(), table
 
 
+SSH_COLLECTED_IN_A_LOOP = """
+import asyncio, gc, sys
+import snakemake_storage_plugin_dvc as plugin
+from sshfs import SSHFileSystem
+
+if sys.argv[1] == "mended":
+    plugin._close_ssh_on_its_own_loop()
+fs = SSHFileSystem(
+    "127.0.0.1", port=int(sys.argv[2]), username=sys.argv[3], client_keys=[sys.argv[4]],
+    known_hosts=None, skip_instance_cache=True,
+)
+fs.ls("/")  # a live connection on fsspec's loop
+
+
+async def drop():
+    # as in Snakemake's main thread: the last reference goes while another loop runs
+    global fs
+    fs = None
+    gc.collect()
+    mine = asyncio.current_task()
+    return sum("close" in repr(t) for t in asyncio.all_tasks() if t is not mine)
+
+
+print(asyncio.run(asyncio.wait_for(drop(), 20)))
+"""
+
+
+@pytest.mark.parametrize("finalizer", ["mended", "sshfs"])
+def test_an_ssh_connection_collected_while_another_loop_runs_is_closed_on_its_own(
+    ssh, finalizer
+) -> None:
+    """The plugin's retrievals run in worker threads; their SSH filesystems may be collected in
+    Snakemake's main thread while it runs a short event loop. sshfs's own finalizer puts the
+    connection's close on that loop, where it cannot finish (the connection lives on fsspec's
+    loop): once, the loop then never ended (a hang after the last job of the SSH per-session
+    test; the stuck task was sshfs's close). The plugin's finalizer leaves no task on the loop
+    that happens to run and closes the connection on its own. Both are run: sshfs's must still
+    leave its close task on the wrong loop, or the mend is no longer needed."""
+    args = [str(ssh.port), ssh.user, str(ssh.keyfile)]
+    cmd = [sys.executable, "-c", SSH_COLLECTED_IN_A_LOOP, finalizer, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    on_wrong_loop = int(proc.stdout.strip().splitlines()[-1])
+    assert on_wrong_loop == (0 if finalizer == "mended" else 1), proc.stdout + proc.stderr[-2000:]
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ See the README for the syntax, the settings and how modification times are chose
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -157,6 +158,36 @@ def parse_remote_options(value: dict[str, Any] | str | None) -> dict[str, Any]:
     )
 
 
+def _close_ssh_on_its_own_loop() -> None:
+    """Make sshfs close a collected connection on the loop the connection lives on.
+
+    sshfs's finalizer (``SSHFileSystem._finalize``, sshfs 2026.8) creates its close task on
+    ``asyncio.get_running_loop()`` of whatever thread the garbage collector happens to run in.
+    Retrievals run in worker threads, and their filesystems may be collected in Snakemake's main
+    thread while it runs a short event loop of its own (e.g. evaluating a job's ``input.size_mb``):
+    the close then lands on that loop, can never finish there (the connection belongs to
+    fsspec's loop), and Snakemake waits for it forever when its loop ends (seen once in six runs
+    of ketamap's SSH per-session test: a hang after the last job; the stuck task was sshfs's
+    close). This finalizer posts the close to the connection's own loop without waiting,
+    whichever thread collects it. Set before any SSH filesystem is made (the provider's start).
+    """
+    try:
+        from sshfs.spec import SSHFileSystem
+    except ImportError:  # no SSH support installed: nothing to mend
+        return
+
+    def finalize(loop: Any, pool: Any, stack: Any) -> None:
+        async def close() -> None:
+            await pool.close()
+            with contextlib.suppress(BrokenPipeError):  # a half-made client (as sshfs does)
+                await stack.aclose()
+
+        if loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(close(), loop)
+
+    SSHFileSystem._finalize = staticmethod(finalize)
+
+
 class StorageProvider(StorageProviderBase):
     settings: StorageProviderSettings
 
@@ -173,6 +204,7 @@ class StorageProvider(StorageProviderBase):
         self.index = Path(settings.index).expanduser() if settings.index else None
         self._releases: dict[tuple[str, str], Release] = {}
         self._lock = threading.Lock()
+        _close_ssh_on_its_own_loop()
         self._retrievals: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     @classmethod
