@@ -59,7 +59,7 @@ def session_job(repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sites = Path(tmp) / "sites"
         synth.generate(REPO / "config/scenarios/default.yaml", sites)
-        config = validate_config(json.loads(json.dumps(_config())))
+        config = validate_config(_config())
         site = _sites(sites)[0]
         raw = sites / site["id"]
         files = [
