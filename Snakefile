@@ -25,6 +25,19 @@ include: "workflow/rules/pooled.smk"
 include: "workflow/rules/manifest.smk"
 
 
+# Local runs: the jobs' steps start from a process with the libraries imported (jobs.forkserver).
+onstart:
+    start_forkserver()
+
+
+onsuccess:
+    jobserver.stop()
+
+
+onerror:
+    jobserver.stop()
+
+
 rule all:
     default_target: True
     input:

@@ -3,6 +3,11 @@
     .venv/bin/python benchmarks/overhead.py                     # default scenario, 2 cores (minutes)
     .venv/bin/python benchmarks/overhead.py --scenario small    # the test scenario (faster)
     .venv/bin/python benchmarks/overhead.py --imports-only      # only the import profile per job kind
+    .venv/bin/python benchmarks/overhead.py --forkserver on     # one run, jobs.forkserver true
+
+The workflow runs twice by default, with ``jobs.forkserver`` true (the default: on a local run
+each job's step runs in a child of one server process that imported the libraries once,
+:mod:`ketamap.jobserver`) and false (each job imports what its step needs), each in a fresh copy.
 
 The whole workflow is run for real on a bundled scenario in a copy of the project (made as
 ``tests/workflow_project.py`` makes one; its dry runs and jobs import the copy's ``src``, so the
@@ -23,7 +28,12 @@ processes, median of ``--repeat``:
 - **exit**: the interpreter's shutdown after the step, measured as the wall time of a process
   doing the same imports minus the time it reached the end of them.
 
-Overhead of a job = start-up + lazy imports + exit; its compute = step time - lazy imports. The
+Overhead of a job = start-up + lazy imports + exit; its compute = step time - lazy imports. A
+job whose step ran in the fork server (its step line ends ``, in the fork server``) imported
+nothing for it: its start-up runs from its own process's start to its step's start in the
+server's child (transfer and fork included), and its exit is its own process's (``client``:
+Snakemake's preamble and ``ketamap.adapter``). The server's imports are counted once, in a row of
+their own, though they overlap the first jobs. The
 Snakemake main process's own work per job (writing the job script, checking outputs, the job
 records) is not in either: it is reported as the run's wall time against the jobs' time on
 2 cores.
@@ -54,6 +64,7 @@ from workflow_project import make_project  # noqa: E402 - tests/ is not a packag
 
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 STEP_LINE = re.compile(r"step (\S+) compute ([0-9.]+) s, start-up ([0-9.]+) s")
+FORKED = ", in the fork server"  # the step line's end when the step ran in the fork server
 
 # What Snakemake's preamble of a `script:` job imports (snakemake/script/__init__.py): the job
 # object is unpickled, which imports snakemake.script and with it most of snakemake.
@@ -66,7 +77,9 @@ SCRIPTS = {
     "combine": "from ketamap.adapter import run_step; from ketamap.harmonize import combine",
     "pooled": "from ketamap.adapter import run_step; from ketamap.pooled import run",
     "figure": "from ketamap.adapter import run_step; from ketamap.pooled import draw",
-    "manifest": "from ketamap.adapter import run_step; from ketamap.manifest import write_run_manifest",
+    "manifest": "from ketamap.adapter import run_step",
+    # a job whose step runs in the fork server: its own process imports only this
+    "client": "from ketamap.adapter import run_step",
 }
 
 # Run in a fresh process: seconds from the process's start to the end of the script's imports and
@@ -106,7 +119,8 @@ def job_kinds() -> dict[str, tuple[str, list[str]]]:
     kinds: dict[str, tuple[str, list[str]]] = {
         "fetch": ("fetch", ["dvc.api", "dvc.scm"]),
         "combine": ("combine", ["pandas", "ketamap.schemas", "ketamap.ids"]),
-        "manifest": ("manifest", []),
+        "manifest": ("manifest", ["ketamap.manifest"]),
+        "client": ("client", []),
     }
     for h in HARMONIZERS.values():
         kinds[f"harmonize {h.modality}"] = (
@@ -263,49 +277,114 @@ def run_workflow(project: Path, cores: int) -> float:
     return time.perf_counter() - t0
 
 
-def job_lines(project: Path) -> list[tuple[str, float, float]]:
-    """(kind, step s, start-up s) of every job that logged its step."""
+def job_lines(project: Path) -> list[tuple[str, float, float, bool]]:
+    """(kind, step s, start-up s, ran in the fork server) of every job that logged its step."""
     logs = project / "logs"
     jobs = []
     for log in sorted(logs.rglob("*.log")):
         kind = kind_of(log, logs)
-        m = STEP_LINE.search(log.read_text(errors="replace"))
+        text = log.read_text(errors="replace")
+        m = STEP_LINE.search(text)
         if kind and m:
-            jobs.append((kind, float(m.group(2)), float(m.group(3))))
+            jobs.append((kind, float(m.group(2)), float(m.group(3)), FORKED in text))
     return jobs
 
 
-def table(jobs: list[tuple[str, float, float]], probes: dict[str, dict[str, float]]) -> str:
+def server_seconds(project: Path) -> float:
+    """The fork server's import time (its log), 0 when the run started none."""
+    log = project / ".snakemake/log/ketamap-forkserver.log"
+    m = re.search(r"modules imported in ([0-9.]+) s", log.read_text()) if log.is_file() else None
+    return float(m.group(1)) if m else 0.0
+
+
+def table(
+    jobs: list[tuple[str, float, float, bool]],
+    probes: dict[str, dict[str, float]],
+    server: float,
+) -> tuple[str, float]:
+    """The per-kind table, and overhead as a share of compute.
+
+    A job whose step ran in the fork server imported nothing for it (the server had): its
+    overhead is its start-up (its own process to the child's step) and its own process's exit
+    (probed as ``client``). The server's imports count once, as a row of their own."""
     per: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    for kind, step, startup in jobs:
-        p = probes[kind]
+    for kind, step, startup, forked in jobs:
+        p = probes["client"] if forked else probes[kind]
+        lazy = 0.0 if forked else p["lazy"]
         row = per[kind]
         row[0] += 1
-        row[1] += step - p["lazy"]  # compute
+        row[1] += step - lazy  # compute
         row[2] += startup
-        row[3] += p["lazy"]
+        row[3] += lazy
         row[4] += p["exit"]
+        row[5] += forked
+    if server:
+        per["fork server imports"] = [0, 0.0, 0.0, server, 0.0, 0.0]
     compute = sum(r[1] for r in per.values())
     overhead = sum(r[2] + r[3] + r[4] for r in per.values())
     head = (
-        f"{'job kind':<22} {'jobs':>4} {'compute s':>9} {'start-up':>8} {'lazy imp':>8} "
-        f"{'exit':>5} {'overhead s':>10} {'overhead %':>10} {'share':>6}"
+        f"{'job kind':<22} {'jobs':>4} {'forked':>6} {'compute s':>9} {'start-up':>8} "
+        f"{'lazy imp':>8} {'exit':>5} {'overhead s':>10} {'overhead %':>10} {'share':>6}"
     )
     out = [head, "-" * len(head)]
     for kind in sorted(per, key=lambda k: -(per[k][2] + per[k][3] + per[k][4])):
-        n, c, s, lz, ex = per[kind][:5]
+        n, c, s, lz, ex, fk = per[kind]
         o = s + lz + ex
         out.append(
-            f"{kind:<22} {n:>4} {c:>9.1f} {s:>8.1f} {lz:>8.1f} {ex:>5.1f} {o:>10.1f} "
+            f"{kind:<22} {n:>4} {fk:>6.0f} {c:>9.1f} {s:>8.1f} {lz:>8.1f} {ex:>5.1f} {o:>10.1f} "
             f"{100 * o / c if c else float('inf'):>9.0f}% {100 * o / overhead:>5.0f}%"
         )
     out.append("-" * len(head))
     n = sum(r[0] for r in per.values())
+    forked = sum(r[5] for r in per.values())
     out.append(
-        f"{'all':<22} {n:>4} {compute:>9.1f} {'':>8} {'':>8} {'':>5} {overhead:>10.1f} "
-        f"{100 * overhead / compute:>9.1f}% {100:>5}%"
+        f"{'all':<22} {n:>4} {forked:>6.0f} {compute:>9.1f} {'':>8} {'':>8} {'':>5} "
+        f"{overhead:>10.1f} {100 * overhead / compute:>9.1f}% {100:>5}%"
     )
-    return "\n".join(out)
+    return "\n".join(out), overhead / compute
+
+
+def measure(root: Path, args: argparse.Namespace, kinds: dict, forkserver: bool) -> float:
+    """Run the workflow once with ``jobs.forkserver`` as given; print its table; its share."""
+    name = "forkserver" if forkserver else "no-forkserver"
+
+    def edit(config: dict) -> None:
+        config.setdefault("jobs", {})["forkserver"] = forkserver
+
+    project = make_project(root / name, args.scenario, config_edit=edit)
+    if args.src:  # the project runs that code
+        shutil.rmtree(project / "src" / "ketamap")
+        shutil.copytree(
+            SRC / "ketamap",
+            project / "src" / "ketamap",
+            symlinks=True,  # contracts -> the project's schemas
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    wall = run_workflow(project, args.cores)
+    jobs = job_lines(project)
+    wanted = {j[0] for j in jobs if not j[3]} | ({"client"} if any(j[3] for j in jobs) else set())
+    probes = {k: probe(kinds[k], args.repeat, root) for k in sorted(wanted)}
+    busy = sum(
+        step + startup + probes["client" if forked else k]["exit"]
+        for k, step, startup, forked in jobs
+    )
+    server = server_seconds(project)
+    print(
+        f"jobs.forkserver {str(forkserver).lower()}: scenario {args.scenario}, --cores "
+        f"{args.cores}, {os.cpu_count()} CPUs: {len(jobs)} jobs logged a step, "
+        f"{sum(j[3] for j in jobs)} of them in the fork server; run {wall:.1f} s wall, jobs "
+        f"{busy:.1f} s (start to exit), {busy / args.cores:.1f} s on {args.cores} cores"
+        + (f"; the server's imports {server:.1f} s" if server else "")
+    )
+    print(
+        "start-up: process start -> step (measured in each job); lazy imp: the step's "
+        f"module imports; exit: interpreter shutdown (both median of {args.repeat} fresh "
+        "processes per kind)\n"
+    )
+    text, share = table(jobs, probes, server)
+    print(text, flush=True)
+    print()
+    return share
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=6, help="packages listed per job kind")
     parser.add_argument("--imports-only", action="store_true", help="skip the workflow run")
     parser.add_argument("--keep", type=Path, help="make the project here and keep it")
+    parser.add_argument(
+        "--forkserver",
+        choices=("both", "on", "off"),
+        default="both",
+        help="run with jobs.forkserver true, false, or once each (default)",
+    )
     parser.add_argument(
         "--src",
         type=Path,
@@ -334,31 +419,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="overhead_")))
         if not args.imports_only:
-            project = make_project(root / "project", args.scenario)
-            if args.src:  # the project runs that code
-                shutil.rmtree(project / "src" / "ketamap")
-                shutil.copytree(
-                    SRC / "ketamap",
-                    project / "src" / "ketamap",
-                    symlinks=True,  # contracts -> the project's schemas
-                    ignore=shutil.ignore_patterns("__pycache__"),
+            modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.forkserver]
+            shares = {}
+            for forkserver in modes:
+                shares[forkserver] = measure(root, args, kinds, forkserver)
+            if len(shares) == 2:
+                print(
+                    f"overhead: {100 * shares[True]:.1f} % of compute with the fork server, "
+                    f"{100 * shares[False]:.1f} % without (target 10 %)\n"
                 )
-            wall = run_workflow(project, args.cores)
-            jobs = job_lines(project)
-            probes = {k: probe(kinds[k], args.repeat, root) for k in sorted({j[0] for j in jobs})}
-            busy = sum(step + startup + probes[k]["exit"] for k, step, startup in jobs)
-            print(
-                f"scenario {args.scenario}, --cores {args.cores}, {os.cpu_count()} CPUs: "
-                f"{len(jobs)} jobs logged a step; run {wall:.1f} s wall, jobs {busy:.1f} s "
-                f"(start to exit), {busy / args.cores:.1f} s on {args.cores} cores"
-            )
-            print(
-                "start-up: process start -> step (measured in each job); lazy imp: the step's "
-                f"module imports; exit: interpreter shutdown (both median of {args.repeat} fresh "
-                "processes per kind)\n"
-            )
-            print(table(jobs, probes), flush=True)
-            print()
         print(f"Imports per job kind (python -X importtime; cumulative s, top {args.top}):")
         for kind in kinds:
             prof = import_profile(kinds[kind], root, args.top)

@@ -52,6 +52,9 @@ def _threads(log: str, rule: str) -> list[int]:
     ]
 
 
+FORKSERVER_LOG = ".snakemake/log/ketamap-forkserver.log"
+
+
 def _whole_site_bytes(project: Path, out: Path, fetch: bool = False) -> dict[str, bytes]:
     """The site's tables as one job reading the whole fetched site computes them; with ``fetch``,
     the site fetched whole at its pinned revision first (the project's own fetch pulled part)."""
@@ -112,8 +115,13 @@ def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one
     tmp_path: Path,
 ) -> None:
     # Whole-site fetches (fetch.per_session: false): the session jobs read the fetched site.
+    # The first run without the fork server (jobs.forkserver: false: every step in its own job
+    # process), the releases after it with it (the default): the same bytes as one process
+    # reading the whole site, either way.
     sites, registry, remote, project = _released_project(
-        tmp_path, fetch={"per_session": False}, jobs={"session_threads": 2}
+        tmp_path,
+        fetch={"per_session": False},
+        jobs={"session_threads": 2, "forkserver": False},
     )
     pieces = project / "resources/pieces" / SITE / "ieeg"
     # The default: 24 short recordings (a few MB) are far less than one job's worth of work, so
@@ -129,6 +137,7 @@ def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one
     # jobs.session_threads: 2 (the default is 1, below)
     assert _threads(log, "harmonize_ieeg_session") == [2], log[-3000:]
     _assert_whole_site_bytes(project, tmp_path / "whole1")
+    assert not (project / FORKSERVER_LOG).exists()  # jobs.forkserver: false started none
     assert (project / "results/pooled/ieeg.slow_phase_duration.parquet").is_file()
 
     # One job per session (jobs.session_batch_seconds 0), and a new release that changes one
@@ -142,6 +151,7 @@ def test_many_short_recordings_run_through_session_jobs_and_a_release_reruns_one
     assert _threads(log, "harmonize_ieeg_session") == [1] * 24  # the default
     assert sorted(p.stem for p in pieces.glob("*.zip")) == sorted(sessions)
     _assert_whole_site_bytes(project, tmp_path / "whole2")
+    assert "listening" in (project / FORKSERVER_LOG).read_text()  # the default: it ran
     after = (project / "results/sites" / SITE / "ieeg_responses.parquet").read_bytes()
     assert after != before
 

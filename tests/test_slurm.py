@@ -250,6 +250,17 @@ def local_run(lab: Path, slurm_run: dict) -> dict:
     return {"project": local, "seconds": time.monotonic() - started, "hashes": result_hashes(local)}
 
 
+FORKSERVER_LOG = ".snakemake/log/ketamap-forkserver.log"
+
+
+def forked_steps(project: Path) -> int:
+    """How many job logs of ``project`` say their step ran in the fork server."""
+    return sum(
+        "in the fork server" in log.read_text(errors="replace")
+        for log in (project / "logs").rglob("*.log")
+    )
+
+
 def test_small_scenario_through_slurm_matches_the_local_run(
     cluster: Cluster, lab: Path, slurm_run: dict, local_run: dict
 ) -> None:
@@ -279,7 +290,11 @@ def test_small_scenario_through_slurm_matches_the_local_run(
     log = cluster.log()
     for job_id in submitted:
         assert re.search(rf"JobId={job_id} .*(?:WEXITSTATUS 0|done)", log), job_id
-    # Byte-identical to the local executor's outputs.
+    # Byte-identical to the local executor's outputs, whose steps ran in its fork server
+    # (jobs.forkserver; the last ones at least: its first jobs start before it listens). A
+    # cluster job never reaches it: the SLURM run starts none.
+    assert forked_steps(local_run["project"]) > 0
+    assert forked_steps(lab) == 0 and not (lab / FORKSERVER_LOG).exists()
     got, want = slurm_run["hashes"], local_run["hashes"]
     assert got.keys() == want.keys()
     assert [p for p in want if got[p] != want[p]] == []

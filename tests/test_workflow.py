@@ -6,6 +6,7 @@ tests never touch the checkout's own results.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -235,6 +236,29 @@ def test_no_site_identifier_or_key_reaches_an_output(pipeline: dict) -> None:
         assert b"ketamap-demo-key" not in blob
         for local in local_ids:
             assert local.encode() not in blob, local
+
+
+def test_local_run_steps_ran_in_the_fork_server(pipeline: dict) -> None:
+    """jobs.forkserver (default): `dvc repro` ran Snakemake three times. The tables' and the
+    pooled stages' runs each started a server that imported the libraries once and listened, and
+    the jobs that started after that ran their steps in its children; the manifest's run (one
+    job) started none. No server outlives its run."""
+    project = pipeline["project"]
+    server_log = (project / ".snakemake/log/ketamap-forkserver.log").read_text()
+    assert server_log.count("listening") == 2, server_log
+    forked = [
+        log.relative_to(project / "logs").parts[0]
+        for log in (project / "logs").rglob("*.log")
+        if log.read_text().rstrip().endswith(", in the fork server")
+    ]
+    assert "pooled" in forked or "figures" in forked, forked
+    assert "manifest.log" not in forked
+    running = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if b"ketamap.jobserver" in (proc / "cmdline").read_bytes():
+                running += [proc.name] if Path(os.readlink(proc / "cwd")) == project else []
+    assert not running, f"fork servers of the finished run still run: {running}"
 
 
 def test_second_run_plans_nothing_and_changes_nothing(pipeline: dict) -> None:

@@ -17,6 +17,7 @@ from ketamap.demo import resolve_demo_sites
 from ketamap.harmonize import HARMONIZERS, exact_tables, site_groups, table_sites
 from ketamap.ids import key_fingerprint
 from ketamap.integrity import refresh_fetch_stamp
+from ketamap import jobserver
 
 # mem_mb and runtime of most rules grow with the job's input size (see ketamap.jobresources).
 from ketamap.jobresources import (
@@ -257,6 +258,32 @@ def session_storage(h, batch=True):
         ]
 
     return sessions
+
+
+def start_forkserver():
+    """onstart: on a local run (Snakemake's local executor, this process scheduling its own jobs)
+    with jobs.forkserver, start the fork server whose children run the jobs' steps with the
+    libraries already imported (ketamap.jobserver). Cluster jobs never see it."""
+    from snakemake_interface_executor_plugins.settings import ExecMode
+
+    if not (
+        config["jobs"]["forkserver"]
+        and workflow.local_exec
+        and workflow.exec_mode == ExecMode.DEFAULT
+        and not workflow.touch
+    ):
+        return
+    # The server's imports cost one core a few seconds: worth it from a few jobs on. A fetch (a
+    # checkpoint) to run counts as many: the jobs after it are planned when it has finished.
+    try:
+        jobs = list(workflow.dag.needrun_jobs())
+        steps = sum(1 for job in jobs if job.rule.script)
+        if any(job.rule.is_checkpoint for job in jobs):
+            steps = max(steps, jobserver.MIN_JOBS)
+    except Exception:  # Snakemake's DAG API moved: start it
+        steps = jobserver.MIN_JOBS
+    if steps >= jobserver.MIN_JOBS:
+        jobserver.start(".snakemake/log/ketamap-forkserver.log")
 
 
 def session_threads(h):

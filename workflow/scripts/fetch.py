@@ -1,10 +1,9 @@
 # Every fetch job (a site's dataset, the atlas): pull at the pinned revision, verify, record.
 from ketamap.adapter import run_step
-from ketamap.registry import fetch_step
 
 run_step(
     snakemake,  # noqa: F821
-    fetch_step,
+    "ketamap.registry:fetch_step",  # named, not imported (DVC is imported where it runs)
     site=snakemake.params.site,  # noqa: F821
     dest=snakemake.output.data,  # noqa: F821
     manifest=snakemake.output.manifest,  # noqa: F821

@@ -1,0 +1,332 @@
+"""The fork server of a local run: job steps start in a process that has imported the libraries once.
+
+A ketamap job is a short Python process. Before its step runs it pays the interpreter, Snakemake's
+script preamble and its imports: pandas and pyarrow in every job that writes a table, statsmodels
+and SciPy's statistics in every pooled analysis (2 s per job, more than most steps take). On a
+local run (Snakemake's local executor, ``jobs.forkserver``, the default) the workflow's ``onstart``
+starts this server, which imports those libraries once and then forks one child per job:
+
+- the job process (Snakemake's script, through :func:`ketamap.adapter.run_step`) connects to the
+  server's socket and sends its step (``module:function``), its arguments, its working directory,
+  its environment and its standard streams (the file descriptors themselves, ``SCM_RIGHTS``);
+- the server forks; the child takes the job's streams, folder and environment, runs the step
+  exactly as the job would have (same function, same arguments, same log file), sends back its exit
+  status and exits; the job process exits with that status;
+- a job process that is stopped (Snakemake cancelling a job, Ctrl-C) closes the connection, and
+  its child, which watches it, exits at once.
+
+Nothing else changes: same step, same arguments, same bytes (a test compares every output of a run
+with the server and without it). Any job that cannot reach the server (none started, not ready
+yet, another machine: SLURM jobs never see it) runs its step itself as before.
+
+Why by hand: :mod:`multiprocessing`'s forkserver serves only the process that started it, and
+needs the work as a picklable callable from that process; here the clients are unrelated processes
+that Snakemake starts, which must hand over their streams. The server trusts only processes of its
+own user (``SO_PEERCRED``) on a Linux abstract socket named by the run (nothing on disk to clean).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import pickle
+import secrets
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# The server's address, given to the jobs in their environment (Snakemake's local executor passes
+# its own environment on to every job process).
+ENV = "KETAMAP_FORKSERVER"
+
+# Imported once by the server: what the steps import when they run (the modalities' readers, the
+# pooled modules and their statistics, the figures), heaviest first. A module missing here is
+# imported by the child as it is today; one that fails to import is left to the child as well.
+PRELOAD = (
+    "pandas",
+    "pyarrow.parquet",
+    "ketamap.schemas",
+    "scipy.stats",
+    "scipy.signal",
+    "statsmodels.formula.api",
+    "statsmodels.stats.multitest",
+    "statsmodels.stats.proportion",
+    "patsy",
+    "neuroHarmonize",
+    "matplotlib.pyplot",
+    "ketamap.figures",
+    "nibabel",
+    "mne",
+    "ketamap.harmonize.pet",
+    "ketamap.harmonize.ieeg",
+    "ketamap.harmonize.behaviour",
+    "ketamap.harmonize.clinical",
+    "ketamap.harmonize.scatter",
+    "ketamap.pooled.clinical",
+    "ketamap.pooled.pet",
+    "ketamap.pooled.ieeg",
+    "ketamap.pooled.behaviour",
+    "ketamap.pooled.stats",
+    "ketamap.manifest",
+    "ketamap.registry",
+)
+
+# A run with fewer jobs to start does not start the server (its imports cost one core ~5 s).
+MIN_JOBS = 4
+
+_HEADER = struct.Struct("!QB")  # payload length, which of stdin/stdout/stderr follow as fds
+_STATUS = struct.Struct("!i")
+
+
+# ---------------------------------------------------------------------------------------------
+# The job's side
+
+
+def submit(
+    step: str, kwargs: dict[str, Any], *, log_file: str | None, limits: Any, startup: float
+) -> int | None:
+    """Run ``step`` (``module:function``) with ``kwargs`` in a child of the run's fork server and
+    return its exit status; None when there is no server to reach (the caller runs the step)."""
+    address = os.environ.get(ENV)
+    if not address:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect("\0" + address)
+    except OSError:
+        sock.close()
+        return None
+    with sock:
+        fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
+        request = {
+            "step": step,
+            "kwargs": kwargs,
+            "log_file": log_file,
+            "limits": limits,
+            "startup": startup,
+            "sent": time.time(),
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "fds": fds,
+        }
+        payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        mask = sum(1 << fd for fd in fds)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        try:
+            socket.send_fds(sock, [_HEADER.pack(len(payload), mask)], fds)
+            sock.sendall(payload)
+        except OSError:
+            return None  # the server went away before it took the job: nothing ran
+        status = _recv_exactly(sock, _STATUS.size)
+    if len(status) < _STATUS.size:
+        print(
+            f"ketamap: the fork server's process for step {step} ended without an exit status "
+            "(killed, or out of memory); see the job's log",
+            file=sys.stderr,
+        )
+        return 1
+    return int(_STATUS.unpack(status)[0])
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        try:
+            chunk = sock.recv(size - len(data))
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# The workflow's side: start and stop the server (Snakefile onstart / onsuccess / onerror)
+
+_server: subprocess.Popen[bytes] | None = None
+
+
+def start(log_path: str | Path) -> str | None:
+    """Start the run's fork server (its messages go to ``log_path``) and give its address to the
+    jobs this process starts (the environment variable :data:`ENV`); return the address.
+
+    The server imports :data:`PRELOAD` before it listens: jobs that start meanwhile run their
+    steps themselves. It exits with this process (``stop``, or its parent's death)."""
+    import atexit
+
+    global _server
+    if _server is not None:
+        return os.environ[ENV]
+    address = f"ketamap-forkserver-{os.getpid()}-{secrets.token_hex(8)}"
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        _server = subprocess.Popen(
+            [sys.executable, "-m", "ketamap.jobserver", address, str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    os.environ[ENV] = address
+    atexit.register(stop)
+    return address
+
+
+def stop() -> None:
+    """Stop the fork server this process started (if any); its address leaves the environment."""
+    global _server
+    os.environ.pop(ENV, None)
+    if _server is None:
+        return
+    server, _server = _server, None
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+
+
+def serve(address: str, parent: int, preload: tuple[str, ...] = PRELOAD) -> None:
+    """Import ``preload``, then fork a child per connection until ``parent`` is gone or SIGTERM."""
+    _die_with_parent()
+    started = time.perf_counter()
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the child imports it again, and reports it
+            print(f"forkserver: not preloaded {name}: {type(exc).__name__}: {exc}", flush=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0" + address)
+    listener.listen(128)
+    # Children are reaped by the kernel: the server never waits for one (it keeps one thread, so
+    # every fork is of a process holding no lock).
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group: the children stop their steps, the server stays
+    # until its parent stops it or dies.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(
+        f"forkserver: {len(sys.modules)} modules imported in "
+        f"{time.perf_counter() - started:.1f} s; listening",
+        flush=True,
+    )
+    while os.getppid() == parent:
+        ready, _, _ = select.select([listener], [], [], 1.0)
+        if not ready:
+            continue
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            continue
+        if not _same_user(conn):
+            conn.close()
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            _child(conn)  # never returns
+        conn.close()
+
+
+def _same_user(conn: socket.socket) -> bool:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid == os.getuid()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies (the loop also checks, every second)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _child(conn: socket.socket) -> None:
+    """A forked child: take the job's streams, folder and environment, run its step, report."""
+    status = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # steps may wait for their own children
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        header, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
+        if len(header) < _HEADER.size:
+            os._exit(1)
+        size, mask = _HEADER.unpack(header)
+        targets = [fd for fd in (0, 1, 2) if mask & (1 << fd)]
+        for target, fd in zip(targets, fds, strict=False):
+            os.dup2(fd, target)
+            os.close(fd)
+        request = pickle.loads(_recv_exactly(conn, size))
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.environ.pop(ENV, None)  # a step's own subprocesses run as they would without the server
+        # The job process stopped (cancelled, Ctrl-C): its connection closes, the child ends.
+        threading.Thread(target=_exit_when_closed, args=(conn,), daemon=True).start()
+        from ketamap.adapter import run_here
+
+        startup = request["startup"] + max(time.time() - request["sent"], 0.0)
+        try:
+            run_here(
+                request["step"],
+                request["kwargs"],
+                log_file=request["log_file"],
+                limits=request["limits"],
+                startup=startup,
+                forked=True,
+            )
+            status = 0
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # reported on the job's stderr, never the server's
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    finally:
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            conn.sendall(_STATUS.pack(status))
+        os._exit(status)
+
+
+def _exit_when_closed(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while conn.recv(1):
+            pass
+    os._exit(1)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))
