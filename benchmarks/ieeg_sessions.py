@@ -12,7 +12,8 @@ contacts plus a strip, 1024 Hz, 30 puffs 4-8 s apart: about 3 minutes, 16 MB per
 puffs).
 
 **Project.** A copy of the workflow (as ``tests/workflow_project.py`` makes one) whose config
-lists that site at the registry's release; a first ``snakemake`` run fetches it and runs
+lists that site at the registry's release, fetched whole (``fetch.per_session: false``, so the
+session jobs and the one job read the same folder); a first ``snakemake`` run fetches it and runs
 everything (not timed).
 
 **What is timed** (wall time, each on the fetched data, outputs removed first; for (a) and (b)
@@ -109,6 +110,10 @@ def main() -> None:
         def real_registry(config: dict) -> None:
             del config["demo"]
             config["sites"] = synth.site_configs(scen, str(base / "registry"), "v1")
+            # The site fetched whole, so every cut-up and the one job (c) read the same folder
+            # (per session, the session jobs would retrieve their recordings through the DVC
+            # storage plugin: benchmarks/dvc_objects.py measures that).
+            config["fetch"] = {"per_session": False}
 
         project = make_project(base / "p", scenario="ieeg_many_short", config_edit=real_registry)
         first = timed([*SNAKEMAKE, "--cores", "2"], project)

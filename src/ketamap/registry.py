@@ -529,12 +529,13 @@ def _fetch_site(
     from dvc.api import DVCFileSystem
     from dvc.scm import RevError, SCMError
 
+    from ketamap.harmonize import site_pin
     from ketamap.harmonize.scatter import in_session_folder
 
     site_id = site["id"]
     url = resolve_url(site["registry"], base)
     rev = str(site["revision"])
-    path = site.get("path") or f"datasets/{site_id}"
+    path = site_pin(site)[1]
     where = {"site": site_id, "file": url}
     try:
         fs = DVCFileSystem(url, rev=rev, config=dvc_config)

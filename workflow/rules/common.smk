@@ -14,7 +14,13 @@ from ketamap.config import (
     yaml_digest,
 )
 from ketamap.demo import resolve_demo_sites
-from ketamap.harmonize import HARMONIZERS, exact_tables, site_groups, table_sites
+from ketamap.harmonize import (
+    HARMONIZERS,
+    exact_tables,
+    site_groups,
+    site_pin,
+    table_sites,
+)
 from ketamap.ids import key_fingerprint
 from ketamap.integrity import refresh_fetch_stamp
 from ketamap import jobserver
@@ -237,13 +243,9 @@ def session_storage(h, batch=True):
 
     def sessions(wildcards):
         raw = f"resources/raw/{wildcards.site}"
-        entry = site_by_id(config, wildcards.site)
-        root = entry.get("path") or f"datasets/{wildcards.site}"
-        if scatter.fetched_pin(raw) != (
-            entry["registry"],
-            root,
-            str(entry["revision"]),
-        ):
+        pin = site_pin(site_by_id(config, wildcards.site))
+        root = pin[1]  # the site's folder in its registry
+        if scatter.fetched_pin(raw) != pin:
             # Not fetched, or fetched at another pin (a new release): the fetch runs, and the
             # sessions are planned from its listing once it has ended, as for any checkpoint
             # (the provider's registry and revision are the new ones; the listing is the old).

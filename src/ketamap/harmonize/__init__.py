@@ -177,8 +177,6 @@ def exact_tables() -> dict[str, Harmonizer]:
     return {t: h for h in HARMONIZERS.values() for t in h.exact}
 
 
-PIN_KEYS = ("registry", "path", "revision")
-
 # The files of the shared atlas its reader lists and opens (ketamap.harmonize.pet.read_atlas):
 # one label image and one label table at the top of the atlas folder.
 ATLAS_IMAGES = ("*dseg.nii.gz", "*dseg.nii")
@@ -208,6 +206,20 @@ def _verify_atlas(config: dict[str, Any], atlas: str | Path) -> None:
 
     entry = {"id": "atlas", **(config.get("atlas") or {})}
     integrity.verify_fetched(entry, atlas, within=atlas_scope(atlas))
+
+
+# What a site's data is pinned to: the keys of its config entry that its fetch records.
+PIN_KEYS = ("registry", "path", "revision")
+
+
+def site_pin(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The pin (:data:`PIN_KEYS`) a site entry of the config gives now, as its fetch records it
+    (``path`` defaults to ``datasets/<site>``, the revision as text)."""
+    return (
+        str(entry["registry"]),
+        str(entry.get("path") or f"datasets/{entry['id']}"),
+        str(entry["revision"]),
+    )
 
 
 def with_pin(site: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

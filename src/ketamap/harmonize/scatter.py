@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ketamap.harmonize import PIN_KEYS
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -125,7 +127,7 @@ def _listing(raw: str | Path) -> _Listing:
             # a fetch of the site's own files only (fetch.per_session) lists every file apart
             data = json.loads(Path(manifest).read_text())
             files = data.get("listing") or data.get("files")
-            pin = tuple(str(data.get(k)) for k in ("registry", "path", "revision"))
+            pin = tuple(str(data.get(k)) for k in PIN_KEYS)
         except (OSError, ValueError, AttributeError):
             files = None
         _LISTINGS[key] = _Listing(
@@ -189,7 +191,9 @@ def listing(raw: str | Path) -> list[dict[str, Any]]:
 
 
 def fetched_pin(raw: str | Path) -> tuple[str, ...]:
-    """(registry, path, revision) as the fetch of ``raw`` recorded them; () before a fetch."""
+    """The pin (``PIN_KEYS``) the fetch of ``raw`` recorded; () before a fetch. Equal to
+    :func:`ketamap.harmonize.site_pin` of the site's entry when the fetched data is the one the
+    config asks for."""
     return _listing(raw).pin
 
 
