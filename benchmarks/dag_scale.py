@@ -162,12 +162,6 @@ BUCKETS = (
         "_common_prefix",
         "own",
     ),
-    (
-        "script: directive, source located and read per job",
-        "snakemake/script/__init__.py",
-        "get_source",
-        "cum",
-    ),
     ("inspect.signature of input/params/resources functions", "inspect.py", "signature", "cum"),
     (
         "ketamap functions and what they call (input/params/resources functions, check_fetched, ...)",

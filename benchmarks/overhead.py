@@ -14,32 +14,30 @@ The whole workflow is run for real on a bundled scenario in a copy of the projec
 code of this checkout is what is measured): ``snakemake --profile workflow/profiles/default
 --cores 2``, after the demo registry has been built (untimed: a real consortium has no such jobs).
 
-Every job script runs its step through :func:`ketamap.adapter.run_step`, which logs one line per
-job, ``step <function> compute <s> s, start-up <s> s``: the step's own time, and the time from
-the job process's start (``/proc/self/stat``) to the step: interpreter start, Snakemake's script
-preamble (unpickling the job, which imports ``snakemake``), the script's imports. Two parts of a
-job's overhead happen where that line cannot see them, and are measured per job kind in fresh
-processes, median of ``--repeat``:
+Every job's ``run:`` block runs its step through :func:`ketamap.adapter.run_job`, in a process of
+its own: a child of the fork server, or (``jobs.forkserver`` false) a new ``python -m
+ketamap.adapter`` process. The step logs one line per job, ``step <function> compute <s> s,
+start-up <s> s``: the step's own time, and the time from the job's ``run:`` block to the step
+(the hand-over and the fork, or the new interpreter and ``ketamap.adapter``'s imports). Two
+parts of a job's overhead happen where that line cannot see them, and are measured per job kind
+in fresh processes, median of ``--repeat``:
 
-- **lazy imports**: a step imports its modality's or analysis' module (and what that pulls in:
-  MNE, statsmodels, matplotlib, ...) when it runs; that time is inside "compute" in the log. It is
-  measured as the time to import those modules after the script's imports, moved from compute to
-  overhead;
-- **exit**: the interpreter's shutdown after the step, measured as the wall time of a process
-  doing the same imports minus the time it reached the end of them.
+- **lazy imports**: a step imports its own module, its modality's or analysis' module (and what
+  that pulls in: MNE, statsmodels, matplotlib, ...) when it runs; that time is inside "compute" in
+  the log. It is measured as the time to import those modules after ``ketamap.adapter``, moved
+  from compute to overhead;
+- **exit**: the step process's end after the step (it ends with ``os._exit``, as the job's does),
+  measured as the wall time of a process doing the same imports minus the time it reached the end
+  of them.
 
-Overhead of a job = start-up + lazy imports + exit; its compute = step time - lazy imports. A
-job whose step ran in the fork server (its step line ends ``, in the fork server``) imported
-nothing for it: its start-up runs from its own process's start to its step's start in the
-server's child (transfer and fork included), and its exit is its own process's (``client``:
-Snakemake's preamble and ``ketamap.adapter``). The server's imports are counted once, in a row of
-their own, though they overlap the first jobs. The
-Snakemake main process's own work per job (writing the job script, checking outputs, the job
-records) is not in either: it is reported as the run's wall time against the jobs' time on
-2 cores.
+A job whose step ran in the fork server imported nothing for it (its step line ends ``, in the
+fork server``): its overhead is its start-up alone, and the server's imports are counted once, in
+a row of their own, though they overlap the first jobs. The Snakemake main process's own work per
+job (its thread for the job's ``run:`` block, checking outputs, the job records) is not in either:
+it is reported as the run's wall time against the jobs' time on 2 cores.
 
-Then ``python -X importtime`` of each job kind's imports (Snakemake's preamble, the script's
-imports, the step's modules): the heaviest top-level packages by cumulative import time.
+Then ``python -X importtime`` of each job kind's imports (``ketamap.adapter``, the step's
+module and what it imports): the heaviest top-level packages by cumulative import time.
 """
 
 from __future__ import annotations
@@ -66,34 +64,29 @@ VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 STEP_LINE = re.compile(r"step (\S+) compute ([0-9.]+) s, start-up ([0-9.]+) s")
 FORKED = ", in the fork server"  # the step line's end when the step ran in the fork server
 
-# What Snakemake's preamble of a `script:` job imports (snakemake/script/__init__.py): the job
-# object is unpickled, which imports snakemake.script and with it most of snakemake.
-PREAMBLE = "import pickle, snakemake.script, snakemake.logging, snakemake.iocontainers"
-# The imports of each workflow script (workflow/scripts/*.py).
-SCRIPTS = {
-    "fetch": "from ketamap.adapter import run_step; from ketamap.registry import fetch_step",
-    "harmonize": "from ketamap.adapter import run_step; from ketamap.harmonize import run",
-    "harmonize_session": "from ketamap.adapter import run_step; from ketamap.harmonize import run_session",
-    "combine": "from ketamap.adapter import run_step; from ketamap.harmonize import combine",
-    "pooled": "from ketamap.adapter import run_step; from ketamap.pooled import run",
-    "figure": "from ketamap.adapter import run_step; from ketamap.pooled import draw",
-    "manifest": "from ketamap.adapter import run_step",
-    # a job whose step runs in the fork server: its own process imports only this
-    "client": "from ketamap.adapter import run_step",
+# The module of each job kind's step (the rules' run_job("module:function", ...)): imported by
+# the step process when the step starts, with what the step then imports.
+STEPS = {
+    "fetch": "ketamap.registry",
+    "harmonize": "ketamap.harmonize",
+    "combine": "ketamap.harmonize",
+    "pooled": "ketamap.pooled",
+    "figure": "ketamap.pooled",
+    "manifest": "ketamap.manifest",
 }
 
-# Run in a fresh process: seconds from the process's start to the end of the script's imports and
-# of the step's imports. The process start is read as ketamap.adapter reads it.
+# Run in a fresh process as `python -m ketamap.adapter` runs: seconds from the process's start to
+# the end of ketamap.adapter's imports and of the step's imports; it ends as a step process ends.
+# The process start is read as ketamap.adapter reads it.
 PROBE = """
-import time
+import os, time
 from ketamap.adapter import process_age
-{preamble}
-{script}
 top = process_age()
 t0 = time.perf_counter()
 {step}
 lazy = time.perf_counter() - t0
 print(top, lazy, process_age(), flush=True)
+os._exit(0)
 """
 
 
@@ -112,7 +105,7 @@ FITS = {
 
 
 def job_kinds() -> dict[str, tuple[str, list[str]]]:
-    """Job kind -> (its script, the modules its step imports when it runs)."""
+    """Job kind -> (its step's kind, the modules its step imports when it runs, its own first)."""
     from ketamap.harmonize import HARMONIZERS, exact_tables
     from ketamap.pooled import ANALYSES, FIGURES
 
@@ -120,7 +113,6 @@ def job_kinds() -> dict[str, tuple[str, list[str]]]:
         "fetch": ("fetch", ["dvc.api", "dvc.scm"]),
         "combine": ("combine", ["pandas", "ketamap.schemas", "ketamap.ids"]),
         "manifest": ("manifest", ["ketamap.manifest"]),
-        "client": ("client", []),
     }
     for h in HARMONIZERS.values():
         kinds[f"harmonize {h.modality}"] = (
@@ -129,7 +121,7 @@ def job_kinds() -> dict[str, tuple[str, list[str]]]:
         )
         if h.sessions:  # its session jobs (logs/harmonize/<site>/<modality>/<batch>.log)
             kinds[f"harmonize {h.modality} session"] = (
-                "harmonize_session",
+                "harmonize",
                 ["ketamap.schemas", "ketamap.ids", "ketamap.integrity", h.module],
             )
     for t, spec in exact_tables().items():
@@ -193,13 +185,9 @@ def env_for(project: Path | None) -> dict[str, str]:
 
 
 def probe(kind: tuple[str, list[str]], repeat: int, cwd: Path) -> dict[str, float]:
-    """Median over fresh processes: start-up to the script's imports, the step's imports, exit."""
-    script, modules = kind
-    code = PROBE.format(
-        preamble=PREAMBLE,
-        script=SCRIPTS[script],
-        step="\n".join(f"import {m}" for m in modules) or "pass",
-    )
+    """Median over fresh processes: start-up to ketamap.adapter, the step's imports, exit."""
+    step, modules = kind
+    code = PROBE.format(step="\n".join(f"import {m}" for m in [STEPS[step], *modules]))
     rows = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -212,7 +200,7 @@ def probe(kind: tuple[str, list[str]], repeat: int, cwd: Path) -> dict[str, floa
         )
         wall = time.perf_counter() - t0
         if out.returncode != 0:
-            raise SystemExit(f"the import probe of {script} failed:\n{out.stderr[-3000:]}")
+            raise SystemExit(f"the import probe of {step} failed:\n{out.stderr[-3000:]}")
         top, lazy, end = (float(v) for v in out.stdout.split())
         rows.append((top, lazy, max(wall - end, 0.0)))
     return {
@@ -224,8 +212,8 @@ def probe(kind: tuple[str, list[str]], repeat: int, cwd: Path) -> dict[str, floa
 
 def import_profile(kind: tuple[str, list[str]], cwd: Path, top: int) -> list[tuple[str, float]]:
     """The heaviest packages a job kind imports: (name, cumulative s), by ``-X importtime``."""
-    script, modules = kind
-    code = "; ".join([PREAMBLE, SCRIPTS[script], *(f"import {m}" for m in modules)])
+    step, modules = kind
+    code = "; ".join(f"import {m}" for m in ["ketamap.adapter", STEPS[step], *modules])
     err = subprocess.run(
         [str(VENV_PYTHON), "-X", "importtime", "-c", code],
         cwd=cwd,
@@ -305,18 +293,17 @@ def table(
     """The per-kind table, and overhead as a share of compute.
 
     A job whose step ran in the fork server imported nothing for it (the server had): its
-    overhead is its start-up (its own process to the child's step) and its own process's exit
-    (probed as ``client``). The server's imports count once, as a row of their own."""
+    overhead is its start-up (its run: block to the child's step: hand-over and fork). The
+    server's imports count once, as a row of their own."""
     per: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0, 0.0])
     for kind, step, startup, forked in jobs:
-        p = probes["client"] if forked else probes[kind]
-        lazy = 0.0 if forked else p["lazy"]
+        lazy = 0.0 if forked else probes[kind]["lazy"]
         row = per[kind]
         row[0] += 1
         row[1] += step - lazy  # compute
         row[2] += startup
         row[3] += lazy
-        row[4] += p["exit"]
+        row[4] += 0.0 if forked else probes[kind]["exit"]
         row[5] += forked
     if server:
         per["fork server imports"] = [0, 0.0, 0.0, server, 0.0, 0.0]
@@ -362,11 +349,10 @@ def measure(root: Path, args: argparse.Namespace, kinds: dict, forkserver: bool)
         )
     wall = run_workflow(project, args.cores)
     jobs = job_lines(project)
-    wanted = {j[0] for j in jobs if not j[3]} | ({"client"} if any(j[3] for j in jobs) else set())
+    wanted = {j[0] for j in jobs if not j[3]}
     probes = {k: probe(kinds[k], args.repeat, root) for k in sorted(wanted)}
     busy = sum(
-        step + startup + probes["client" if forked else k]["exit"]
-        for k, step, startup, forked in jobs
+        step + startup + (0.0 if forked else probes[k]["exit"]) for k, step, startup, forked in jobs
     )
     server = server_seconds(project)
     print(
@@ -377,9 +363,9 @@ def measure(root: Path, args: argparse.Namespace, kinds: dict, forkserver: bool)
         + (f"; the server's imports {server:.1f} s" if server else "")
     )
     print(
-        "start-up: process start -> step (measured in each job); lazy imp: the step's "
-        f"module imports; exit: interpreter shutdown (both median of {args.repeat} fresh "
-        "processes per kind)\n"
+        "start-up: the job's run: block -> its step (measured in each job); lazy imp: the "
+        f"step's module imports; exit: the step process's end (both median of {args.repeat} "
+        "fresh processes per kind; none for a step in the fork server)\n"
     )
     text, share = table(jobs, probes, server)
     print(text, flush=True)

@@ -18,8 +18,8 @@ Used by ``benchmarks/dag_scale.py`` (timings at 30 to 1,500 sites, profiles) and
   the same number of inputs (code files included: dummy files, as many as the ketamap rule's
   ``step_code`` lists) and outputs. Site ids are matched by a generic pattern, not by a list.
 
-The bare rules use ``shell:`` (ketamap's use ``script:``), fixed params and resources, and no
-config file: those differences are part of what is measured.
+The bare rules use ``shell:`` (ketamap's ``run:`` blocks hand a step to a process of its own),
+fixed params and resources, and no config file: those differences are part of what is measured.
 
 Both projects start from the same state: nothing fetched, each site's fetch stamp
 ``resources/raw/.state/<site>.changed`` present (as ketamap's planning leaves it after the first

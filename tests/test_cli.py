@@ -6,14 +6,13 @@ import json
 import logging
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from conftest import REPO
 from ketamap import ids
-from ketamap.adapter import run_step
+from ketamap.adapter import run_here
 from ketamap.cli import main
 from ketamap.errors import ConfigError, SiteDataError
 
@@ -128,7 +127,6 @@ def test_adapter_turns_project_errors_into_one_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = tmp_path / "job.log"
-    smk = SimpleNamespace(log=[str(log)])
 
     def fails() -> None:
         raise SiteDataError(
@@ -136,12 +134,12 @@ def test_adapter_turns_project_errors_into_one_message(
         )
 
     with pytest.raises(SystemExit) as exit_info:
-        run_step(smk, fails)
+        run_here(fails, {}, log_file=str(log), limits=None, startup=0.0)
     assert exit_info.value.code == 1
     message = "site 's', file 'participants.tsv', field 'sex': missing required column"
     assert message in log.read_text() and message in capsys.readouterr().err
     assert "Traceback" not in log.read_text()
-    assert run_step(smk, lambda x: x + 1, x=1) == 2
+    assert run_here(lambda x: x + 1, {"x": 1}, log_file=str(log), limits=None, startup=0.0) == 2
     # A step that succeeds logs its compute time and its process's start-up time.
     line = log.read_text().strip().splitlines()[-1]
     assert re.fullmatch(
@@ -159,13 +157,12 @@ def test_adapter_never_leaves_an_unexpected_error_out_of_the_job_log(
     """A bug (or an input nothing checks yet) still gives a non-empty job log with the traceback,
     and one line on the console naming the log."""
     log = tmp_path / "job.log"
-    smk = SimpleNamespace(log=[str(log)], config={"limits": {"tsv_mb": 1}})
 
     def bug() -> None:
         raise TypeError("can't convert complex to float")
 
     with pytest.raises(SystemExit) as exit_info:
-        run_step(smk, bug)
+        run_here(bug, {}, log_file=str(log), limits={"tsv_mb": 1}, startup=0.0)
     assert exit_info.value.code == 1
     text = log.read_text()
     assert "Traceback" in text and "TypeError: can't convert complex to float" in text

@@ -33,12 +33,15 @@ def nap(marker):
     time.sleep(120)
 """
 
+# What a rule's run: block does (in Snakemake's process, one thread per job).
 CLIENT = """
 import sys
-from types import SimpleNamespace
-from ketamap.adapter import run_step
+from ketamap.adapter import StepError, run_job
 step, log, *pairs = sys.argv[1:]
-run_step(SimpleNamespace(log=[log], config={}), step, **dict(p.split("=", 1) for p in pairs))
+try:
+    run_job(step, [log], {}, **dict(p.split("=", 1) for p in pairs))
+except StepError as exc:
+    sys.exit(f"job failed: {exc}")
 """
 
 
@@ -134,7 +137,7 @@ def test_a_failing_step_exits_1_with_one_message_and_no_traceback(
     )
 
 
-def test_a_job_that_cannot_reach_a_server_runs_its_step_itself(
+def test_a_job_that_cannot_reach_a_server_runs_its_step_in_a_process_of_its_own(
     server: dict, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.txt"
@@ -155,7 +158,37 @@ def test_a_job_that_cannot_reach_a_server_runs_its_step_itself(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+    assert "out:a" in done.stdout and "err:a" in done.stderr
     assert not (tmp_path / "job.log").read_text().strip().endswith("in the fork server")
+    # its own process: not the job's (Snakemake's, in a workflow), which imports no step
+    assert int(out.read_text().split("|")[2]) not in (os.getpid(), server["proc"].pid)
+
+
+def test_a_stopped_job_stops_its_step_process_without_a_server(tmp_path: Path) -> None:
+    """No server (a cluster node, jobs.forkserver false): the step's own process ends with the
+    job that started it (its stdin, which the job holds open, closes)."""
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    (steps / "jobsteps.py").write_text(STEPS)
+    marker = tmp_path / "step.pid"
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CLIENT,
+            "jobsteps:nap",
+            str(tmp_path / "job.log"),
+            f"marker={marker}",
+        ],
+        cwd=tmp_path,
+        env=_env(PYTHONPATH=str(steps)),
+    )
+    assert _wait(lambda: marker.is_file() and marker.read_text().strip() != "")
+    step = int(marker.read_text())
+    assert step != job.pid and _alive(step)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert _wait(lambda: not _alive(step), 10), f"the step's process {step} outlived its job"
 
 
 def test_a_stopped_job_stops_its_child(server: dict, tmp_path: Path) -> None:

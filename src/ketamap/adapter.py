@@ -1,18 +1,32 @@
-"""The one way a workflow script runs a ketamap step.
+"""The one way a workflow job runs a ketamap step.
 
-Each script in ``workflow/scripts`` unpacks the ``snakemake`` object and hands a package function
-to :func:`run_step`, which sends log lines to the rule's log file and turns a
+Each rule's ``run:`` block names a package function (``"module:function"``) and its arguments and
+calls :func:`run_job`. The step never runs in the Snakemake process (which imports none of the
+heavy libraries and runs its jobs' ``run:`` blocks in threads): on a local run it runs in a child of
+the fork server (:mod:`ketamap.jobserver`), which imported the libraries once; otherwise (no
+server, a cluster node) in a fresh ``python -m ketamap.adapter`` process. Either way
+:func:`run_here` sends log lines to the rule's log file and turns a
 :class:`~ketamap.errors.KetamapError` into one clear message and a non-zero exit, never a traceback.
 A step that succeeds logs one line, ``step <function> compute <s> s, start-up <s> s``: its own
-time, and the job process's time before it (interpreter, Snakemake's script preamble, imports),
-followed by ``, in the fork server`` when it ran there (:mod:`ketamap.jobserver`).
+time, and the job's time before it (from its ``run:`` block's start: the hand-over to the server
+and the fork, or the new interpreter and its imports), followed by ``, in the fork server`` when it
+ran there.
+
+Why not Snakemake's ``script:``: each such job is a new interpreter that first imports Snakemake
+itself to unpickle its job (0.15 s) before any of the step's own imports, 0.2-0.3 s a job in all,
+a third of the compute of the default scenario's 64 jobs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import pickle
+import struct
+import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -22,6 +36,12 @@ from typing import Any
 from ketamap.errors import KetamapError
 
 log = logging.getLogger("ketamap")
+
+_LENGTH = struct.Struct("!Q")  # the request's length, before it on a step process's stdin
+
+
+class StepError(Exception):
+    """A job's step failed; its message is already on stderr and in the job's log."""
 
 
 def configure_logging(log_file: str | Path | None) -> None:
@@ -54,27 +74,100 @@ def process_age() -> float:
         return float("nan")
 
 
-def run_step(snakemake: Any, func: Callable[..., Any] | str, **kwargs: Any) -> Any:
-    """Run ``func(**kwargs)`` for a Snakemake job; exit 1 with one message on a KetamapError.
+def run_job(func: str, job_log: Any, job_config: Any, /, **kwargs: Any) -> None:
+    """Run step ``func`` (``"module:function"``) with ``kwargs`` for a rule's ``run:`` block; raise
+    :class:`StepError` when it fails (its message is on stderr and in the job's log).
 
-    ``func`` is the step or its name (``"module:function"``: the job process then imports nothing
-    of it). On a local run with the fork server (:mod:`ketamap.jobserver`) the step runs in a
-    child of the server, which imported the libraries once; otherwise here. Either way the same
-    function gets the same arguments and the job exits with its status."""
-    startup = process_age()
-    log_file = snakemake.log[0] if len(snakemake.log) else None
-    limits = (getattr(snakemake, "config", None) or {}).get("limits")
+    ``job_log`` is the job's ``log`` (the step logs to its first file), ``job_config`` the
+    workflow's config (its ``limits`` bound what the readers accept). The step runs in a child of
+    the run's fork server when one answers, else in a new process; it never runs here, in
+    Snakemake's process. ``kwargs`` are handed over as builtin types (:func:`_plain`)."""
+    started = time.monotonic()
+    log_file = str(job_log[0]) if len(job_log) else None
+    limits = _plain((job_config or {}).get("limits"))
+    plain = _plain(kwargs)
+    status = None
     if os.environ.get("KETAMAP_FORKSERVER"):
         from ketamap import jobserver
 
         status = jobserver.submit(
-            _step_name(func), _plain(kwargs), log_file=log_file, limits=limits, startup=startup
+            func, plain, log_file=log_file, limits=limits, startup=time.monotonic() - started
         )
-        if status is not None:
-            if status:
-                raise SystemExit(status)
-            return None
-    return run_here(func, kwargs, log_file=log_file, limits=limits, startup=startup)
+    if status is None:
+        status = _run_in_process(func, plain, log_file, limits, started)
+    if status:
+        raise StepError(
+            f"step {func} failed (exit status {status}); its message is above"
+            + (f" and in {log_file}" if log_file else "")
+        )
+
+
+def _run_in_process(
+    func: str, kwargs: dict[str, Any], log_file: str | None, limits: Any, started: float
+) -> int:
+    """Run the step in a new ``python -m ketamap.adapter`` process (the request on its stdin,
+    which stays open: the process ends when this one does) and return its exit status."""
+    request = {"step": func, "kwargs": kwargs, "log_file": log_file, "limits": limits}
+    payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+    env = dict(os.environ)
+    env.pop("KETAMAP_FORKSERVER", None)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    env["KETAMAP_STEP_QUEUED"] = f"{time.monotonic() - started:.6f}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ketamap.adapter"], stdin=subprocess.PIPE, env=env
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(_LENGTH.pack(len(payload)) + payload)
+        proc.stdin.flush()
+        return proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+
+
+def _serve_one() -> int:
+    """``python -m ketamap.adapter``: read one request from stdin, run its step, exit with its
+    status; exit at once when stdin closes (the job that started this process is gone)."""
+
+    def read(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = os.read(0, size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    header = read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        return 1
+    request = pickle.loads(read(_LENGTH.unpack(header)[0]))
+
+    def exit_when_closed() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 1):
+                pass
+        os._exit(1)
+
+    threading.Thread(target=exit_when_closed, daemon=True).start()
+    queued = float(os.environ.pop("KETAMAP_STEP_QUEUED", "0") or 0)
+    try:
+        run_here(
+            request["step"],
+            request["kwargs"],
+            log_file=request["log_file"],
+            limits=request["limits"],
+            startup=queued + process_age(),
+        )
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 def run_here(
@@ -86,8 +179,10 @@ def run_here(
     startup: float,
     forked: bool = False,
 ) -> Any:
-    """Run a job's step in this process (see :func:`run_step`); ``forked``: this process is the
-    fork server's child for the job (its step line says so)."""
+    """Run a job's step in this process (a fork server's child or ``python -m ketamap.adapter``,
+    see :func:`run_job`): log to ``log_file``, apply the config's reader ``limits``, and exit 1
+    with one message when it fails. ``startup``: the job's seconds before its step (logged);
+    ``forked``: this process is the fork server's child for the job (its step line says so)."""
     from ketamap import limits as file_limits
 
     started = time.perf_counter()
@@ -162,3 +257,11 @@ def session_folders(inputs: Any) -> list[str] | None:
     if found is None:
         return None
     return ([found] if isinstance(found, str) else [str(p) for p in found]) or None
+
+
+if __name__ == "__main__":
+    status = _serve_one()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

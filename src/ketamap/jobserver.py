@@ -1,28 +1,31 @@
 """The fork server of a local run: job steps start in a process that has imported the libraries once.
 
-A ketamap job is a short Python process. Before its step runs it pays the interpreter, Snakemake's
-script preamble and its imports: pandas and pyarrow in every job that writes a table, statsmodels
-and SciPy's statistics in every pooled analysis (2 s per job, more than most steps take). On a
-local run (Snakemake's local executor, ``jobs.forkserver``, the default) the workflow's ``onstart``
-starts this server, which imports those libraries once and then forks one child per job:
+A ketamap job's step runs in a process of its own. In a new interpreter it would first pay its
+imports: pandas and pyarrow in every job that writes a table, statsmodels and SciPy's statistics
+in every pooled analysis (2 s per job, more than most steps take). On a local run (Snakemake's
+local executor, ``jobs.forkserver``, the default) the workflow's ``onstart`` starts this server,
+which imports those libraries once and then forks one child per job:
 
-- the job process (Snakemake's script, through :func:`ketamap.adapter.run_step`) connects to the
-  server's socket and sends its step (``module:function``), its arguments, its working directory,
-  its environment and its standard streams (the file descriptors themselves, ``SCM_RIGHTS``);
+- the job (its ``run:`` block, in a thread of Snakemake's process, through
+  :func:`ketamap.adapter.run_job`) connects to the server's socket and sends its step
+  (``module:function``), its arguments, its working directory, its environment and its standard
+  streams (the file descriptors themselves, ``SCM_RIGHTS``);
 - the server forks; the child takes the job's streams, folder and environment, runs the step
-  exactly as the job would have (same function, same arguments, same log file), sends back its exit
-  status and exits; the job process exits with that status;
-- a job process that is stopped (Snakemake cancelling a job, Ctrl-C) closes the connection, and
-  its child, which watches it, exits at once.
+  exactly as a process of its own would have (same function, same arguments, same log file),
+  sends back its exit status and exits;
+- a job whose connection closes (its client gone: Snakemake killed, a test's client process
+  stopped) takes its child with it: the child, which watches the connection, exits at once.
 
 Nothing else changes: same step, same arguments, same bytes (a test compares every output of a run
-with the server and without it). Any job that cannot reach the server (none started, not ready
-yet, another machine: SLURM jobs never see it) runs its step itself as before.
+with the server and without it). A job that cannot reach the server (none started, not ready
+yet, another machine: SLURM jobs never see it) runs its step in a new process
+(``python -m ketamap.adapter``).
 
 Why by hand: :mod:`multiprocessing`'s forkserver serves only the process that started it, and
-needs the work as a picklable callable from that process; here the clients are unrelated processes
-that Snakemake starts, which must hand over their streams. The server trusts only processes of its
-own user (``SO_PEERCRED``) on a Linux abstract socket named by the run (nothing on disk to clean).
+needs the work as a picklable callable from that process; here the clients are threads of
+Snakemake's process (and, in the tests, unrelated processes), which must hand over their streams,
+folder and environment. The server trusts only processes of its own user (``SO_PEERCRED``) on a
+Linux abstract socket named by the run (nothing on disk to clean).
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# The server's address, given to the jobs in their environment (Snakemake's local executor passes
-# its own environment on to every job process).
+# The server's address, in the environment of the process that started it: Snakemake's, whose
+# threads run the jobs' run: blocks (and whatever else it starts inherits it).
 ENV = "KETAMAP_FORKSERVER"
 
 # Imported once by the server: what the steps import when they run (the modalities' readers, the
@@ -289,7 +292,7 @@ def _child(conn: socket.socket) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ.pop(ENV, None)  # a step's own subprocesses run as they would without the server
-        # The job process stopped (cancelled, Ctrl-C): its connection closes, the child ends.
+        # The job's client is gone (Snakemake killed): its connection closes, the child ends.
         threading.Thread(target=_exit_when_closed, args=(conn,), daemon=True).start()
         from ketamap.adapter import run_here
 

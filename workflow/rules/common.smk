@@ -14,6 +14,7 @@ from ketamap.config import (
     yaml_digest,
 )
 from ketamap.demo import resolve_demo_sites
+from ketamap import jobs
 from ketamap.harmonize import (
     HARMONIZERS,
     exact_tables,
@@ -268,6 +269,12 @@ def start_forkserver():
     libraries already imported (ketamap.jobserver). Cluster jobs never see it."""
     from snakemake_interface_executor_plugins.settings import ExecMode
 
+    if workflow.local_exec and not workflow.use_threads:
+        print(
+            "ketamap: each job starts a Snakemake process of its own; run with "
+            "--force-use-threads (workflow/profiles/default sets it) to save 1-3 s a job",
+            file=sys.stderr,
+        )
     if not (
         config["jobs"]["forkserver"]
         and workflow.local_exec
@@ -278,9 +285,9 @@ def start_forkserver():
     # The server's imports cost one core a few seconds: worth it from a few jobs on. A fetch (a
     # checkpoint) to run counts as many: the jobs after it are planned when it has finished.
     try:
-        jobs = list(workflow.dag.needrun_jobs())
-        steps = sum(1 for job in jobs if job.rule.script)
-        if any(job.rule.is_checkpoint for job in jobs):
+        needrun = list(workflow.dag.needrun_jobs())
+        steps = sum(1 for job in needrun if job.is_run)
+        if any(job.rule.is_checkpoint for job in needrun):
             steps = max(steps, jobserver.MIN_JOBS)
     except Exception:  # Snakemake's DAG API moved: start it
         steps = jobserver.MIN_JOBS

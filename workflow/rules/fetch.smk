@@ -32,8 +32,8 @@ checkpoint fetch:
         site=fetch_entry,
         # fetch.per_session: the site's own files only; its session jobs pull the sessions
         sessions=not PER_SESSION,
-    script:
-        "../scripts/fetch.py"
+    run:
+        jobs.run("fetch", input, output, params, wildcards, threads, log, config)
 
 
 # The shared PET atlas, a checkpoint like rule fetch: a refetch of the same atlas reruns nothing after it.
@@ -55,5 +55,5 @@ checkpoint fetch_atlas:
         runtime=10,
     params:
         site=atlas_entry,
-    script:
-        "../scripts/fetch.py"
+    run:
+        jobs.run("fetch", input, output, params, wildcards, threads, log, config)

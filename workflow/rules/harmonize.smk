@@ -47,8 +47,17 @@ for h in HARMONIZERS.values():
                 site=reader_config,
                 config=harmonize_config(h.options),
                 key=key_fingerprint(config),
-            script:
-                "../scripts/harmonize_session.py"
+            run:
+                jobs.run(
+                    "harmonize_session",
+                    input,
+                    output,
+                    params,
+                    wildcards,
+                    threads,
+                    log,
+                    config,
+                )
 
     rule:
         name:
@@ -84,8 +93,10 @@ for h in HARMONIZERS.values():
             site=reader_config,
             config=harmonize_config(h.options),
             key=key_fingerprint(config),
-        script:
-            "../scripts/harmonize.py"
+        run:
+            jobs.run(
+                "harmonize", input, output, params, wildcards, threads, log, config
+            )
 
 
 rule combine_table:
@@ -106,8 +117,8 @@ rule combine_table:
         runtime=scaled_runtime(10, per_gb=10),
     params:
         table=lambda wildcards: wildcards.table,
-    script:
-        "../scripts/combine.py"
+    run:
+        jobs.run("combine", input, output, params, wildcards, threads, log, config)
 
 
 # Tables pooled by their harmonizer's own function (e.g. exact channel-weighted time courses).
@@ -134,5 +145,14 @@ for table, h in exact_tables().items():
                 runtime=scaled_runtime(10, per_gb=10),
             params:
                 table=table,
-            script:
-                "../scripts/combine.py"
+            run:
+                jobs.run(
+                    "combine",
+                    input,
+                    output,
+                    params,
+                    wildcards,
+                    threads,
+                    log,
+                    config,
+                )

@@ -14,5 +14,5 @@ rule manifest:
         runtime=scaled_runtime(5, per_gb=2),
     params:
         config=canonical(config),
-    script:
-        "../scripts/manifest.py"
+    run:
+        jobs.run("manifest", input, output, params, wildcards, threads, log, config)

@@ -51,8 +51,8 @@ for module in sorted({a.module for a in ANALYSES.values()}):
             options=lambda wildcards, name=name: pooled_options(
                 name.format(**wildcards)
             ),
-        script:
-            "../scripts/pooled.py"
+        run:
+            jobs.run("pooled", input, output, params, wildcards, threads, log, config)
 
 
 # One rule per figure rule of FIGURES (figures sharing a rule take the figure as a wildcard).
@@ -81,5 +81,5 @@ for rule_name in sorted({f.rule for f in FIGURES.values()}):
         resources:
             mem_mb=scaled_mem_mb(1000, per_mb=20),
             runtime=scaled_runtime(10, per_gb=10),
-        script:
-            "../scripts/figure.py"
+        run:
+            jobs.run("figure", input, output, params, wildcards, threads, log, config)
