@@ -22,7 +22,7 @@ the time of a ``snakemake --dry-run`` of the same targets is subtracted: plannin
 
 | | what |
 |---|---|
-| (a) | ``snakemake --cores 2`` of the site's iEEG tables: the ``harmonize_ieeg_session`` jobs as the config makes them (sessions packed into jobs of about ``jobs.session_batch_seconds`` of work; each job a fresh Python process: interpreter, imports, Snakemake's script preamble), then the ``harmonize_ieeg`` gather |
+| (a) | ``snakemake --cores 2`` of the site's iEEG tables: the ``harmonize_ieeg_session`` jobs as the config makes them (sessions packed into jobs of about ``jobs.session_batch_seconds`` of work; each job's step in the fork server's child, or its own Python process), then the ``harmonize_ieeg`` gather |
 | (b) | the same with ``--cores 1`` (the per-job overhead, serially) |
 | (c) | one job: ``ketamap.harmonize.run`` of the whole site in one process (what the per-site ``harmonize_ieeg`` job did before sessions had their own jobs), started as ``python -c``, imports included |
 | (d) | (a) with one job per session (``jobs.session_batch_seconds: 0``, ``--configfile``) |

@@ -30,9 +30,12 @@ in fresh processes, median of ``--repeat``:
   measured as the wall time of a process doing the same imports minus the time it reached the end
   of them.
 
-A job whose step ran in the fork server imported nothing for it (its step line ends ``, in the
-fork server``): its overhead is its start-up alone, and the server's imports are counted once, in
-a row of their own, though they overlap the first jobs. The Snakemake main process's own work per
+A job whose step ran in the fork server (its step line ends ``, in the fork server``) imports only
+what the server had not when it forked (the server imports its ``PRELOAD`` one module at a time
+between jobs; a job forked before the end logs ``preloaded k/n``): probed in a process that first
+imports those k modules. Its overhead is its start-up and those imports. The server's imports are counted once, in a row of
+their own, though they overlap Snakemake's planning (the fetch rules start the server while the
+run is planned) and the first jobs. The Snakemake main process's own work per
 job (its thread for the job's ``run:`` block, checking outputs, the job records) is not in either:
 it is reported as the run's wall time against the jobs' time on 2 cores.
 
@@ -63,6 +66,8 @@ from workflow_project import make_project  # noqa: E402 - tests/ is not a packag
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 STEP_LINE = re.compile(r"step (\S+) compute ([0-9.]+) s, start-up ([0-9.]+) s")
 FORKED = ", in the fork server"  # the step line's end when the step ran in the fork server
+# ... after ", preloaded k/n" when the server had imported only k of its n preload modules
+PRELOADED = re.compile(r", preloaded (\d+)/(\d+), in the fork server")
 
 # The module of each job kind's step (the rules' run_job("module:function", ...)): imported by
 # the step process when the step starts, with what the step then imports.
@@ -81,6 +86,7 @@ STEPS = {
 PROBE = """
 import os, time
 from ketamap.adapter import process_age
+{preload}
 top = process_age()
 t0 = time.perf_counter()
 {step}
@@ -184,10 +190,21 @@ def env_for(project: Path | None) -> dict[str, str]:
     return env
 
 
-def probe(kind: tuple[str, list[str]], repeat: int, cwd: Path) -> dict[str, float]:
-    """Median over fresh processes: start-up to ketamap.adapter, the step's imports, exit."""
+def probe(
+    kind: tuple[str, list[str]], repeat: int, cwd: Path, preloaded: int | None = None
+) -> dict[str, float]:
+    """Median over fresh processes: start-up to ketamap.adapter, the step's imports, exit.
+    ``preloaded``: the fork server's child, which inherits the server's imports (the first
+    ``preloaded`` modules of PRELOAD, -1: all) and times only what its step imports beyond them."""
+    from ketamap.jobserver import PRELOAD
+
     step, modules = kind
-    code = PROBE.format(step="\n".join(f"import {m}" for m in [STEPS[step], *modules]))
+    code = PROBE.format(
+        preload=""
+        if preloaded is None
+        else "\n".join(f"import {m}" for m in PRELOAD[: None if preloaded < 0 else preloaded]),
+        step="\n".join(f"import {m}" for m in [STEPS[step], *modules]),
+    )
     rows = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -265,8 +282,10 @@ def run_workflow(project: Path, cores: int) -> float:
     return time.perf_counter() - t0
 
 
-def job_lines(project: Path) -> list[tuple[str, float, float, bool]]:
-    """(kind, step s, start-up s, ran in the fork server) of every job that logged its step."""
+def job_lines(project: Path) -> list[tuple[str, float, float, int | None]]:
+    """(kind, step s, start-up s, forked) of every job that logged its step. forked: None (its
+    own process), -1 (in the fork server, all of its preload imported), k (the server had
+    imported only its first k preload modules)."""
     logs = project / "logs"
     jobs = []
     for log in sorted(logs.rglob("*.log")):
@@ -274,37 +293,40 @@ def job_lines(project: Path) -> list[tuple[str, float, float, bool]]:
         text = log.read_text(errors="replace")
         m = STEP_LINE.search(text)
         if kind and m:
-            jobs.append((kind, float(m.group(2)), float(m.group(3)), FORKED in text))
+            partial = PRELOADED.search(text)
+            forked = (int(partial.group(1)) if partial else -1) if FORKED in text else None
+            jobs.append((kind, float(m.group(2)), float(m.group(3)), forked))
     return jobs
 
 
 def server_seconds(project: Path) -> float:
     """The fork server's import time (its log), 0 when the run started none."""
     log = project / ".snakemake/log/ketamap-forkserver.log"
-    m = re.search(r"modules imported in ([0-9.]+) s", log.read_text()) if log.is_file() else None
-    return float(m.group(1)) if m else 0.0
+    found = re.findall(r"modules imported in ([0-9.]+) s", log.read_text()) if log.is_file() else []
+    return float(found[-1]) if found else 0.0  # its last line: when it stopped, or had all
 
 
 def table(
-    jobs: list[tuple[str, float, float, bool]],
+    jobs: list[tuple[str, float, float, int | None]],
     probes: dict[str, dict[str, float]],
     server: float,
 ) -> tuple[str, float]:
     """The per-kind table, and overhead as a share of compute.
 
-    A job whose step ran in the fork server imported nothing for it (the server had): its
-    overhead is its start-up (its run: block to the child's step: hand-over and fork). The
-    server's imports count once, as a row of their own."""
+    A job whose step ran in the fork server imported only what the server had not (probed as
+    ``<kind> forked <k>``, with the server's first k preload modules imported, -1: all): its overhead is its start-up (its run: block to the child's step:
+    hand-over and fork) and those imports. The server's imports count once, as a row of their
+    own."""
     per: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0, 0.0])
     for kind, step, startup, forked in jobs:
-        lazy = 0.0 if forked else probes[kind]["lazy"]
+        lazy = probes[kind if forked is None else f"{kind} forked {forked}"]["lazy"]
         row = per[kind]
         row[0] += 1
         row[1] += step - lazy  # compute
         row[2] += startup
         row[3] += lazy
-        row[4] += 0.0 if forked else probes[kind]["exit"]
-        row[5] += forked
+        row[4] += 0.0 if forked is not None else probes[kind]["exit"]
+        row[5] += forked is not None
     if server:
         per["fork server imports"] = [0, 0.0, 0.0, server, 0.0, 0.0]
     compute = sum(r[1] for r in per.values())
@@ -349,23 +371,30 @@ def measure(root: Path, args: argparse.Namespace, kinds: dict, forkserver: bool)
         )
     wall = run_workflow(project, args.cores)
     jobs = job_lines(project)
-    wanted = {j[0] for j in jobs if not j[3]}
-    probes = {k: probe(kinds[k], args.repeat, root) for k in sorted(wanted)}
+    probes = {
+        k: probe(kinds[k], args.repeat, root) for k in sorted({j[0] for j in jobs if j[3] is None})
+    }
+    for k, n in sorted({(j[0], j[3]) for j in jobs if j[3] is not None}):
+        probes[f"{k} forked {n}"] = probe(kinds[k], args.repeat, root, preloaded=n)
     busy = sum(
-        step + startup + (0.0 if forked else probes[k]["exit"]) for k, step, startup, forked in jobs
+        step + startup + (0.0 if forked is not None else probes[k]["exit"])
+        for k, step, startup, forked in jobs
     )
     server = server_seconds(project)
     print(
         f"jobs.forkserver {str(forkserver).lower()}: scenario {args.scenario}, --cores "
         f"{args.cores}, {os.cpu_count()} CPUs: {len(jobs)} jobs logged a step, "
-        f"{sum(j[3] for j in jobs)} of them in the fork server; run {wall:.1f} s wall, jobs "
+        f"{sum(j[3] is not None for j in jobs)} of them in the fork server "
+        f"({sum(j[3] is not None and j[3] >= 0 for j in jobs)} before it had imported all); "
+        f"run {wall:.1f} s wall, jobs "
         f"{busy:.1f} s (start to exit), {busy / args.cores:.1f} s on {args.cores} cores"
         + (f"; the server's imports {server:.1f} s" if server else "")
     )
     print(
         "start-up: the job's run: block -> its step (measured in each job); lazy imp: the "
-        f"step's module imports; exit: the step process's end (both median of {args.repeat} "
-        "fresh processes per kind; none for a step in the fork server)\n"
+        f"step's module imports (in the fork server: those it had not imported); exit: the step "
+        f"process's end (both median of {args.repeat} fresh processes per kind; none for a step "
+        "in the fork server)\n"
     )
     text, share = table(jobs, probes, server)
     print(text, flush=True)

@@ -177,12 +177,14 @@ def run_here(
     log_file: str | None,
     limits: Any,
     startup: float,
-    forked: bool = False,
+    forked: str | None = None,
 ) -> Any:
     """Run a job's step in this process (a fork server's child or ``python -m ketamap.adapter``,
     see :func:`run_job`): log to ``log_file``, apply the config's reader ``limits``, and exit 1
     with one message when it fails. ``startup``: the job's seconds before its step (logged);
-    ``forked``: this process is the fork server's child for the job (its step line says so)."""
+    ``forked``: this process is the fork server's child for the job, forked when the server had
+    imported that much of its preload (``k/n``); its step line says so, with ``preloaded k/n``
+    when ``k < n`` (the step imported the rest itself)."""
     from ketamap import limits as file_limits
 
     started = time.perf_counter()
@@ -197,7 +199,7 @@ def run_here(
             step.__qualname__,
             time.perf_counter() - started,
             startup,
-            ", in the fork server" if forked else "",
+            _forked_note(forked),
         )
         return result
     except KetamapError as exc:
@@ -219,8 +221,11 @@ def run_here(
         raise SystemExit(1) from None
 
 
-def _step_name(func: Callable[..., Any] | str) -> str:
-    return func if isinstance(func, str) else f"{func.__module__}:{func.__qualname__}"
+def _forked_note(forked: str | None) -> str:
+    if not forked:
+        return ""
+    done, _, total = forked.partition("/")
+    return (f", preloaded {forked}" if done != total else "") + ", in the fork server"
 
 
 def _resolve(func: Callable[..., Any] | str) -> Callable[..., Any]:

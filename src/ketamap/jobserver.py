@@ -54,14 +54,30 @@ log = logging.getLogger(__name__)
 ENV = "KETAMAP_FORKSERVER"
 
 # Imported once by the server: what the steps import when they run (the modalities' readers, the
-# pooled modules and their statistics, the figures), heaviest first. A module missing here is
-# imported by the child as it is today; one that fails to import is left to the child as well.
+# pooled modules and their statistics, the figures), in the order the workflow's jobs need them.
+# A module missing here is imported by the child, as a process of its own would; one that fails
+# to import is left to the child as well.
 PRELOAD = (
+    # the fetches (first to run)
+    "ketamap.registry",
+    "dvc.api",
+    "dvc.scm",
+    # every table
     "pandas",
     "pyarrow.parquet",
     "ketamap.schemas",
-    "scipy.stats",
+    # the harmonizers
+    "ketamap.harmonize.clinical",
+    "ketamap.harmonize.behaviour",
     "scipy.signal",
+    "mne",
+    "ketamap.harmonize.ieeg",
+    "nibabel",
+    "ketamap.harmonize.pet",
+    "ketamap.harmonize.scatter",
+    # the pooled analyses and figures (last to run)
+    "scipy.stats",
+    "statsmodels.api",
     "statsmodels.formula.api",
     "statsmodels.stats.multitest",
     "statsmodels.stats.proportion",
@@ -69,23 +85,15 @@ PRELOAD = (
     "neuroHarmonize",
     "matplotlib.pyplot",
     "ketamap.figures",
-    "nibabel",
-    "mne",
-    "ketamap.harmonize.pet",
-    "ketamap.harmonize.ieeg",
-    "ketamap.harmonize.behaviour",
-    "ketamap.harmonize.clinical",
-    "ketamap.harmonize.scatter",
     "ketamap.pooled.clinical",
     "ketamap.pooled.pet",
     "ketamap.pooled.ieeg",
     "ketamap.pooled.behaviour",
     "ketamap.pooled.stats",
     "ketamap.manifest",
-    "ketamap.registry",
 )
 
-# A run with fewer jobs to start does not start the server (its imports cost one core ~5 s).
+# A run with fewer jobs to start keeps no server (its imports cost one core 2-4 s).
 MIN_JOBS = 4
 
 _HEADER = struct.Struct("!QB")  # payload length, which of stdin/stdout/stderr follow as fds
@@ -215,31 +223,56 @@ def stop() -> None:
 
 
 def serve(address: str, parent: int, preload: tuple[str, ...] = PRELOAD) -> None:
-    """Import ``preload``, then fork a child per connection until ``parent`` is gone or SIGTERM."""
+    """Listen at once and fork a child per connection until ``parent`` is gone or SIGTERM;
+    import ``preload``, in its order, one module at a time whenever no job is waiting.
+
+    A job that comes early is forked from a server that has imported part of ``preload`` (its
+    step imports the rest, as a process of its own would, only less); later ones find everything
+    imported. A job never waits for more than the one import in progress. ``preload`` is ordered
+    by when the workflow needs it: the fetches' modules first, the pooled analyses' last."""
     _die_with_parent()
-    started = time.perf_counter()
-    for name in preload:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # the child imports it again, and reports it
-            print(f"forkserver: not preloaded {name}: {type(exc).__name__}: {exc}", flush=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind("\0" + address)
     listener.listen(128)
     # Children are reaped by the kernel: the server never waits for one (it keeps one thread, so
-    # every fork is of a process holding no lock).
+    # every fork is of a process holding no lock, the import lock included).
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # Ctrl-C reaches the whole process group: the children stop their steps, the server stays
     # until its parent stops it or dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    print(
-        f"forkserver: {len(sys.modules)} modules imported in "
-        f"{time.perf_counter() - started:.1f} s; listening",
-        flush=True,
-    )
+    pending = list(preload)
+    importing = 0.0
+
+    def stopped(_signum: int, _frame: Any) -> None:  # SIGTERM (the run ended): say how far
+        done = len(preload) - len(pending)
+        print(
+            f"forkserver: stopped; {done} of {len(preload)} preloaded, "
+            f"{len(sys.modules)} modules imported in {importing:.1f} s",
+            flush=True,
+        )
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stopped)  # a child resets it (_child)
+    print("forkserver: listening", flush=True)
     while os.getppid() == parent:
-        ready, _, _ = select.select([listener], [], [], 1.0)
+        ready, _, _ = select.select([listener], [], [], 0.0 if pending else 1.0)
         if not ready:
+            if pending:
+                name = pending.pop(0)
+                started = time.perf_counter()
+                try:
+                    importlib.import_module(name)
+                except Exception as exc:  # the child imports it again, and reports it
+                    print(
+                        f"forkserver: not preloaded {name}: {type(exc).__name__}: {exc}",
+                        flush=True,
+                    )
+                importing += time.perf_counter() - started
+                if not pending:
+                    print(
+                        f"forkserver: {len(sys.modules)} modules imported in {importing:.1f} s",
+                        flush=True,
+                    )
             continue
         try:
             conn, _ = listener.accept()
@@ -253,7 +286,7 @@ def serve(address: str, parent: int, preload: tuple[str, ...] = PRELOAD) -> None
         pid = os.fork()
         if pid == 0:
             listener.close()
-            _child(conn)  # never returns
+            _child(conn, preloaded=f"{len(preload) - len(pending)}/{len(preload)}")  # no return
         conn.close()
 
 
@@ -272,8 +305,9 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _child(conn: socket.socket) -> None:
-    """A forked child: take the job's streams, folder and environment, run its step, report."""
+def _child(conn: socket.socket, preloaded: str) -> None:
+    """A forked child: take the job's streams, folder and environment, run its step, report.
+    ``preloaded``: how much of the server's preload it had imported at the fork (``k/n``)."""
     status = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # steps may wait for their own children
@@ -304,7 +338,7 @@ def _child(conn: socket.socket) -> None:
                 log_file=request["log_file"],
                 limits=request["limits"],
                 startup=startup,
-                forked=True,
+                forked=preloaded,
             )
             status = 0
         except SystemExit as exc:

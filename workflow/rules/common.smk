@@ -263,24 +263,50 @@ def session_storage(h, batch=True):
     return sessions
 
 
-def start_forkserver():
-    """onstart: on a local run (Snakemake's local executor, this process scheduling its own jobs)
-    with jobs.forkserver, start the fork server whose children run the jobs' steps with the
-    libraries already imported (ketamap.jobserver). Cluster jobs never see it."""
+FORKSERVER_LOG = ".snakemake/log/ketamap-forkserver.log"
+
+
+def forkserver_wanted():
+    """A local run (Snakemake's local executor, this process scheduling its own jobs, not a dry
+    run, not --touch, hooks on) with jobs.forkserver: its jobs' steps run in the fork server's
+    children (ketamap.jobserver). Cluster jobs never see it."""
     from snakemake_interface_executor_plugins.settings import ExecMode
 
+    settings = (
+        workflow.execution_settings
+    )  # None outside an execution (report, unlock, ...)
+    return bool(
+        config["jobs"]["forkserver"]
+        and settings is not None
+        and not settings.no_hooks
+        and workflow.local_exec
+        and workflow.exec_mode == ExecMode.DEFAULT
+        and not workflow.dryrun
+        and not workflow.touch
+    )
+
+
+def forkserver_while_planning(wildcards):
+    """Input function of the fetch rules, no files: the first time the planning of a local run
+    (forkserver_wanted) gets there, start the fork server, so that its imports (2-4 s of one core)
+    run while Snakemake plans on the other, and the first jobs find it listening. onstart stops it
+    again when the run has too few jobs for it (start_forkserver)."""
+    if forkserver_wanted():
+        jobserver.start(FORKSERVER_LOG)
+    return []
+
+
+def start_forkserver():
+    """onstart: keep (or start) the fork server when the run has enough jobs to gain from it,
+    stop it otherwise."""
     if workflow.local_exec and not workflow.use_threads:
         print(
             "ketamap: each job starts a Snakemake process of its own; run with "
             "--force-use-threads (workflow/profiles/default sets it) to save 1-3 s a job",
             file=sys.stderr,
         )
-    if not (
-        config["jobs"]["forkserver"]
-        and workflow.local_exec
-        and workflow.exec_mode == ExecMode.DEFAULT
-        and not workflow.touch
-    ):
+    if not forkserver_wanted():
+        jobserver.stop()
         return
     # The server's imports cost one core a few seconds: worth it from a few jobs on. A fetch (a
     # checkpoint) to run counts as many: the jobs after it are planned when it has finished.
@@ -292,7 +318,9 @@ def start_forkserver():
     except Exception:  # Snakemake's DAG API moved: start it
         steps = jobserver.MIN_JOBS
     if steps >= jobserver.MIN_JOBS:
-        jobserver.start(".snakemake/log/ketamap-forkserver.log")
+        jobserver.start(FORKSERVER_LOG)
+    else:
+        jobserver.stop()
 
 
 def session_threads(h):

@@ -11,6 +11,8 @@
 # exactly that site's harmonization and what depends on it.
 checkpoint fetch:
     input:
+        # no files: starts the fork server while the run is planned (common.smk)
+        forkserver=forkserver_while_planning,
         registry=registry_input,
         changed="resources/raw/.state/{site}.changed",
         code=step_code("ketamap.registry"),
@@ -39,6 +41,7 @@ checkpoint fetch:
 # The shared PET atlas, a checkpoint like rule fetch: a refetch of the same atlas reruns nothing after it.
 checkpoint fetch_atlas:
     input:
+        forkserver=forkserver_while_planning,
         registry=atlas_registry_input,
         changed="resources/raw/.state/atlas.changed",
         code=step_code("ketamap.registry"),
