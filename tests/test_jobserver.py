@@ -170,6 +170,15 @@ def test_a_stopped_job_stops_its_step_process_without_a_server(tmp_path: Path) -
     steps = tmp_path / "steps"
     steps.mkdir()
     (steps / "jobsteps.py").write_text(STEPS)
+    job, step = _napping_job(tmp_path, PYTHONPATH=str(steps))
+    assert step != job.pid and _alive(step)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert _wait(lambda: not _alive(step), 10), f"the step's process {step} outlived its job"
+
+
+def _napping_job(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A job whose step sleeps, and the pid of the process running the step."""
     marker = tmp_path / "step.pid"
     job = subprocess.Popen(
         [
@@ -181,32 +190,14 @@ def test_a_stopped_job_stops_its_step_process_without_a_server(tmp_path: Path) -
             f"marker={marker}",
         ],
         cwd=tmp_path,
-        env=_env(PYTHONPATH=str(steps)),
+        env=_env(**env),
     )
     assert _wait(lambda: marker.is_file() and marker.read_text().strip() != "")
-    step = int(marker.read_text())
-    assert step != job.pid and _alive(step)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    assert _wait(lambda: not _alive(step), 10), f"the step's process {step} outlived its job"
+    return job, int(marker.read_text())
 
 
 def test_a_stopped_job_stops_its_child(server: dict, tmp_path: Path) -> None:
-    marker = tmp_path / "child.pid"
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            CLIENT,
-            "jobsteps:nap",
-            str(tmp_path / "job.log"),
-            f"marker={marker}",
-        ],
-        cwd=tmp_path,
-        env=_env(KETAMAP_FORKSERVER=server["address"]),
-    )
-    assert _wait(lambda: marker.is_file() and marker.read_text().strip() != "")
-    child = int(marker.read_text())
+    job, child = _napping_job(tmp_path, KETAMAP_FORKSERVER=server["address"])
     assert _alive(child)
     job.send_signal(signal.SIGKILL)  # as Snakemake cancelling a job, or worse
     job.wait()

@@ -157,13 +157,19 @@ def _serve_one() -> int:
 
     threading.Thread(target=exit_when_closed, daemon=True).start()
     queued = float(os.environ.pop("KETAMAP_STEP_QUEUED", "0") or 0)
+    return run_request(request, startup=queued + process_age())
+
+
+def run_request(request: dict[str, Any], *, startup: float, forked: str | None = None) -> int:
+    """Run a handed-over job's step here (:func:`run_here`) and return its exit status."""
     try:
         run_here(
             request["step"],
             request["kwargs"],
             log_file=request["log_file"],
             limits=request["limits"],
-            startup=queued + process_age(),
+            startup=startup,
+            forked=forked,
         )
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -38,36 +38,36 @@ def _fetch(job: Job) -> tuple[str, dict[str, Any]]:
     }
 
 
-def _harmonize_session(job: Job) -> tuple[str, dict[str, Any]]:
-    """A batch of session folders of a site -> their pieces, gathered by the site's job."""
+def _site_fields(job: Job) -> dict[str, Any]:
+    """What a site's harmonize jobs (session and gather) both hand their step."""
     from ketamap.harmonize import with_pin
 
-    return "ketamap.harmonize:run_session", {
+    return {
         "modality": job.params.modality,
         "site": with_pin(job.params.site, job.config),
         "raw": job.input.raw,
         "atlas": job.input.get("atlas"),
         # fetch.per_session: the session folders the DVC storage plugin retrieved for this job
         "sessions": session_folders(job.input),
+        "config": job.params.config,
+    }
+
+
+def _harmonize_session(job: Job) -> tuple[str, dict[str, Any]]:
+    """A batch of session folders of a site -> their pieces, gathered by the site's job."""
+    return "ketamap.harmonize:run_session", {
+        **_site_fields(job),
         "batch": job.wildcards.batch,
         "output": job.output.piece,
-        "config": job.params.config,
         "threads": job.threads,
     }
 
 
 def _harmonize(job: Job) -> tuple[str, dict[str, Any]]:
     """One site's data (or its session pieces: a gather) -> its per-site tables."""
-    from ketamap.harmonize import with_pin
-
     return "ketamap.harmonize:run", {
-        "modality": job.params.modality,
-        "site": with_pin(job.params.site, job.config),
-        "raw": job.input.raw,
-        "atlas": job.input.get("atlas"),
-        "sessions": session_folders(job.input),
+        **_site_fields(job),
         "outputs": dict(job.output.items()),
-        "config": job.params.config,
         # a gather: the piece files of the site's session jobs
         "pieces": list(job.input.pieces) if job.params.sessions else None,
     }

@@ -328,21 +328,10 @@ def _child(conn: socket.socket, preloaded: str) -> None:
         os.environ.pop(ENV, None)  # a step's own subprocesses run as they would without the server
         # The job's client is gone (Snakemake killed): its connection closes, the child ends.
         threading.Thread(target=_exit_when_closed, args=(conn,), daemon=True).start()
-        from ketamap.adapter import run_here
+        from ketamap.adapter import run_request
 
         startup = request["startup"] + max(time.time() - request["sent"], 0.0)
-        try:
-            run_here(
-                request["step"],
-                request["kwargs"],
-                log_file=request["log_file"],
-                limits=request["limits"],
-                startup=startup,
-                forked=preloaded,
-            )
-            status = 0
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        status = run_request(request, startup=startup, forked=preloaded)
     except BaseException:  # reported on the job's stderr, never the server's
         import traceback
 

@@ -264,6 +264,7 @@ def session_storage(h, batch=True):
 
 
 FORKSERVER_LOG = ".snakemake/log/ketamap-forkserver.log"
+FORKSERVER_DECIDED = False  # onstart has kept or stopped it
 
 
 def forkserver_wanted():
@@ -290,8 +291,9 @@ def forkserver_while_planning(wildcards):
     """Input function of the fetch rules, no files: the first time the planning of a local run
     (forkserver_wanted) gets there, start the fork server, so that its imports (2-4 s of one core)
     run while Snakemake plans on the other, and the first jobs find it listening. onstart stops it
-    again when the run has too few jobs for it (start_forkserver)."""
-    if forkserver_wanted():
+    again when the run has too few jobs for it (start_forkserver), and planning after a
+    checkpoint never starts it again."""
+    if not FORKSERVER_DECIDED and forkserver_wanted():
         jobserver.start(FORKSERVER_LOG)
     return []
 
@@ -299,6 +301,8 @@ def forkserver_while_planning(wildcards):
 def start_forkserver():
     """onstart: keep (or start) the fork server when the run has enough jobs to gain from it,
     stop it otherwise."""
+    global FORKSERVER_DECIDED
+    FORKSERVER_DECIDED = True
     if workflow.local_exec and not workflow.use_threads:
         print(
             "ketamap: each job starts a Snakemake process of its own; run with "
