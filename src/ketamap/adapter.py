@@ -107,13 +107,18 @@ def _run_in_process(
 ) -> int:
     """Run the step in a new ``python -m ketamap.adapter`` process (the request on its stdin,
     which stays open: the process ends when this one does) and return its exit status."""
-    request = {"step": func, "kwargs": kwargs, "log_file": log_file, "limits": limits}
-    payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
     env = dict(os.environ)
     env.pop("KETAMAP_FORKSERVER", None)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    env["KETAMAP_STEP_QUEUED"] = f"{time.monotonic() - started:.6f}"
+    request = {
+        "step": func,
+        "kwargs": kwargs,
+        "log_file": log_file,
+        "limits": limits,
+        "startup": time.monotonic() - started,  # before the new process (its own age is added)
+    }
+    payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ketamap.adapter"], stdin=subprocess.PIPE, env=env
     )
@@ -156,8 +161,7 @@ def _serve_one() -> int:
         os._exit(1)
 
     threading.Thread(target=exit_when_closed, daemon=True).start()
-    queued = float(os.environ.pop("KETAMAP_STEP_QUEUED", "0") or 0)
-    return run_request(request, startup=queued + process_age())
+    return run_request(request, startup=request["startup"] + process_age())
 
 
 def run_request(request: dict[str, Any], *, startup: float, forked: str | None = None) -> int:

@@ -82,11 +82,16 @@ def _combine(job: Job) -> tuple[str, dict[str, Any]]:
     }
 
 
+def _data_inputs(job: Job) -> dict[str, Any]:
+    """The job's named inputs but its code files (which only trigger reruns)."""
+    return {k: v for k, v in job.input.items() if k != "code"}
+
+
 def _pooled(job: Job) -> tuple[str, dict[str, Any]]:
     """One analysis of ketamap.pooled.ANALYSES on the consortium tables."""
     return "ketamap.pooled:run", {
         "analysis": job.params.analysis,
-        "inputs": {k: v for k, v in job.input.items() if k != "code"},
+        "inputs": _data_inputs(job),
         "output": job.output.result,
         "figure": job.output.get("figure"),
         "metrics": job.output.get("metrics"),
@@ -98,7 +103,7 @@ def _figure(job: Job) -> tuple[str, dict[str, Any]]:
     """One figure of ketamap.pooled.FIGURES from tables and results."""
     return "ketamap.pooled:draw", {
         "name": job.wildcards.figure,
-        "inputs": {k: v for k, v in job.input.items() if k != "code"},
+        "inputs": _data_inputs(job),
         "output": job.output[0],
     }
 
