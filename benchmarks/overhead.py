@@ -31,11 +31,14 @@ in fresh processes, median of ``--repeat``:
   of them.
 
 A job whose step ran in the fork server (its step line ends ``, in the fork server``) imports only
-what the server had not when it forked (the server imports its ``PRELOAD`` one module at a time
-between jobs; a job forked before the end logs ``preloaded k/n``): probed in a process that first
-imports those k modules. Its overhead is its start-up and those imports. The server's imports are counted once, in a row of
-their own, though they overlap Snakemake's planning (the fetch rules start the server while the
-run is planned) and the first jobs. The Snakemake main process's own work per
+what the server had not when it forked (the server's chain of links imports its ``PRELOAD``
+while it serves; a job forked before the end logs ``preloaded k/n``): probed in a process that first
+imports those k modules. Its overhead is its start-up and those imports. The server's imports
+are counted once, in a row of their own, as the CPU time its links spent importing (they import
+alongside Snakemake's planning, since the fetch rules start the server while the run is planned,
+and alongside the jobs: their wall time counts the cores' sharing, which the jobs' own wall time
+counts too; the CPU time is what they took from the jobs; the wall time is printed as well). The
+Snakemake main process's own work per
 job (its thread for the job's ``run:`` block, checking outputs, the job records) is not in either:
 it is reported as the run's wall time against the jobs' time on 2 cores.
 
@@ -299,11 +302,19 @@ def job_lines(project: Path) -> list[tuple[str, float, float, int | None]]:
     return jobs
 
 
-def server_seconds(project: Path) -> float:
-    """The fork server's import time (its log), 0 when the run started none."""
+def server_seconds(project: Path) -> tuple[float, float]:
+    """The fork server's import time (its log): (wall s, CPU s); zeros when the run started none.
+
+    Its links import alongside the run's jobs: their wall time counts the cores' sharing with the
+    jobs (whose own wall time grows by as much), their CPU time is what the imports took from the
+    jobs. The CPU time is the server's overhead in the table."""
     log = project / ".snakemake/log/ketamap-forkserver.log"
-    found = re.findall(r"modules imported in ([0-9.]+) s", log.read_text()) if log.is_file() else []
-    return float(found[-1]) if found else 0.0  # its last line: when it stopped, or had all
+    text = log.read_text() if log.is_file() else ""
+    found = re.findall(r"modules imported in ([0-9.]+) s \(([0-9.]+) s CPU\)", text)
+    if not found:
+        return 0.0, 0.0
+    wall, cpu = found[-1]  # its last line: when it stopped, or had all
+    return float(wall), float(cpu)
 
 
 def table(
@@ -380,7 +391,7 @@ def measure(root: Path, args: argparse.Namespace, kinds: dict, forkserver: bool)
         step + startup + (0.0 if forked is not None else probes[k]["exit"])
         for k, step, startup, forked in jobs
     )
-    server = server_seconds(project)
+    server_wall, server = server_seconds(project)
     print(
         f"jobs.forkserver {str(forkserver).lower()}: scenario {args.scenario}, --cores "
         f"{args.cores}, {os.cpu_count()} CPUs: {len(jobs)} jobs logged a step, "
@@ -388,7 +399,11 @@ def measure(root: Path, args: argparse.Namespace, kinds: dict, forkserver: bool)
         f"({sum(j[3] is not None and j[3] >= 0 for j in jobs)} before it had imported all); "
         f"run {wall:.1f} s wall, jobs "
         f"{busy:.1f} s (start to exit), {busy / args.cores:.1f} s on {args.cores} cores"
-        + (f"; the server's imports {server:.1f} s" if server else "")
+        + (
+            f"; the server's imports {server:.1f} s CPU ({server_wall:.1f} s wall)"
+            if server
+            else ""
+        )
     )
     print(
         "start-up: the job's run: block -> its step (measured in each job); lazy imp: the "

@@ -33,6 +33,14 @@ def nap(marker):
     time.sleep(120)
 """
 
+# A module whose import lasts until the test releases it (a slow import, SciPy's or statsmodels').
+SLOW_IMPORT = """
+import os, time
+from pathlib import Path
+while not Path(os.environ["RELEASE"]).exists():
+    time.sleep(0.05)
+"""
+
 # What a rule's run: block does (in Snakemake's process, one thread per job).
 CLIENT = """
 import sys
@@ -69,11 +77,11 @@ def _wait(predicate, timeout: float = 20.0) -> bool:
     return predicate()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[dict]:
+def _start_server(tmp_path: Path, preload: tuple[str, ...], **env: str) -> dict:
     steps = tmp_path / "steps"
-    steps.mkdir()
+    steps.mkdir(exist_ok=True)
     (steps / "jobsteps.py").write_text(STEPS)
+    (steps / "slowimport.py").write_text(SLOW_IMPORT)
     address = f"ketamap-test-{os.getpid()}-{tmp_path.name}"
     log = tmp_path / "server.log"
     with log.open("wb") as out:
@@ -82,17 +90,38 @@ def server(tmp_path: Path) -> Iterator[dict]:
                 sys.executable,
                 "-c",
                 "import os, sys; from ketamap import jobserver; "
-                "jobserver.serve(sys.argv[1], os.getppid(), preload=('jobsteps', 'pandas'))",
+                "jobserver.serve(sys.argv[1], os.getppid(), preload=tuple(sys.argv[2:]))",
                 address,
+                *preload,
             ],
-            env=_env(PYTHONPATH=str(steps)),
+            env=_env(PYTHONPATH=str(steps), **env),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     assert _wait(lambda: "listening" in log.read_text()), log.read_text()
-    yield {"address": address, "proc": proc, "log": log, "steps": steps}
-    proc.terminate()
-    proc.wait(timeout=10)
+    return {"address": address, "proc": proc, "log": log, "steps": steps}
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker`` (a server's address: every link of its
+    chain, which are forks of one another)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker.encode() in (proc / "cmdline").read_bytes() and _alive(int(proc.name)):
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[dict]:
+    started = _start_server(tmp_path, ("jobsteps", "pandas"))
+    yield started
+    started["proc"].terminate()
+    started["proc"].wait(timeout=10)
 
 
 def _client(server: dict, tmp_path: Path, step: str, *pairs: str, **env: str):
@@ -246,22 +275,39 @@ def test_the_server_ends_with_the_process_that_started_it(tmp_path: Path) -> Non
     assert starter.stdout is not None
     address = starter.stdout.readline().strip()
 
-    def servers() -> list[int]:
-        found = []
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    if address.encode() in (proc / "cmdline").read_bytes() and _alive(
-                        int(proc.name)
-                    ):
-                        found.append(int(proc.name))
-                except OSError:
-                    pass
-        return found
-
     assert _wait(lambda: "listening" in log.read_text() if log.is_file() else False, 60)
-    assert len(servers()) == 1
+    assert _processes_with(address)
     starter.kill()  # no atexit, no onerror: the parent's death alone
     starter.wait()
     starter.stdout.close()
-    assert _wait(lambda: not servers(), 10), servers()
+    assert _wait(lambda: not _processes_with(address), 10), _processes_with(address)
+    # the chain stopped from its first link down: the serving one alone said how far it got
+    assert log.read_text().count("forkserver: stopped;") == 1, log.read_text()
+
+
+def test_a_job_never_waits_for_the_servers_imports(tmp_path: Path) -> None:
+    """A job that comes while the server imports (here an import that lasts until the test
+    releases it) is forked at once from what the server has; later jobs find everything imported.
+    Stopping the server stops the whole chain of its links, and one of them reports."""
+    release = tmp_path / "release"
+    server = _start_server(tmp_path, ("slowimport", "jobsteps"), RELEASE=str(release))
+    try:
+        early = _client(server, tmp_path, "jobsteps:echo", "text=a", f"path={tmp_path / 'a'}")
+        assert early.returncode == 0, early.stderr
+        line = (tmp_path / "job.log").read_text().strip().splitlines()[-1]
+        assert line.endswith(", preloaded 0/2, in the fork server"), line
+        assert "modules imported in" not in server["log"].read_text()
+        release.touch()
+        assert _wait(lambda: "modules imported in" in server["log"].read_text())
+        late = _client(server, tmp_path, "jobsteps:echo", "text=b", f"path={tmp_path / 'b'}")
+        assert late.returncode == 0, late.stderr
+        line = (tmp_path / "job.log").read_text().strip().splitlines()[-1]
+        assert line.endswith("s, in the fork server"), line
+        assert len(_processes_with(server["address"])) >= 2  # a link per import, at least
+    finally:
+        server["proc"].terminate()
+        server["proc"].wait(timeout=10)
+    assert _wait(lambda: not _processes_with(server["address"]), 10)
+    text = server["log"].read_text()
+    assert text.count("forkserver: stopped;") == 1, text
+    assert "forkserver: stopped; 2 of 2 preloaded" in text, text

@@ -3,8 +3,9 @@
 A ketamap job's step runs in a process of its own. In a new interpreter it would first pay its
 imports: pandas and pyarrow in every job that writes a table, statsmodels and SciPy's statistics
 in every pooled analysis (2 s per job, more than most steps take). On a local run (Snakemake's
-local executor, ``jobs.forkserver``, the default) the workflow's ``onstart`` starts this server,
-which imports those libraries once and then forks one child per job:
+local executor, ``jobs.forkserver``, the default) the workflow starts this server while it plans
+the run; it imports those libraries once (while it already serves, :func:`serve`) and forks one
+child per job:
 
 - the job (its ``run:`` block, in a thread of Snakemake's process, through
   :func:`ketamap.adapter.run_job`) connects to the server's socket and sends its step
@@ -96,6 +97,10 @@ PRELOAD = (
 # A run with fewer jobs to start keeps no server (its imports cost one core 2-4 s).
 MIN_JOBS = 4
 
+# Each link of the server's chain imports at least this many seconds' worth of PRELOAD before it
+# takes over (fewer, longer links: fewer processes; more, shorter ones: jobs see imports sooner).
+HANDOVER_S = 0.25
+
 _HEADER = struct.Struct("!QB")  # payload length, which of stdin/stdout/stderr follow as fds
 _STATUS = struct.Struct("!i")
 
@@ -182,8 +187,8 @@ def start(log_path: str | Path) -> str | None:
     """Start the run's fork server (its messages go to ``log_path``) and give its address to the
     jobs this process starts (the environment variable :data:`ENV`); return the address.
 
-    The server imports :data:`PRELOAD` before it listens: jobs that start meanwhile run their
-    steps themselves. It exits with this process (``stop``, or its parent's death)."""
+    The server listens at once; its chain of links imports :data:`PRELOAD` meanwhile (see
+    :func:`serve`). It exits with this process (``stop``, or its parent's death)."""
     import atexit
 
     global _server
@@ -223,71 +228,185 @@ def stop() -> None:
 
 
 def serve(address: str, parent: int, preload: tuple[str, ...] = PRELOAD) -> None:
-    """Listen at once and fork a child per connection until ``parent`` is gone or SIGTERM;
-    import ``preload``, in its order, one module at a time whenever no job is waiting.
+    """Listen at once and fork a child per connection until ``parent`` is gone or SIGTERM, while
+    ``preload`` is imported, in its order, by a successor that takes over when it has imported it.
 
-    A job that comes early is forked from a server that has imported part of ``preload`` (its
-    step imports the rest, as a process of its own would, only less); later ones find everything
-    imported. A job never waits for more than the one import in progress. ``preload`` is ordered
-    by when the workflow needs it: the fetches' modules first, the pooled analyses' last."""
+    A job is never kept waiting for an import: the serving process forks it at once, from what it
+    has imported so far (a job that comes early imports the rest itself, as a process of its own
+    would, only less). The imports happen in a forked *successor* (the next link of a chain):
+    it imports the next modules (at least :data:`HANDOVER_S` seconds' worth), then takes over
+    the listening socket and forks the next successor, and its predecessor retires (it stops
+    accepting and stays only as the parent of the chain, so that the chain dies with the process
+    that started the server). ``preload`` is ordered by when the workflow needs it: the fetches'
+    modules first, the pooled analyses' last.
+
+    Why a chain rather than imports between jobs in one process: an import cannot be interrupted
+    to fork a job (a child forked by another thread could inherit a held import lock), so a job
+    arriving during SciPy's or statsmodels' import waited up to a second for it; and a running
+    import cannot be handed to another process. Forking the importer leaves the serving process
+    free, and the importer's result is, once it takes over, the state every later job starts
+    from."""
     _die_with_parent()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind("\0" + address)
     listener.listen(128)
-    # Children are reaped by the kernel: the server never waits for one (it keeps one thread, so
-    # every fork is of a process holding no lock, the import lock included).
+    # Children are reaped by the kernel: the server never waits for one (each link is single
+    # threaded, so every fork is of a process holding no lock, the import lock included).
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # Ctrl-C reaches the whole process group: the children stop their steps, the server stays
     # until its parent stops it or dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    pending = list(preload)
-    importing = 0.0
+    link = _Link(preload, parent)
+    signal.signal(signal.SIGTERM, link.stopped)  # a job's child resets it (_child)
+    print("forkserver: listening", flush=True)
+    while True:
+        if link.done < len(preload) and link.fork_successor():
+            link.import_next()  # the successor: imports, then serves (the loop's next turn)
+            continue
+        link.serve(listener)  # returns when the successor took over (never for the last link)
+        listener.close()  # connections go to the successor alone from now on
+        link.retire()  # no return
 
-    def stopped(_signum: int, _frame: Any) -> None:  # SIGTERM (the run ended): say how far
-        done = len(preload) - len(pending)
-        print(
-            f"forkserver: stopped; {done} of {len(preload)} preloaded, "
-            f"{len(sys.modules)} modules imported in {importing:.1f} s",
-            flush=True,
-        )
+
+class _Link:
+    """One process of the server's chain: what it has imported, its successor, how it stops."""
+
+    def __init__(self, preload: tuple[str, ...], parent: int) -> None:
+        self.preload = preload
+        self.parent = parent  # the process that started the server, then each link's predecessor
+        self.done = 0  # modules of preload imported
+        # Seconds the chain spent importing them: wall, and CPU (the links import alongside the
+        # run's jobs, so their wall time counts the cores' sharing; their CPU time is what the
+        # imports took from the jobs)
+        self.importing = 0.0
+        self.importing_cpu = 0.0
+        self.up: int | None = None  # pipe to the predecessor: one byte when this link takes over
+        self.down: int | None = None  # pipe from the successor (its end closes when it exits)
+        self.successor: int | None = None
+        self.serving = True  # False while this link imports (it stops silently)
+
+    # -- the chain
+
+    def fork_successor(self) -> bool:
+        """Fork the next link; True in it (it imports next), False in this one (it serves)."""
+        read, write = os.pipe()
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid:
+            os.close(write)
+            self.down, self.successor = read, pid
+            return False
+        os.close(read)
+        if self.up is not None:
+            os.close(self.up)  # the predecessor's pipe is this link's parent's business
+        self.up, self.down, self.successor = write, None, None
+        self.serving = False
+        self.parent = os.getppid()
+        _die_with_parent()
+        if os.getppid() != self.parent:  # the predecessor died before the line above
+            os._exit(0)
+        return True
+
+    def import_next(self) -> None:
+        """Import the next modules of preload (at least HANDOVER_S seconds' worth, or the rest),
+        then take over: tell the predecessor, which stops accepting."""
+        started, cpu = time.perf_counter(), time.process_time()
+        while self.done < len(self.preload) and time.perf_counter() - started < HANDOVER_S:
+            name = self.preload[self.done]
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # the child imports it again, and reports it
+                print(f"forkserver: not preloaded {name}: {type(exc).__name__}: {exc}", flush=True)
+            self.done += 1
+        self.importing += time.perf_counter() - started
+        self.importing_cpu += time.process_time() - cpu
+        # Atomic for SIGTERM: the link that says it took over is the one that reports the stop.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        self.serving = True
+        assert self.up is not None
+        os.write(self.up, b"+")
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        if self.done == len(self.preload):
+            print(
+                f"forkserver: {len(sys.modules)} modules imported in {self._spent()}",
+                flush=True,
+            )
+
+    def serve(self, listener: socket.socket) -> None:
+        """Fork a child per connection until the successor takes over (or the parent is gone)."""
+        while os.getppid() == self.parent:
+            down = self.down
+            ready, _, _ = select.select(
+                [listener.fileno(), *([] if down is None else [down])], [], [], 1.0
+            )
+            if down is not None and down in ready:
+                # Atomic for SIGTERM, as the successor's side (import_next): one link reports.
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+                if os.read(down, 1):
+                    self.serving = False
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+                if not self.serving:
+                    return  # the successor took over
+                # it died importing (killed, out of memory): this link serves on, as it is
+                os.close(down)
+                self.down = self.successor = None
+                print(
+                    f"forkserver: preloading stopped at {self.done} of {len(self.preload)}",
+                    flush=True,
+                )
+            if listener.fileno() not in ready:
+                continue
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            if not _same_user(conn):
+                conn.close()
+                continue
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if os.fork() == 0:
+                listener.close()
+                for fd in (self.up, self.down):
+                    if fd is not None:
+                        os.close(fd)
+                _child(conn, preloaded=f"{self.done}/{len(self.preload)}")  # no return
+            conn.close()
+        os._exit(0)  # the parent is gone: the successor follows (PR_SET_PDEATHSIG)
+
+    def retire(self) -> None:
+        """Stay as the successor's parent until it or this link's parent is gone."""
+        while os.getppid() == self.parent and self.down is not None:
+            ready, _, _ = select.select([self.down], [], [], 1.0)
+            if ready and not os.read(self.down, 1):
+                break  # the successor exited
         os._exit(0)
 
-    signal.signal(signal.SIGTERM, stopped)  # a child resets it (_child)
-    print("forkserver: listening", flush=True)
-    while os.getppid() == parent:
-        ready, _, _ = select.select([listener], [], [], 0.0 if pending else 1.0)
-        if not ready:
-            if pending:
-                name = pending.pop(0)
-                started = time.perf_counter()
-                try:
-                    importlib.import_module(name)
-                except Exception as exc:  # the child imports it again, and reports it
-                    print(
-                        f"forkserver: not preloaded {name}: {type(exc).__name__}: {exc}",
-                        flush=True,
-                    )
-                importing += time.perf_counter() - started
-                if not pending:
-                    print(
-                        f"forkserver: {len(sys.modules)} modules imported in {importing:.1f} s",
-                        flush=True,
-                    )
-            continue
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            continue
-        if not _same_user(conn):
-            conn.close()
-            continue
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            listener.close()
-            _child(conn, preloaded=f"{len(preload) - len(pending)}/{len(preload)}")  # no return
-        conn.close()
+    def _spent(self) -> str:
+        return f"{self.importing:.1f} s ({self.importing_cpu:.1f} s CPU)"
+
+    def stopped(self, _signum: int, _frame: Any) -> None:
+        """SIGTERM (the run ended, or the predecessor stopped): stop the successor and wait for it;
+        the serving link says how far the chain got. Nothing else prints."""
+        took_over = False
+        if self.successor is not None and self.down is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self.successor, signal.SIGTERM)
+            end = time.monotonic() + 10
+            with contextlib.suppress(OSError):
+                while time.monotonic() < end:
+                    ready, _, _ = select.select([self.down], [], [], max(end - time.monotonic(), 0))
+                    chunk = os.read(self.down, 1) if ready else b""
+                    took_over |= chunk == b"+"
+                    if not chunk:
+                        break
+        if self.serving and not took_over:
+            print(
+                f"forkserver: stopped; {self.done} of {len(self.preload)} preloaded, "
+                f"{len(sys.modules)} modules imported in {self._spent()}",
+                flush=True,
+            )
+        os._exit(0)
 
 
 def _same_user(conn: socket.socket) -> bool:
