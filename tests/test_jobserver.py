@@ -242,8 +242,9 @@ def test_the_server_runs_nothing_for_another_user(server: dict, tmp_path: Path) 
     # request was already on its way, that no status came back (a failed job)
     as_nobody = (
         "import os, sys; from ketamap import jobserver; os.setuid(65534); "
-        "status = jobserver.submit('jobsteps:echo', {'text': 'x', 'path': sys.argv[1]}, "
-        "log_file=None, limits=None, startup=0.0); sys.exit(3 if status is None else status)"
+        "status = jobserver.submit({'step': 'jobsteps:echo', 'kwargs': {'text': 'x', "
+        "'path': sys.argv[1]}, 'log_file': None, 'limits': None}, startup=0.0); "
+        "sys.exit(3 if status is None else status)"
     )
     done = subprocess.run(
         [sys.executable, "-c", as_nobody, str(out)],

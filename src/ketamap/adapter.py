@@ -83,41 +83,37 @@ def run_job(func: str, job_log: Any, job_config: Any, /, **kwargs: Any) -> None:
     the run's fork server when one answers, else in a new process; it never runs here, in
     Snakemake's process. ``kwargs`` are handed over as builtin types (:func:`_plain`)."""
     started = time.monotonic()
-    log_file = str(job_log[0]) if len(job_log) else None
-    limits = _plain((job_config or {}).get("limits"))
-    plain = _plain(kwargs)
+    request = {
+        "step": func,
+        "kwargs": _plain(kwargs),
+        "log_file": str(job_log[0]) if len(job_log) else None,
+        "limits": _plain((job_config or {}).get("limits")),
+    }
     status = None
     if os.environ.get("KETAMAP_FORKSERVER"):
         from ketamap import jobserver
 
-        status = jobserver.submit(
-            func, plain, log_file=log_file, limits=limits, startup=time.monotonic() - started
-        )
+        status = jobserver.submit(request, startup=time.monotonic() - started)
     if status is None:
-        status = _run_in_process(func, plain, log_file, limits, started)
+        status = _run_in_process(request, started)
     if status:
+        log_file = request["log_file"]
         raise StepError(
             f"step {func} failed (exit status {status}); its message is above"
             + (f" and in {log_file}" if log_file else "")
         )
 
 
-def _run_in_process(
-    func: str, kwargs: dict[str, Any], log_file: str | None, limits: Any, started: float
-) -> int:
-    """Run the step in a new ``python -m ketamap.adapter`` process (the request on its stdin,
-    which stays open: the process ends when this one does) and return its exit status."""
+def _run_in_process(request: dict[str, Any], started: float) -> int:
+    """Run the step of ``request`` (:func:`run_job`'s) in a new ``python -m ketamap.adapter``
+    process (the request on its stdin, which stays open: the process ends when this one does) and
+    return its exit status."""
     env = dict(os.environ)
     env.pop("KETAMAP_FORKSERVER", None)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    request = {
-        "step": func,
-        "kwargs": kwargs,
-        "log_file": log_file,
-        "limits": limits,
-        "startup": time.monotonic() - started,  # before the new process (its own age is added)
-    }
+    # start-up so far, before the new process (its own age is added when the step starts)
+    request = {**request, "startup": time.monotonic() - started}
     payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ketamap.adapter"], stdin=subprocess.PIPE, env=env
@@ -134,6 +130,20 @@ def _run_in_process(
     finally:
         with contextlib.suppress(OSError):
             proc.stdin.close()
+
+
+def exit_when_closed(fd: int) -> None:
+    """End this process (exit status 1) as soon as ``fd`` reaches its end: the job that handed it
+    its step (over this pipe or socket) is gone, Snakemake stopped or killed. A daemon thread
+    watches; the job never writes to ``fd`` after its request."""
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(fd, 1):
+                pass
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _serve_one() -> int:
@@ -153,14 +163,7 @@ def _serve_one() -> int:
     if len(header) < _LENGTH.size:
         return 1
     request = pickle.loads(read(_LENGTH.unpack(header)[0]))
-
-    def exit_when_closed() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(0, 1):
-                pass
-        os._exit(1)
-
-    threading.Thread(target=exit_when_closed, daemon=True).start()
+    exit_when_closed(0)
     return run_request(request, startup=request["startup"] + process_age())
 
 

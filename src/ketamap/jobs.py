@@ -151,8 +151,3 @@ def run(
     )
     step, kwargs = JOBS[kind](job)
     run_job(step, log, config, **kwargs)
-    if kind == "harmonize" and params.sessions:
-        from ketamap.harmonize import scatter
-
-        # piece files of earlier batches of this site, which this gather did not read
-        scatter.remove_stale_pieces(list(input.pieces))

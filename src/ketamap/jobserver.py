@@ -43,7 +43,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -109,11 +108,11 @@ _STATUS = struct.Struct("!i")
 # The job's side
 
 
-def submit(
-    step: str, kwargs: dict[str, Any], *, log_file: str | None, limits: Any, startup: float
-) -> int | None:
-    """Run ``step`` (``module:function``) with ``kwargs`` in a child of the run's fork server and
-    return its exit status; None when there is no server to reach (the caller runs the step)."""
+def submit(request: dict[str, Any], *, startup: float) -> int | None:
+    """Run the step of ``request`` (:func:`ketamap.adapter.run_job`'s: step, kwargs, log_file,
+    limits) in a child of the run's fork server and return its exit status; None when there is no
+    server to reach (the caller runs the step). ``startup``: the job's seconds so far."""
+    step = request["step"]
     address = os.environ.get(ENV)
     if not address:
         return None
@@ -126,10 +125,7 @@ def submit(
     with sock:
         fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
         request = {
-            "step": step,
-            "kwargs": kwargs,
-            "log_file": log_file,
-            "limits": limits,
+            **request,
             "startup": startup,
             "sent": time.time(),
             "cwd": os.getcwd(),
@@ -445,9 +441,10 @@ def _child(conn: socket.socket, preloaded: str) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ.pop(ENV, None)  # a step's own subprocesses run as they would without the server
+        from ketamap.adapter import exit_when_closed, run_request
+
         # The job's client is gone (Snakemake killed): its connection closes, the child ends.
-        threading.Thread(target=_exit_when_closed, args=(conn,), daemon=True).start()
-        from ketamap.adapter import run_request
+        exit_when_closed(conn.fileno())
 
         startup = request["startup"] + max(time.time() - request["sent"], 0.0)
         status = run_request(request, startup=startup, forked=preloaded)
@@ -464,13 +461,6 @@ def _child(conn: socket.socket, preloaded: str) -> None:
         with contextlib.suppress(Exception):
             conn.sendall(_STATUS.pack(status))
         os._exit(status)
-
-
-def _exit_when_closed(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while conn.recv(1):
-            pass
-    os._exit(1)
 
 
 if __name__ == "__main__":

@@ -294,6 +294,10 @@ def run(
                 expected=exc.expected,
                 hint=exc.hint or "check the site's files for the value the row names",
             ) from None
+    if pieces is not None:
+        # piece files of earlier batches of this site (another jobs.session_batch_seconds, sessions
+        # gone from a release), which this gather did not read: gone once its tables are written
+        scatter.remove_stale_pieces(pieces)
 
 
 def run_session(
