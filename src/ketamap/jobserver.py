@@ -264,6 +264,17 @@ def serve(address: str, parent: int, preload: tuple[str, ...] = PRELOAD) -> None
         link.retire()  # no return
 
 
+@contextlib.contextmanager
+def _no_sigterm() -> Any:
+    """SIGTERM waits (blocked, then handled) until the block ends: what it holds is atomic for
+    the stop handler (_Link.stopped)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 class _Link:
     """One process of the server's chain: what it has imported, its successor, how it stops."""
 
@@ -316,12 +327,10 @@ class _Link:
             self.done += 1
         self.importing += time.perf_counter() - started
         self.importing_cpu += time.process_time() - cpu
-        # Atomic for SIGTERM: the link that says it took over is the one that reports the stop.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        self.serving = True
         assert self.up is not None
-        os.write(self.up, b"+")
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        with _no_sigterm():  # the link that says it took over is the one that reports the stop
+            self.serving = True
+            os.write(self.up, b"+")
         if self.done == len(self.preload):
             print(
                 f"forkserver: {len(sys.modules)} modules imported in {self._spent()}",
@@ -336,11 +345,8 @@ class _Link:
                 [listener.fileno(), *([] if down is None else [down])], [], [], 1.0
             )
             if down is not None and down in ready:
-                # Atomic for SIGTERM, as the successor's side (import_next): one link reports.
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-                if os.read(down, 1):
-                    self.serving = False
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+                with _no_sigterm():  # as the successor's side (import_next): one link reports
+                    self.serving = not os.read(down, 1)
                 if not self.serving:
                     return  # the successor took over
                 # it died importing (killed, out of memory): this link serves on, as it is
